@@ -1,0 +1,73 @@
+/**
+ * The project's typed errors. Every failure caused by bad input (a file, a key, a tensor, an image, a shape)
+ * is one of these, so callers can tell "your input is wrong" from a bug, and the message names what is at fault.
+ *
+ * @module
+ */
+
+/** Where an error was found: the file, the key or tensor name, a byte offset. All optional. */
+export interface ErrorContext {
+  /** The file (path or label) the bad input came from. */
+  file?: string;
+  /** The state_dict key, tensor name, pickle global or record at fault. */
+  key?: string;
+  /** The byte offset in the file, where it is known. */
+  offset?: number;
+  /** The underlying error, if any. */
+  cause?: unknown;
+}
+
+/**
+ * Base class of every error this package throws on bad input.
+ *
+ * @example
+ * ```ts
+ * import { T2tVitError } from "./errors.ts";
+ * try {
+ *   throw new T2tVitError("bad header", { file: "w.safetensors" });
+ * } catch (e) {
+ *   if (e instanceof T2tVitError) console.log(e.message); // "w.safetensors: bad header"
+ * }
+ * ```
+ */
+export class T2tVitError extends Error {
+  /** The file the error concerns, if known. */
+  readonly file?: string;
+  /** The key, tensor or global at fault, if known. */
+  readonly key?: string;
+  /** Byte offset in the file, if known. */
+  readonly offset?: number;
+
+  /** Builds the message as `file: [key: ]message`. */
+  constructor(message: string, ctx: ErrorContext = {}) {
+    const where = [ctx.file, ctx.key !== undefined ? `'${ctx.key}'` : undefined].filter((s) =>
+      s !== undefined
+    );
+    super(where.length ? `${where.join(": ")}: ${message}` : message, { cause: ctx.cause });
+    this.name = new.target.name;
+    this.file = ctx.file;
+    this.key = ctx.key;
+    this.offset = ctx.offset;
+  }
+}
+
+/** A checkpoint (zip, legacy torch.save, pickle) that cannot be read safely or correctly. */
+export class CheckpointError extends T2tVitError {}
+
+/** A pickle global, opcode or construct that the safe unpickler refuses. Nothing was executed. */
+export class UnsafePickleError extends CheckpointError {}
+
+/** A safetensors file that breaks the format, or tensors that cannot be written as one. */
+export class SafetensorsError extends T2tVitError {}
+
+/** Weights that do not fit a model: missing, unexpected or mis-shaped keys, NaN/Inf values. */
+export class WeightsError extends T2tVitError {}
+
+/** A model configuration, input shape or argument that the model cannot accept. */
+export class ModelError extends T2tVitError {}
+
+/** An image that cannot be decoded or preprocessed. */
+export class ImageError extends T2tVitError {}
+
+/** A dataset file (CIFAR binary) of the wrong size or missing. */
+export class DatasetError extends T2tVitError {}

@@ -1,0 +1,82 @@
+/**
+ * The deterministic weight and input fill of the reference data (`tests/fixtures/reference/README.md`):
+ * every value is a pure function of a tensor's name and the element's flat index, so parity tests rebuild
+ * the exact weights the official PyTorch code was run with, and benchmarks get realistic-looking weights.
+ *
+ * @module
+ */
+
+/** FNV-1a 32-bit hash of the UTF-8 bytes of `s`. */
+export function fnv1a32(s: string): number {
+  let h = 0x811c9dc5;
+  for (const b of new TextEncoder().encode(s)) {
+    h ^= b;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h >>> 0;
+}
+
+function mix32(x: number): number {
+  x ^= x >>> 16;
+  x = Math.imul(x, 0x7feb352d);
+  x ^= x >>> 15;
+  x = Math.imul(x, 0x846ca68b);
+  x ^= x >>> 16;
+  return x >>> 0;
+}
+
+/**
+ * `count` values `unit(name, i)` in [0, 1), as float64.
+ *
+ * @example
+ * ```ts
+ * import { unit } from "./fill.ts";
+ * unit("input", 4); // Float64Array [0.64302361..., 0.92034459..., 0.1919834..., 0.224527...]
+ * ```
+ */
+export function unit(name: string, count: number): Float64Array {
+  const h = fnv1a32(name);
+  const out = new Float64Array(count);
+  for (let i = 0; i < count; i++) {
+    out[i] = (mix32((h + Math.imul(i, 0x9e3779b9)) >>> 0) >>> 8) / 16777216;
+  }
+  return out;
+}
+
+/**
+ * The reference fill of a state_dict tensor `name` with `shape`, as float32 (C order).
+ *
+ * @example
+ * ```ts
+ * import { fill } from "./fill.ts";
+ * fill("blocks.0.norm1.weight", [4]); // Float32Array [0.91709065, 0.9515681, 1.0127422, 0.95385045]
+ * ```
+ */
+export function fill(name: string, shape: readonly number[]): Float32Array {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const u = unit(name, n);
+  const out = new Float32Array(n);
+  let f: (u: number) => number;
+  if (name.endsWith(".w")) f = (u) => (2 * u - 1) * 1.7320508;
+  else if (shape.length === 1 && name.endsWith("weight")) f = (u) => 1 + (u - 0.5) * 0.2;
+  else if (name.endsWith("bias")) f = (u) => (u - 0.5) * 0.04;
+  else f = (u) => (2 * u - 1) * 0.0346410162;
+  for (let i = 0; i < n; i++) out[i] = f(u[i]);
+  return out;
+}
+
+/**
+ * The reference input `fill_input(batch, size)`: NCHW float32 of shape `[batch, chans, size, size]`.
+ *
+ * @example
+ * ```ts
+ * import { fillInput } from "./fill.ts";
+ * const x = fillInput(2, 32); // 2 * 3 * 32 * 32 values in [-2, 2)
+ * ```
+ */
+export function fillInput(batch: number, size: number, chans = 3): Float32Array {
+  const u = unit("input", batch * chans * size * size);
+  const out = new Float32Array(u.length);
+  for (let i = 0; i < u.length; i++) out[i] = (2 * u[i] - 1) * 2;
+  return out;
+}
