@@ -21,3 +21,5 @@ export * from "./src/errors.ts";
 export * from "./converters/types.ts";
 export * from "./converters/safetensors.ts";
 export * from "./src/fill.ts";
+export * from "./converters/mod.ts";
+export * from "./src/images/mod.ts";

@@ -1,0 +1,340 @@
+/**
+ * Recognising a T2T-ViT architecture from the names and shapes of its weights: the registered variant (all
+ * fourteen factories of the official code), or a custom configuration with the hyper-parameters that the
+ * shapes reveal (embedding width, depth, tokens type, token width, classes, image size from `pos_embed`).
+ *
+ * @module
+ */
+
+/** Block families of the official code. */
+export type ArchFamily = "t2t_vit" | "t2t_vit_se" | "t2t_vit_ghost" | "t2t_vit_dense";
+
+/** How the T2T module mixes tokens. */
+export type DetectedTokensType = "performer" | "transformer" | "convolution";
+
+/** A registered variant's configuration (the official factory's arguments). */
+export interface KnownArchitecture {
+  /** Factory name, e.g. `t2t_vit_14`. */
+  name: string;
+  /** Block family. */
+  family: ArchFamily;
+  /** Tokens-to-token attention. */
+  tokensType: DetectedTokensType;
+  /** Backbone width. */
+  embedDim: number;
+  /** Number of backbone blocks (dense: the dense blocks, transitions excluded). */
+  depth: number;
+  /** Attention heads (invisible in the weights; known only from the factory). */
+  numHeads: number;
+  /** MLP hidden width over embed_dim. */
+  mlpRatio: number;
+  /** Dense variant: blocks per stage. */
+  blockConfig?: number[];
+}
+
+/** The official factories (`models/t2t_vit*.py`), in registration order. */
+export const KNOWN_ARCHITECTURES: readonly KnownArchitecture[] = Object.freeze([
+  {
+    name: "t2t_vit_7",
+    family: "t2t_vit",
+    tokensType: "performer",
+    embedDim: 256,
+    depth: 7,
+    numHeads: 4,
+    mlpRatio: 2,
+  },
+  {
+    name: "t2t_vit_10",
+    family: "t2t_vit",
+    tokensType: "performer",
+    embedDim: 256,
+    depth: 10,
+    numHeads: 4,
+    mlpRatio: 2,
+  },
+  {
+    name: "t2t_vit_12",
+    family: "t2t_vit",
+    tokensType: "performer",
+    embedDim: 256,
+    depth: 12,
+    numHeads: 4,
+    mlpRatio: 2,
+  },
+  {
+    name: "t2t_vit_14",
+    family: "t2t_vit",
+    tokensType: "performer",
+    embedDim: 384,
+    depth: 14,
+    numHeads: 6,
+    mlpRatio: 3,
+  },
+  {
+    name: "t2t_vit_19",
+    family: "t2t_vit",
+    tokensType: "performer",
+    embedDim: 448,
+    depth: 19,
+    numHeads: 7,
+    mlpRatio: 3,
+  },
+  {
+    name: "t2t_vit_24",
+    family: "t2t_vit",
+    tokensType: "performer",
+    embedDim: 512,
+    depth: 24,
+    numHeads: 8,
+    mlpRatio: 3,
+  },
+  {
+    name: "t2t_vit_t_14",
+    family: "t2t_vit",
+    tokensType: "transformer",
+    embedDim: 384,
+    depth: 14,
+    numHeads: 6,
+    mlpRatio: 3,
+  },
+  {
+    name: "t2t_vit_t_19",
+    family: "t2t_vit",
+    tokensType: "transformer",
+    embedDim: 448,
+    depth: 19,
+    numHeads: 7,
+    mlpRatio: 3,
+  },
+  {
+    name: "t2t_vit_t_24",
+    family: "t2t_vit",
+    tokensType: "transformer",
+    embedDim: 512,
+    depth: 24,
+    numHeads: 8,
+    mlpRatio: 3,
+  },
+  {
+    name: "t2t_vit_14_resnext",
+    family: "t2t_vit",
+    tokensType: "performer",
+    embedDim: 384,
+    depth: 14,
+    numHeads: 32,
+    mlpRatio: 3,
+  },
+  {
+    name: "t2t_vit_14_wide",
+    family: "t2t_vit",
+    tokensType: "performer",
+    embedDim: 768,
+    depth: 4,
+    numHeads: 12,
+    mlpRatio: 3,
+  },
+  {
+    name: "t2t_vit_14_se",
+    family: "t2t_vit_se",
+    tokensType: "performer",
+    embedDim: 384,
+    depth: 14,
+    numHeads: 6,
+    mlpRatio: 3,
+  },
+  {
+    name: "t2t_vit_16_ghost",
+    family: "t2t_vit_ghost",
+    tokensType: "performer",
+    embedDim: 384,
+    depth: 16,
+    numHeads: 6,
+    mlpRatio: 3,
+  },
+  {
+    name: "t2t_vit_dense",
+    family: "t2t_vit_dense",
+    tokensType: "performer",
+    embedDim: 128,
+    depth: 19,
+    numHeads: 8,
+    mlpRatio: 2,
+    blockConfig: [3, 6, 6, 4],
+  },
+].map((v) => Object.freeze(v as KnownArchitecture)));
+
+/** What the weights say about the model. */
+export interface ArchitectureInfo {
+  /** The registered variant, `custom` for a T2T-ViT of another configuration, `unknown` for anything else. */
+  name: string;
+  /** Every registered variant with exactly these weight shapes (t2t_vit_14 and t2t_vit_14_resnext differ only in heads). */
+  candidates: string[];
+  /** Block family, or null when not a T2T-ViT. */
+  family: ArchFamily | null;
+  /** Tokens-to-token type, or null when unknown. */
+  tokensType: DetectedTokensType | null;
+  /** Backbone width (from `cls_token`), or null. */
+  embedDim: number | null;
+  /** Number of backbone blocks (dense: dense blocks only), or null. */
+  depth: number | null;
+  /** Attention heads: from the matched variant; null for custom models (the weights do not show it). */
+  numHeads: number | null;
+  /** MLP hidden width / embed_dim, or null. */
+  mlpRatio: number | null;
+  /** Width of the T2T module's attention (`token_dim`), or null. */
+  tokenDim: number | null;
+  /** Input channels (from the first soft split), or null. */
+  inChans: number | null;
+  /** Classifier outputs (`head.weight` rows; 0 without a head). */
+  numClasses: number;
+  /** Input size implied by `pos_embed` ((size/16)^2 + 1 tokens), or null. */
+  imgSize: number | null;
+  /** Dense variant: blocks per stage. */
+  blockConfig?: number[];
+  /** Dense variant: channels each block adds. */
+  growthRate?: number;
+}
+
+/** Anything with a shape, keyed by state_dict name: a TensorMap, selected checkpoint tensors, or plain shapes. */
+export type ShapeMap = ReadonlyMap<string, { readonly shape: readonly number[] }>;
+
+/** Options of {@link detectArchitecture}. */
+export interface DetectOptions {
+  /**
+   * Names that may break a tie between variants with identical weights (the checkpoint's `arch` or
+   * `args.model`, the file name). The longest candidate name found in a hint wins.
+   */
+  hints?: (string | null | undefined)[];
+}
+
+/**
+ * Recognises the architecture from key names and shapes.
+ *
+ * @example
+ * ```ts
+ * import { detectArchitecture } from "./arch.ts";
+ * const shapes = new Map([["cls_token", { shape: [1, 1, 256] }], ["pos_embed", { shape: [1, 197, 256] }]]);
+ * detectArchitecture(shapes).imgSize; // 224
+ * ```
+ */
+export function detectArchitecture(tensors: ShapeMap, opts: DetectOptions = {}): ArchitectureInfo {
+  const shape = (k: string): readonly number[] | undefined => tensors.get(k)?.shape;
+  const cls = shape("cls_token");
+  const pos = shape("pos_embed");
+  const head = shape("head.weight");
+  const numClasses = head && head.length === 2 ? head[0] : 0;
+  const info: ArchitectureInfo = {
+    name: "unknown",
+    candidates: [],
+    family: null,
+    tokensType: null,
+    embedDim: null,
+    depth: null,
+    numHeads: null,
+    mlpRatio: null,
+    tokenDim: null,
+    inChans: null,
+    numClasses,
+    imgSize: null,
+  };
+  if (pos && pos.length === 3) {
+    const side = Math.round(Math.sqrt(pos[1] - 1));
+    if (side > 0 && side * side === pos[1] - 1) info.imgSize = side * 16;
+  }
+  const t2t = [...tensors.keys()].some((k) => k.startsWith("tokens_to_token."));
+  if (!cls || cls.length !== 3 || !t2t) return info;
+  info.embedDim = cls[2];
+
+  const a1 = "tokens_to_token.attention1.";
+  if (shape(a1 + "kqv.weight")) {
+    info.tokensType = "performer";
+    info.tokenDim = shape(a1 + "proj.weight")?.[0] ?? null;
+    const kqv = shape(a1 + "kqv.weight")!;
+    info.inChans = kqv.length === 2 && kqv[1] % 49 === 0 ? kqv[1] / 49 : null;
+  } else if (shape(a1 + "attn.qkv.weight")) {
+    info.tokensType = "transformer";
+    info.tokenDim = shape(a1 + "attn.proj.weight")?.[0] ?? null;
+    const qkv = shape(a1 + "attn.qkv.weight")!;
+    info.inChans = qkv.length === 2 && qkv[1] % 49 === 0 ? qkv[1] / 49 : null;
+  } else if (shape("tokens_to_token.soft_split0.weight")) {
+    info.tokensType = "convolution";
+    const w = shape("tokens_to_token.soft_split0.weight")!;
+    info.tokenDim = w[0] ?? null;
+    info.inChans = w[1] ?? null;
+  }
+
+  // Each block index's sub-keys decide its kind.
+  const parts = new Map<number, Set<string>>();
+  for (const k of tensors.keys()) {
+    const m = /^blocks\.(\d+)\.([^.]+)\.(.*)$/.exec(k);
+    if (!m) continue;
+    const i = Number(m[1]);
+    if (!parts.has(i)) parts.set(i, new Set());
+    parts.get(i)!.add(m[2] === "attn" ? `attn.${m[3].split(".")[0]}` : m[2]);
+  }
+  const kindOf = (p: Set<string>): string =>
+    p.has("dense_linear")
+      ? "dense"
+      : p.has("attn.se_layer")
+      ? "se"
+      : [...p].some((x) => x.startsWith("attn.cheap_operation"))
+      ? "ghost"
+      : p.has("linear") && !p.has("mlp")
+      ? "transition"
+      : "plain";
+  const blockKinds = [...parts.entries()].sort((x, y) => x[0] - y[0]).map((e) => kindOf(e[1]));
+  if (blockKinds.includes("dense")) {
+    info.family = "t2t_vit_dense";
+    const config: number[] = [];
+    let run = 0;
+    for (const k of blockKinds) {
+      if (k === "transition") {
+        config.push(run);
+        run = 0;
+      } else run++;
+    }
+    config.push(run);
+    info.blockConfig = config;
+    info.growthRate = shape("blocks.0.dense_linear.weight")?.[0];
+    info.depth = config.reduce((a, b) => a + b, 0);
+  } else {
+    info.family = blockKinds.includes("ghost")
+      ? "t2t_vit_ghost"
+      : blockKinds.includes("se")
+      ? "t2t_vit_se"
+      : "t2t_vit";
+    info.depth = blockKinds.length;
+  }
+  const fc1 = shape("blocks.0.mlp.fc1.weight");
+  const fc2 = shape("blocks.0.mlp.fc2.weight");
+  const inWidth = shape("blocks.0.norm1.weight")?.[0] ?? info.embedDim;
+  const hidden = info.family === "t2t_vit_ghost" ? fc2?.[1] : fc1?.[0];
+  if (hidden !== undefined && inWidth) info.mlpRatio = hidden / inWidth;
+
+  const candidates = KNOWN_ARCHITECTURES.filter((v) =>
+    v.family === info.family && v.tokensType === info.tokensType && v.embedDim === info.embedDim &&
+    v.depth === info.depth && v.mlpRatio === info.mlpRatio && info.tokenDim === 64 && info.inChans === 3 &&
+    (v.blockConfig === undefined || JSON.stringify(v.blockConfig) === JSON.stringify(info.blockConfig))
+  );
+  info.candidates = candidates.map((v) => v.name);
+  if (candidates.length === 0) {
+    info.name = "custom";
+    return info;
+  }
+  let chosen = candidates[0];
+  if (candidates.length > 1) {
+    const hints = (opts.hints ?? []).filter((h): h is string => typeof h === "string").map((h) =>
+      h.toLowerCase()
+    );
+    let best = -1;
+    for (const v of candidates) {
+      if (hints.some((h) => h.includes(v.name)) && v.name.length > best) {
+        best = v.name.length;
+        chosen = v;
+      }
+    }
+  }
+  info.name = chosen.name;
+  info.numHeads = chosen.numHeads;
+  return info;
+}

@@ -1,0 +1,372 @@
+/**
+ * A strict, read-only zip reader for PyTorch checkpoints (torch >= 1.6 writes stored, ZIP64 archives with
+ * 64-byte-aligned tensor data). Stored entries are returned as views of the source bytes when they are in
+ * memory (no copy); deflated entries from other tools are inflated with `node:zlib` under a size cap. Every
+ * declared offset and size is checked against the bytes that are really there, and CRC-32s are verified.
+ *
+ * @module
+ */
+
+import zlib from "node:zlib";
+import { Buffer } from "node:buffer";
+import { CheckpointError } from "../src/errors.ts";
+import type { ByteSource } from "./source.ts";
+
+/** One file of a zip archive, as its central directory describes it. */
+export interface ZipEntry {
+  /** Path inside the archive. */
+  readonly name: string;
+  /** 0 = stored, 8 = deflated. */
+  readonly method: number;
+  /** General-purpose flags. */
+  readonly flags: number;
+  /** CRC-32 of the uncompressed data. */
+  readonly crc32: number;
+  /** Size of the stored (possibly compressed) data. */
+  readonly compressedSize: number;
+  /** Size once uncompressed. */
+  readonly size: number;
+  /** Offset of the local file header. */
+  readonly localHeaderOffset: number;
+}
+
+/** Options of {@link ZipArchive.read}. */
+export interface ZipReadOptions {
+  /** Verify the entry's CRC-32 (default true; it runs at several GB/s). */
+  verifyCrc?: boolean;
+}
+
+const SIG_LOCAL = 0x04034b50;
+const SIG_CENTRAL = 0x02014b50;
+const SIG_EOCD = 0x06054b50;
+const SIG_ZIP64_EOCD = 0x06064b50;
+const SIG_ZIP64_LOCATOR = 0x07064b50;
+/** Deflate cannot expand data by more than about 1032:1; a declared size beyond that is a lie. */
+const MAX_DEFLATE_RATIO = 1032;
+
+/** True when `head` starts like a zip archive (a local file header or an empty archive's end record). */
+export function isZip(head: Uint8Array): boolean {
+  return head.length >= 4 && head[0] === 0x50 && head[1] === 0x4b &&
+    ((head[2] === 3 && head[3] === 4) || (head[2] === 5 && head[3] === 6));
+}
+
+function u16(b: Uint8Array, p: number): number {
+  return b[p] | (b[p + 1] << 8);
+}
+function u32(b: Uint8Array, p: number): number {
+  return (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)) >>> 0;
+}
+function u64(b: Uint8Array, p: number, what: string, file: string): number {
+  const lo = u32(b, p);
+  const hi = u32(b, p + 4);
+  if (hi >= 0x200000) throw new CheckpointError(`zip: ${what} ${hi}:${lo} is beyond 2^53`, { file });
+  return hi * 0x100000000 + lo;
+}
+
+/** A zip archive's directory, with random access to its entries through a {@link ByteSource}. */
+export class ZipArchive {
+  /** The bytes. */
+  readonly source: ByteSource;
+  /** Entries by name, in central-directory order. */
+  readonly entries: Map<string, ZipEntry>;
+  /** Where the central directory starts: no entry's data may reach past it. */
+  readonly centralDirectoryOffset: number;
+  private readonly dataOffsets = new Map<string, number>();
+
+  private constructor(source: ByteSource, entries: Map<string, ZipEntry>, cdOffset: number) {
+    this.source = source;
+    this.entries = entries;
+    this.centralDirectoryOffset = cdOffset;
+  }
+
+  /** Throws a CheckpointError about the archive. */
+  private static fail(source: ByteSource, msg: string, key?: string): never {
+    throw new CheckpointError(`zip: ${msg}`, { file: source.name, key });
+  }
+
+  /**
+   * Reads the end-of-central-directory record (ZIP64 when needed) and the central directory.
+   *
+   * @throws {CheckpointError} for a missing or corrupt directory, counts or offsets that the file does not
+   *   back, duplicate names, encrypted or multi-disk archives
+   *
+   * @example
+   * ```ts ignore
+   * import { FileSource } from "./source.ts";
+   * import { ZipArchive } from "./zip.ts";
+   * const zip = ZipArchive.open(FileSource.open("t2t_vit_7.pth.tar"));
+   * console.log([...zip.entries.keys()].slice(0, 2)); // ["t2t_vit_7.pth/data.pkl", "t2t_vit_7.pth/data/0"]
+   * ```
+   */
+  static open(source: ByteSource): ZipArchive {
+    const file = source.name;
+    const size = source.size;
+    if (size < 22) ZipArchive.fail(source, `file of ${size} bytes is too short for a zip archive`);
+    const tailLen = Math.min(size, 22 + 0xffff);
+    const tailStart = size - tailLen;
+    const tail = source.read(tailStart, tailLen);
+    let eocd = -1;
+    for (let p = tailLen - 22; p >= 0; p--) {
+      if (tail[p] === 0x50 && tail[p + 1] === 0x4b && u32(tail, p) === SIG_EOCD) {
+        if (p + 22 + u16(tail, p + 20) <= tailLen) {
+          eocd = p;
+          break;
+        }
+      }
+    }
+    if (eocd < 0) ZipArchive.fail(source, "no end-of-central-directory record (truncated or not a zip)");
+    const eocdAbs = tailStart + eocd;
+    const disk = u16(tail, eocd + 4);
+    const cdDisk = u16(tail, eocd + 6);
+    let countDisk = u16(tail, eocd + 8);
+    let count = u16(tail, eocd + 10);
+    let cdSize = u32(tail, eocd + 12);
+    let cdOffset = u32(tail, eocd + 16);
+    let cdLimit = eocdAbs; // the directory must end before the record that describes it
+    const needs64 = count === 0xffff || countDisk === 0xffff || cdSize === 0xffffffff ||
+      cdOffset === 0xffffffff;
+    if (needs64 || (eocdAbs >= 20 && u32(source.read(eocdAbs - 20, 4), 0) === SIG_ZIP64_LOCATOR)) {
+      if (eocdAbs < 20) ZipArchive.fail(source, "ZIP64 locator missing");
+      const loc = source.read(eocdAbs - 20, 20);
+      if (u32(loc, 0) !== SIG_ZIP64_LOCATOR) ZipArchive.fail(source, "ZIP64 locator missing");
+      if (u32(loc, 16) > 1) ZipArchive.fail(source, "multi-disk archives are not supported");
+      const recOff = u64(loc, 8, "ZIP64 end record offset", file);
+      if (recOff + 56 > eocdAbs - 20) {
+        ZipArchive.fail(source, `ZIP64 end record offset ${recOff} is out of range`);
+      }
+      const rec = source.read(recOff, 56);
+      if (u32(rec, 0) !== SIG_ZIP64_EOCD) ZipArchive.fail(source, "ZIP64 end record signature is wrong");
+      if (u32(rec, 16) !== 0 || u32(rec, 20) !== 0) {
+        ZipArchive.fail(source, "multi-disk archives are not supported");
+      }
+      const c64 = u64(rec, 32, "entry count", file);
+      const s64 = u64(rec, 40, "central directory size", file);
+      const o64 = u64(rec, 48, "central directory offset", file);
+      // The 32-bit fields hold either the 0xFF.. sentinel or the same value as the ZIP64 record.
+      if (
+        (count !== 0xffff && count !== c64) || (cdSize !== 0xffffffff && cdSize !== s64) ||
+        (cdOffset !== 0xffffffff && cdOffset !== o64)
+      ) {
+        ZipArchive.fail(source, "the ZIP32 and ZIP64 end records disagree");
+      }
+      countDisk = u64(rec, 24, "entry count", file);
+      count = c64;
+      cdSize = s64;
+      cdOffset = o64;
+      cdLimit = recOff;
+    } else if (disk !== 0 || cdDisk !== 0) {
+      ZipArchive.fail(source, "multi-disk archives are not supported");
+    }
+    if (countDisk !== count) ZipArchive.fail(source, "multi-disk archives are not supported");
+    if (cdOffset + cdSize > cdLimit) {
+      ZipArchive.fail(
+        source,
+        `central directory (${cdSize} bytes at ${cdOffset}) runs past its end record at ${cdLimit}`,
+      );
+    }
+    if (count * 46 > cdSize) {
+      ZipArchive.fail(source, `${count} entries cannot fit in a central directory of ${cdSize} bytes`);
+    }
+    const cd = source.read(cdOffset, cdSize);
+    const entries = new Map<string, ZipEntry>();
+    const names = new TextDecoder("utf-8", { fatal: false });
+    let p = 0;
+    for (let i = 0; i < count; i++) {
+      if (p + 46 > cdSize || u32(cd, p) !== SIG_CENTRAL) {
+        ZipArchive.fail(source, `central directory entry ${i} is corrupt (at offset ${cdOffset + p})`);
+      }
+      const flags = u16(cd, p + 8);
+      const method = u16(cd, p + 10);
+      const crc = u32(cd, p + 16);
+      let csize = u32(cd, p + 20);
+      let usize = u32(cd, p + 24);
+      const nameLen = u16(cd, p + 28);
+      const extraLen = u16(cd, p + 30);
+      const commentLen = u16(cd, p + 32);
+      let diskStart = u16(cd, p + 34);
+      let local = u32(cd, p + 42);
+      const end = p + 46 + nameLen + extraLen + commentLen;
+      if (end > cdSize) ZipArchive.fail(source, `central directory entry ${i} runs past the directory`);
+      const name = decodeName(cd, p + 46, nameLen, names);
+      // ZIP64 extended information: the 0xFFFFFFFF fields, in order usize, csize, local offset, disk.
+      if (usize === 0xffffffff || csize === 0xffffffff || local === 0xffffffff || diskStart === 0xffff) {
+        let q = p + 46 + nameLen;
+        const qEnd = q + extraLen;
+        let found = false;
+        while (q + 4 <= qEnd) {
+          const id = u16(cd, q);
+          const len = u16(cd, q + 2);
+          if (q + 4 + len > qEnd) break;
+          if (id === 0x0001) {
+            let r = q + 4;
+            const take = (what: string): number => {
+              if (r + 8 > q + 4 + len) {
+                ZipArchive.fail(source, `ZIP64 extra field of '${name}' is short`, name);
+              }
+              const v = u64(cd, r, what, file);
+              r += 8;
+              return v;
+            };
+            if (usize === 0xffffffff) usize = take("size");
+            if (csize === 0xffffffff) csize = take("compressed size");
+            if (local === 0xffffffff) local = take("local header offset");
+            if (diskStart === 0xffff) {
+              if (r + 4 > q + 4 + len) {
+                ZipArchive.fail(source, `ZIP64 extra field of '${name}' is short`, name);
+              }
+              diskStart = u32(cd, r);
+            }
+            found = true;
+            break;
+          }
+          q += 4 + len;
+        }
+        if (!found) ZipArchive.fail(source, `entry '${name}' needs a ZIP64 extra field and has none`, name);
+      }
+      if (diskStart !== 0) ZipArchive.fail(source, "multi-disk archives are not supported");
+      if (flags & 1) ZipArchive.fail(source, `entry '${name}' is encrypted`, name);
+      if (local + 30 > cdOffset) {
+        ZipArchive.fail(source, `entry '${name}' has its header at ${local}, past the data area`, name);
+      }
+      if (csize > cdOffset - local) {
+        ZipArchive.fail(source, `entry '${name}' declares ${csize} bytes, more than the file holds`, name);
+      }
+      if (entries.has(name)) ZipArchive.fail(source, `duplicate entry '${name}'`, name);
+      entries.set(name, {
+        name,
+        method,
+        flags,
+        crc32: crc,
+        compressedSize: csize,
+        size: usize,
+        localHeaderOffset: local,
+      });
+      p = end;
+    }
+    return new ZipArchive(source, entries, cdOffset);
+  }
+
+  /** Where an entry's data starts (parses and checks its local header once). */
+  dataOffset(entry: ZipEntry): number {
+    const cached = this.dataOffsets.get(entry.name);
+    if (cached !== undefined) return cached;
+    const s = this.source;
+    // Take every field before the next read: a reusing source may overwrite `h`.
+    const h = s.read(entry.localHeaderOffset, 30);
+    const sig = u32(h, 0);
+    const method = u16(h, 8);
+    const nameLen = u16(h, 26);
+    const extraLen = u16(h, 28);
+    if (sig !== SIG_LOCAL) {
+      ZipArchive.fail(
+        s,
+        `local header of '${entry.name}' is corrupt (at ${entry.localHeaderOffset})`,
+        entry.name,
+      );
+    }
+    const start = entry.localHeaderOffset + 30 + nameLen + extraLen;
+    if (start > this.centralDirectoryOffset) {
+      ZipArchive.fail(s, `local header of '${entry.name}' runs into the central directory`, entry.name);
+    }
+    const localName = new TextDecoder().decode(s.read(entry.localHeaderOffset + 30, nameLen));
+    if (localName !== entry.name) {
+      ZipArchive.fail(
+        s,
+        `local header names '${localName}' where the directory says '${entry.name}'`,
+        entry.name,
+      );
+    }
+    if (method !== entry.method) {
+      ZipArchive.fail(
+        s,
+        `local header and directory disagree on the compression of '${entry.name}'`,
+        entry.name,
+      );
+    }
+    if (start + entry.compressedSize > this.centralDirectoryOffset) {
+      ZipArchive.fail(s, `data of '${entry.name}' runs into the central directory`, entry.name);
+    }
+    this.dataOffsets.set(entry.name, start);
+    return start;
+  }
+
+  /**
+   * The uncompressed bytes of an entry. Stored entries over an in-memory source are zero-copy views.
+   *
+   * @throws {CheckpointError} for unsupported compression, sizes that lie, or a CRC mismatch
+   */
+  read(entry: ZipEntry, opts: ZipReadOptions = {}): Uint8Array {
+    const s = this.source;
+    const start = this.dataOffset(entry);
+    let data: Uint8Array;
+    if (entry.method === 0) {
+      if (entry.compressedSize !== entry.size) {
+        ZipArchive.fail(
+          s,
+          `stored entry '${entry.name}' declares ${entry.size} bytes but stores ${entry.compressedSize}`,
+          entry.name,
+        );
+      }
+      data = s.read(start, entry.size);
+    } else if (entry.method === 8) {
+      if (entry.size > entry.compressedSize * MAX_DEFLATE_RATIO + 1024) {
+        ZipArchive.fail(
+          s,
+          `deflated entry '${entry.name}' declares ${entry.size} bytes from ${entry.compressedSize}, ` +
+            "more than deflate can expand",
+          entry.name,
+        );
+      }
+      const packed = s.read(start, entry.compressedSize);
+      try {
+        const out = zlib.inflateRawSync(packed, { maxOutputLength: Math.max(1, entry.size) });
+        data = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+      } catch (e) {
+        throw new CheckpointError(`zip: cannot inflate '${entry.name}': ${(e as Error).message}`, {
+          file: s.name,
+          key: entry.name,
+          cause: e,
+        });
+      }
+      if (data.byteLength !== entry.size) {
+        ZipArchive.fail(
+          s,
+          `'${entry.name}' inflates to ${data.byteLength} bytes, not the declared ${entry.size}`,
+          entry.name,
+        );
+      }
+    } else {
+      ZipArchive.fail(
+        s,
+        `entry '${entry.name}' uses compression method ${entry.method}; only stored (0) and deflate (8) are supported`,
+        entry.name,
+      );
+    }
+    if (opts.verifyCrc !== false) {
+      const crc = zlib.crc32(Buffer.from(data.buffer, data.byteOffset, data.byteLength)) >>> 0;
+      if (crc !== entry.crc32) {
+        ZipArchive.fail(
+          s,
+          `CRC-32 of '${entry.name}' is ${hex(crc)}, the directory says ${hex(entry.crc32)} (corrupt data)`,
+          entry.name,
+        );
+      }
+    }
+    return data;
+  }
+}
+
+/** Entry names: ASCII (every torch record) without a TextDecoder call, else UTF-8. */
+function decodeName(b: Uint8Array, start: number, len: number, dec: TextDecoder): string {
+  let s = "";
+  for (let i = start; i < start + len; i++) {
+    const c = b[i];
+    if (c >= 0x80) return dec.decode(b.subarray(start, start + len));
+    s += String.fromCharCode(c);
+  }
+  return s;
+}
+
+function hex(n: number): string {
+  return "0x" + n.toString(16).padStart(8, "0");
+}
