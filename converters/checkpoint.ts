@@ -10,7 +10,16 @@
  */
 
 import { CheckpointError } from "../src/errors.ts";
-import { NeedMoreData, PyDict, pyTypeName, type PyValue, unpickle, type UnpickleOptions } from "./pickle.ts";
+import {
+  keyText,
+  NeedMoreData,
+  PyDict,
+  pyRepr,
+  pyTypeName,
+  type PyValue,
+  unpickle,
+  type UnpickleOptions,
+} from "./pickle.ts";
 import { type ByteSource, FileSource, MemorySource } from "./source.ts";
 import {
   resolveTorchGlobal,
@@ -272,12 +281,12 @@ function loadZip(src: ByteSource): Checkpoint {
         );
       }
       if (typeof key !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(key)) {
-        throw new CheckpointError(`pickle: bad storage key ${JSON.stringify(String(key)).slice(0, 80)}`, {
+        throw new CheckpointError(`pickle: bad storage key ${pyRepr(key)}`, {
           file,
         });
       }
       if (typeof numel !== "number" || !Number.isSafeInteger(numel) || numel < 0) {
-        throw new CheckpointError(`pickle: storage '${key}' has a bad element count ${String(numel)}`, {
+        throw new CheckpointError(`pickle: storage '${key}' has a bad element count ${pyRepr(numel)}`, {
           file,
         });
       }
@@ -302,7 +311,7 @@ function loadZip(src: ByteSource): Checkpoint {
       const s = new TorchStorage(
         key,
         dtype,
-        typeof location === "string" ? location : String(location),
+        keyText(location),
         nbytes,
         backing,
         byteOrder === "big",
@@ -358,7 +367,7 @@ function loadLegacy(src: ByteSource): Checkpoint {
   }
   const proto = unpickleAt(src, magic.end, { file, resolveGlobal: refuse });
   if (proto.value !== LEGACY_PROTOCOL) {
-    throw new CheckpointError(`legacy protocol version ${String(proto.value)} is not ${LEGACY_PROTOCOL}`, {
+    throw new CheckpointError(`legacy protocol version ${pyRepr(proto.value)} is not ${LEGACY_PROTOCOL}`, {
       file,
     });
   }
@@ -402,7 +411,7 @@ function loadLegacy(src: ByteSource): Checkpoint {
         });
       }
       if (typeof numel !== "number" || !Number.isSafeInteger(numel) || numel < 0) {
-        throw new CheckpointError(`pickle: storage '${rootKey}' has a bad element count ${String(numel)}`, {
+        throw new CheckpointError(`pickle: storage '${rootKey}' has a bad element count ${pyRepr(numel)}`, {
           file,
         });
       }
@@ -415,7 +424,7 @@ function loadLegacy(src: ByteSource): Checkpoint {
       }
       let root = roots.get(rootKey);
       if (!root) {
-        root = new TorchStorage(rootKey, dtype, String(location), nbytes, rootBacking(rootKey));
+        root = new TorchStorage(rootKey, dtype, keyText(location), nbytes, rootBacking(rootKey));
         roots.set(rootKey, root);
       } else if (root.dtype !== dtype || root.nbytes !== nbytes) {
         throw new CheckpointError(`storage '${rootKey}' is declared twice with different types or sizes`, {
@@ -436,7 +445,7 @@ function loadLegacy(src: ByteSource): Checkpoint {
         !Number.isSafeInteger(size) || off < 0 || size < 0 || off + size > numel
       ) {
         throw new CheckpointError(
-          `storage view '${viewKey}' (${String(off)}, ${String(size)}) is outside '${rootKey}'`,
+          `storage view '${viewKey}' (${pyRepr(off)}, ${pyRepr(size)}) is outside '${rootKey}'`,
           {
             file,
             key: viewKey,
@@ -444,7 +453,7 @@ function loadLegacy(src: ByteSource): Checkpoint {
         );
       }
       const r = root;
-      const s = new TorchStorage(viewKey, dtype, String(location), size * dtype.itemSize, {
+      const s = new TorchStorage(viewKey, dtype, keyText(location), size * dtype.itemSize, {
         shared: src.inMemory,
         bytes: (start, length) => r.backing!.bytes(off * dtype.itemSize + start, length),
       });
@@ -519,7 +528,7 @@ export function* walkTensors(value: PyValue, maxDepth = 16): Generator<[string, 
     seen.add(v);
     const kids: [PyValue, string][] = [];
     if (v instanceof Map) {
-      for (const [k, c] of v) kids.push([c, path ? `${path}/${String(k)}` : String(k)]);
+      for (const [k, c] of v) kids.push([c, path ? `${path}/${keyText(k)}` : keyText(k)]);
     } else if (Array.isArray(v)) v.forEach((c, i) => kids.push([c, path ? `${path}/${i}` : String(i)]));
     for (let i = kids.length - 1; i >= 0; i--) stack.push([kids[i][0], kids[i][1], depth + 1]);
   }

@@ -11,7 +11,7 @@ import { CheckpointError, SafetensorsError, T2tVitError } from "../src/errors.ts
 import { type ArchitectureInfo, detectArchitecture } from "./arch.ts";
 import { type Checkpoint, openCheckpoint, parseCheckpoint } from "./checkpoint.ts";
 import { FileSource } from "./source.ts";
-import { parseSafetensors, serializeSafetensors } from "./safetensors.ts";
+import { parseSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
 import { castFloatInto, type FloatDType } from "./dtype.ts";
 import type { TorchTensor } from "./torch_globals.ts";
 import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "./types.ts";
@@ -19,6 +19,15 @@ import { type DroppedEntry, selectWeights } from "./weights.ts";
 
 /** `--dtype`: keep each tensor's dtype, or convert floating-point tensors (integer tensors are always kept). */
 export type DTypeOption = "keep" | "f32" | "f16" | "bf16";
+
+/**
+ * A conversion's output may be at most `MAX_OUTPUT_FACTOR` times the checkpoint's size plus
+ * {@link MAX_OUTPUT_SLACK} bytes (room for tied weights, small expanded views and float16 widened to float32);
+ * more means views that repeat storage data, memory the file does not back.
+ */
+export const MAX_OUTPUT_FACTOR = 4;
+/** See {@link MAX_OUTPUT_FACTOR}: 64 MiB. */
+export const MAX_OUTPUT_SLACK: number = 64 << 20;
 
 /** The accepted {@link DTypeOption} values. */
 export const DTYPE_OPTIONS: readonly DTypeOption[] = Object.freeze(["keep", "f32", "f16", "bf16"]);
@@ -148,6 +157,18 @@ export function planConversion(ckpt: Checkpoint, opts: ConvertOptions = {}): Con
     const nbytes = t.numel * DTYPE_SIZE[dtype];
     tensors.push({ name, sourceDtype: t.torchDtype.name, dtype, shape: [...t.shape], nbytes, tensor: t });
     dataBytes += nbytes;
+  }
+  // Tensors may share storage (tied weights) or repeat it (expanded views), so the output can exceed the
+  // file; but a small file whose pickle points thousands of tensors at one storage would make gigabytes
+  // from nothing. Refuse output beyond a small multiple of the bytes the file really has.
+  const limit = MAX_OUTPUT_FACTOR * ckpt.source.size + MAX_OUTPUT_SLACK;
+  if (dataBytes > limit) {
+    throw new CheckpointError(
+      `the weights would make ${dataBytes} bytes of output from a file of ${ckpt.source.size} bytes: its ` +
+        `tensors repeat the same storage data (more than ${MAX_OUTPUT_FACTOR}x the file + ` +
+        `${MAX_OUTPUT_SLACK >> 20} MiB); refusing`,
+      { file: ckpt.file },
+    );
   }
   const metadata: Record<string, string> = {
     format: "pt",
@@ -297,20 +318,12 @@ function writeAll(f: Deno.FsFile, bytes: Uint8Array): void {
   while (off < bytes.length) off += f.writeSync(bytes.subarray(off));
 }
 
-/** Builds the safetensors header for a plan (same layout as `serializeSafetensors`). */
+/** Builds the safetensors header for a plan (the layout `serializeSafetensors` writes). */
 function headerBytes(plan: ConversionPlan): Uint8Array {
-  const header: Record<string, unknown> = {};
-  if (Object.keys(plan.metadata).length) header.__metadata__ = plan.metadata;
-  let offset = 0;
-  for (const t of plan.tensors) {
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.nbytes] };
-    offset += t.nbytes;
-  }
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const padded = new Uint8Array(8 + json.length + ((8 - (json.length % 8)) % 8)).fill(0x20);
-  new DataView(padded.buffer).setBigUint64(0, BigInt(padded.length - 8), true);
-  padded.set(json, 8);
-  return padded;
+  return safetensorsHeader(
+    plan.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, nbytes: t.nbytes })),
+    plan.metadata,
+  );
 }
 
 function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {

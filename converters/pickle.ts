@@ -41,8 +41,11 @@ export type PyValue =
 export class PyDict extends Map<PyValue, PyValue> {
   /** The Python class: `"dict"` or `"collections.OrderedDict"`. */
   pyClass: string;
-  /** Attributes set by BUILD (an OrderedDict state_dict carries `_metadata` this way). */
-  attrs: Map<string, PyValue> = new Map();
+  private _attrs: Map<string, PyValue> | undefined;
+  /** Attributes set by BUILD (an OrderedDict state_dict carries `_metadata` this way); made on first use. */
+  get attrs(): Map<string, PyValue> {
+    return this._attrs ??= new Map();
+  }
   /** Makes an empty dict of the given Python class. */
   constructor(pyClass = "dict") {
     super();
@@ -253,6 +256,68 @@ export function pyTypeName(v: unknown): string {
   if (v instanceof PyGlobal) return v.qualname;
   if (typeof v === "object" && v !== null) return (v as { constructor: { name: string } }).constructor.name;
   return typeof v;
+}
+
+/**
+ * A short, Python-like rendering of an unpickled value for messages and report keys: bounded in depth and
+ * length, so a pickle's deeply nested or huge structure cannot overflow the stack or flood a message (which
+ * `String()` of a nested array would).
+ *
+ * @example
+ * ```ts
+ * import { pyRepr } from "./pickle.ts";
+ * pyRepr(Object.freeze([1, "a", null])); // "(1, 'a', None)"
+ * ```
+ */
+export function pyRepr(v: unknown, maxLength = 80): string {
+  let out = "";
+  const put = (s: string): boolean => {
+    out += s;
+    return out.length < maxLength;
+  };
+  const go = (x: unknown, depth: number): boolean => {
+    if (x === null) return put("None");
+    if (typeof x === "boolean") return put(x ? "True" : "False");
+    if (typeof x === "number") {
+      return put(Number.isNaN(x) ? "nan" : x === Infinity ? "inf" : x === -Infinity ? "-inf" : String(x));
+    }
+    if (typeof x === "bigint") return put(String(x));
+    if (typeof x === "string") return put(`'${x.length > maxLength ? x.slice(0, maxLength) : x}'`);
+    if (x instanceof Uint8Array) return put(`<bytes of ${x.length}>`);
+    if (x instanceof PyGlobal) return put(x.qualname);
+    if (x instanceof PyObject) return put(x.pyClass);
+    if (depth >= 4) return put("…");
+    const items = (open: string, close: string, list: Iterable<unknown>, pairs: boolean): boolean => {
+      if (!put(open)) return false;
+      let first = true;
+      for (const item of list) {
+        if (!first && !put(", ")) return false;
+        first = false;
+        if (pairs) {
+          const [k, val] = item as [unknown, unknown];
+          if (!go(k, depth + 1) || !put(": ") || !go(val, depth + 1)) return false;
+        } else if (!go(item, depth + 1)) return false;
+      }
+      return put(close);
+    };
+    if (Array.isArray(x)) {
+      if (Object.isFrozen(x)) return items("(", x.length === 1 ? ",)" : ")", x, false);
+      return items("[", "]", x, false);
+    }
+    if (x instanceof PyDict) return items("{", "}", x, true);
+    if (x instanceof Set) return items("{", "}", x, false);
+    if (typeof x === "object") {
+      return put(`<${(x as { constructor?: { name?: string } }).constructor?.name ?? "object"}>`);
+    }
+    return put(typeof x);
+  };
+  go(v, 0);
+  return out.length > maxLength ? out.slice(0, maxLength - 1) + "…" : out;
+}
+
+/** A dict key as text: strings as themselves, anything else as a bounded {@link pyRepr}. */
+export function keyText(k: unknown): string {
+  return typeof k === "string" ? k : typeof k === "number" || typeof k === "bigint" ? String(k) : pyRepr(k);
 }
 
 function fmtGlobal(module: string, name: string): string {
@@ -491,7 +556,8 @@ class Machine {
         }
         case 0x46: { // FLOAT
           const s = this.line().trim();
-          if (!/^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan|infinity)$/i.test(s)) {
+          // `\d+(\.\d*)?` rather than `\d+\.?\d*`: the latter backtracks quadratically on a long run of digits
+          if (!/^[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|inf|nan|infinity)$/i.test(s)) {
             this.fail(`bad FLOAT ${JSON.stringify(s.slice(0, 40))}`);
           }
           const lower = s.toLowerCase().replace(/^\+/, "");
@@ -774,7 +840,7 @@ class Machine {
     if (obj instanceof PyDict) {
       // OrderedDict.__setstate__ is object's: a dict state sets attributes (state_dict._metadata).
       const dict = this.stateDict(state, obj.pyClass);
-      if (dict) { for (const [k, v] of dict) obj.attrs.set(String(k), v); }
+      if (dict) { for (const [k, v] of dict) obj.attrs.set(keyText(k), v); }
       return;
     }
     if (obj instanceof PyObject) {
@@ -783,7 +849,7 @@ class Machine {
         return;
       }
       const dict = this.stateDict(state, obj.pyClass);
-      if (dict) { for (const [k, v] of dict) obj.attrs.set(String(k), v); }
+      if (dict) { for (const [k, v] of dict) obj.attrs.set(keyText(k), v); }
       return;
     }
     if (obj !== null && typeof obj === "object" && "setState" in obj && typeof obj.setState === "function") {
@@ -869,7 +935,7 @@ class Machine {
   }
 
   private decodeStringRepr(s: string): string {
-    const t = s.replace(/\s+$/, "");
+    const t = s.trimEnd(); // (not /\s+$/: quadratic on long runs of spaces)
     if (t.length < 2 || t[0] !== t[t.length - 1] || (t[0] !== "'" && t[0] !== '"')) {
       this.fail("the STRING opcode argument must be quoted");
     }

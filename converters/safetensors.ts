@@ -10,6 +10,7 @@
 
 import { SafetensorsError } from "../src/errors.ts";
 import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "./types.ts";
+import { castFloatInto, f32BitsToBf16, f32BitsToF16 } from "./dtype.ts";
 
 /** The largest header the reader accepts (100 MB, as the reference implementation does). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -63,7 +64,16 @@ function parseJsonNoDuplicates(text: string, file?: string): unknown {
       if (c === "\\") i += 2;
       else if (c === '"') {
         i++;
-        return JSON.parse(text.slice(start, i));
+        try {
+          return JSON.parse(text.slice(start, i));
+        } catch (e) {
+          if (!(e instanceof SyntaxError)) throw e;
+          // a bad escape or a raw control character
+          throw new SafetensorsError(`malformed string in header JSON at byte ${start}`, {
+            file: file ?? "<safetensors>",
+            cause: e,
+          });
+        }
       } else i++;
     }
     fail("unterminated string in header", file);
@@ -135,6 +145,7 @@ function parseJsonNoDuplicates(text: string, file?: string): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
     throw new SafetensorsError("malformed header JSON", { file: file ?? "<safetensors>", cause: e });
   }
 }
@@ -171,8 +182,11 @@ export function parseSafetensors(bytes: Uint8Array, file?: string): Safetensors 
   } catch (e) {
     throw new SafetensorsError("header is not valid UTF-8", { file: file ?? "<safetensors>", cause: e });
   }
-  // The format allows trailing spaces as padding.
-  const header = parseJsonNoDuplicates(text.replace(/ +$/, ""), file);
+  // The format allows trailing spaces as padding. (Trimmed by hand: the regex / +$/ is quadratic on a long
+  // run of spaces followed by anything else, and the header is attacker-sized.)
+  let textEnd = text.length;
+  while (textEnd > 0 && text.charCodeAt(textEnd - 1) === 0x20) textEnd--;
+  const header = parseJsonNoDuplicates(textEnd === text.length ? text : text.slice(0, textEnd), file);
   if (header === null || typeof header !== "object" || Array.isArray(header)) {
     fail("header is not a JSON object", file);
   }
@@ -187,7 +201,7 @@ export function parseSafetensors(bytes: Uint8Array, file?: string): Safetensors 
       }
       for (const [mk, mv] of Object.entries(raw as Record<string, unknown>)) {
         if (typeof mv !== "string") fail("metadata values must be strings", file, mk);
-        metadata[mk] = mv;
+        setOwn(metadata, mk, mv);
       }
       continue;
     }
@@ -196,7 +210,7 @@ export function parseSafetensors(bytes: Uint8Array, file?: string): Safetensors 
     }
     const info = raw as Record<string, unknown>;
     const dtype = info.dtype;
-    if (typeof dtype !== "string" || !(dtype in DTYPE_SIZE)) {
+    if (typeof dtype !== "string" || !Object.hasOwn(DTYPE_SIZE, dtype)) {
       fail(`unsupported dtype ${JSON.stringify(dtype)}`, file, key);
     }
     const size = DTYPE_SIZE[dtype as DType];
@@ -272,6 +286,70 @@ export async function readSafetensors(path: string): Promise<Safetensors> {
   return parseSafetensors(bytes, path);
 }
 
+/** One tensor's entry in a safetensors header. */
+export interface HeaderEntry {
+  /** Tensor name. */
+  name: string;
+  /** Element type. */
+  dtype: DType;
+  /** Dimensions. */
+  shape: readonly number[];
+  /** Data bytes (`product(shape) * DTYPE_SIZE[dtype]`). */
+  nbytes: number;
+}
+
+/** Defines an own, enumerable property, so keys like `__proto__` are data, never the prototype. */
+function setOwn(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
+/**
+ * The 8-byte length and the JSON header of a safetensors file whose tensors are laid out in `entries` order,
+ * padded with spaces so the data starts 8-byte aligned. Checks what the reader would refuse: unknown dtypes,
+ * bad shapes, byte sizes that do not match, `__metadata__` as a tensor name, duplicate names, non-string
+ * metadata.
+ *
+ * @throws {SafetensorsError} naming the tensor at fault
+ */
+export function safetensorsHeader(
+  entries: readonly HeaderEntry[],
+  metadata: Record<string, string> = {},
+): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (Object.keys(metadata).length) {
+    const meta: Record<string, string> = {};
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== "string") fail("metadata values must be strings", undefined, k);
+      setOwn(meta, k, v);
+    }
+    header.__metadata__ = meta;
+  }
+  let offset = 0;
+  for (const e of entries) {
+    const key = e.name;
+    if (key === "__metadata__") fail("'__metadata__' cannot name a tensor", undefined, key);
+    if (Object.hasOwn(header, key)) fail("duplicate tensor name", undefined, key);
+    if (!Object.hasOwn(DTYPE_SIZE, e.dtype)) fail(`unsupported dtype ${e.dtype}`, undefined, key);
+    let count: number;
+    try {
+      count = checkedElementCount(e.shape, DTYPE_SIZE[e.dtype], Number.MAX_SAFE_INTEGER);
+    } catch (err) {
+      fail(`bad shape: ${(err as Error).message}`, undefined, key);
+    }
+    const need = count * DTYPE_SIZE[e.dtype];
+    if (e.nbytes !== need) {
+      fail(`has ${e.nbytes} bytes but ${e.dtype}[${e.shape}] needs ${need}`, undefined, key);
+    }
+    setOwn(header, key, { dtype: e.dtype, shape: e.shape, data_offsets: [offset, offset + need] });
+    offset += need;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + json.length + ((8 - (json.length % 8)) % 8)).fill(0x20);
+  new DataView(out.buffer).setBigUint64(0, BigInt(out.length - 8), true);
+  out.set(json, 8);
+  return out;
+}
+
 /**
  * Serializes tensors (in map order) and string metadata to safetensors bytes. The header is padded with
  * spaces so the data starts 8-byte aligned.
@@ -279,41 +357,16 @@ export async function readSafetensors(path: string): Promise<Safetensors> {
  * @throws {SafetensorsError} when a tensor's byte length does not match its dtype and shape
  */
 export function serializeSafetensors(tensors: TensorMap, metadata: Record<string, string> = {}): Uint8Array {
-  const header: Record<string, unknown> = {};
-  if (Object.keys(metadata).length) {
-    for (const [k, v] of Object.entries(metadata)) {
-      if (typeof v !== "string") fail("metadata values must be strings", undefined, k);
-    }
-    header.__metadata__ = metadata;
+  const entries: HeaderEntry[] = [];
+  let total = 0;
+  for (const [name, t] of tensors) {
+    entries.push({ name, dtype: t.dtype, shape: t.shape, nbytes: t.data.byteLength });
+    total += t.data.byteLength;
   }
-  let offset = 0;
-  for (const [key, t] of tensors) {
-    if (key === "__metadata__") fail("'__metadata__' cannot name a tensor", undefined, key);
-    if (!(t.dtype in DTYPE_SIZE)) fail(`unsupported dtype ${t.dtype}`, undefined, key);
-    let count: number;
-    try {
-      count = checkedElementCount(t.shape, DTYPE_SIZE[t.dtype], Number.MAX_SAFE_INTEGER);
-    } catch (e) {
-      fail(`bad shape: ${(e as Error).message}`, undefined, key);
-    }
-    const need = count * DTYPE_SIZE[t.dtype];
-    if (t.data.byteLength !== need) {
-      fail(`has ${t.data.byteLength} bytes but ${t.dtype}[${t.shape}] needs ${need}`, undefined, key);
-    }
-    header[key] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + need] };
-    offset += need;
-  }
-  let json = new TextEncoder().encode(JSON.stringify(header));
-  const pad = (8 - (json.byteLength % 8)) % 8;
-  if (pad) {
-    const padded = new Uint8Array(json.byteLength + pad).fill(0x20);
-    padded.set(json);
-    json = padded;
-  }
-  const out = new Uint8Array(8 + json.byteLength + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.byteLength), true);
-  out.set(json, 8);
-  let pos = 8 + json.byteLength;
+  const header = safetensorsHeader(entries, metadata);
+  const out = new Uint8Array(header.length + total);
+  out.set(header);
+  let pos = header.length;
   for (const t of tensors.values()) {
     out.set(t.data, pos);
     pos += t.data.byteLength;
@@ -388,38 +441,16 @@ export function f16ToNumber(h: number): number {
   return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
-/** A number to float16 bits, rounding to nearest even (overflow gives infinity). */
+/** A number to float16 bits: rounded to float32 first, then to nearest even, as torch's `.half()` does. */
 export function numberToF16(v: number): number {
   f32buf[0] = v;
-  const x = u32buf[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1))) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
-  return sign | half;
+  return f32BitsToF16(u32buf[0]);
 }
 
-/** A number to bfloat16 bits (float32 rounded to nearest even; NaN kept quiet). */
+/** A number to bfloat16 bits: rounded to float32, then to nearest even; every NaN becomes torch's 0x7FC0. */
 export function numberToBf16(v: number): number {
   f32buf[0] = v;
-  const x = u32buf[0];
-  if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff)) return ((x >>> 16) | 0x40) & 0xffff;
-  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+  return f32BitsToBf16(u32buf[0]);
 }
 
 /**
@@ -483,19 +514,10 @@ export function fromFloat32(values: Float32Array, shape: number[]): RawTensor {
 }
 
 /**
- * Converts a floating-point tensor to another floating dtype (F32, F16 or BF16), rounding to nearest even when
- * narrowing. Widening is exact. Non-float tensors are returned unchanged.
+ * Converts a floating-point tensor to another floating dtype (F32, F16 or BF16), bit-exact with torch's
+ * `.float()`, `.half()` and `.bfloat16()` (see `castFloatInto` in `dtype.ts`, which this calls). Widening is
+ * exact. Non-float tensors are returned unchanged.
  */
 export function castFloat(t: RawTensor, dtype: "F32" | "F16" | "BF16"): RawTensor {
-  if (
-    t.dtype === dtype || !(t.dtype === "F32" || t.dtype === "F16" || t.dtype === "BF16" || t.dtype === "F64")
-  ) {
-    return t;
-  }
-  const v = toFloat32(t);
-  if (dtype === "F32") return { dtype, shape: t.shape, data: new Uint8Array(v.buffer) };
-  const out = new Uint16Array(v.length);
-  if (dtype === "F16") { for (let i = 0; i < v.length; i++) out[i] = numberToF16(v[i]); }
-  else for (let i = 0; i < v.length; i++) out[i] = numberToBf16(v[i]);
-  return { dtype, shape: t.shape, data: new Uint8Array(out.buffer) };
+  return castFloatInto(t, dtype);
 }

@@ -15,9 +15,11 @@ import {
   type CallContext,
   type GlobalBehaviour,
   isTuple,
+  keyText,
   PyDict,
   PyGlobal,
   PyObject,
+  pyRepr,
   pyTypeName,
   type PyValue,
 } from "./pickle.ts";
@@ -152,6 +154,12 @@ export class TorchStorage {
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
 /**
+ * The most bytes a view may materialise when it has more elements than its storage (strides that repeat
+ * elements, as `expand` makes): 16 MiB. Anything larger is memory the file does not back.
+ */
+export const MAX_EXPANDED_VIEW_BYTES = 16 << 20;
+
+/**
  * A tensor as a checkpoint describes it: dtype, shape, stride and offset into a {@link TorchStorage}. Nothing
  * is read until {@link TorchTensor.read} materialises it as contiguous little-endian bytes.
  */
@@ -209,6 +217,15 @@ export class TorchTensor {
         bad(
           `view (offset ${storageOffset}, shape [${shape}], stride [${stride}]) reaches element ${last} ` +
             `but the storage holds ${capacity} ${dtype.name} elements`,
+        );
+      }
+      // More elements than the storage holds means strides that repeat elements (an `expand`ed tensor):
+      // materialising it allocates memory the file does not back, so only small expansions are accepted.
+      if (numel > capacity && numel * dtype.itemSize > MAX_EXPANDED_VIEW_BYTES) {
+        bad(
+          `view (shape [${shape}], stride [${stride}]) repeats the elements of its ${capacity}-element storage ` +
+            `and would materialise ${numel * dtype.itemSize} bytes; expanded views are refused beyond ` +
+            `${MAX_EXPANDED_VIEW_BYTES} bytes`,
         );
       }
     }
@@ -348,7 +365,7 @@ function fail(ctx: CallContext, msg: string): never {
 function int(ctx: CallContext, v: PyValue, what: string): number {
   if (typeof v === "number" && Number.isSafeInteger(v)) return v;
   if (typeof v === "boolean") return v ? 1 : 0;
-  fail(ctx, `${what} is a ${pyTypeName(v)} (${String(v).slice(0, 40)}), not an integer below 2^53`);
+  fail(ctx, `${what} is a ${pyTypeName(v)} (${pyRepr(v, 40)}), not an integer below 2^53`);
 }
 
 function intTuple(ctx: CallContext, v: PyValue, what: string): number[] {
@@ -534,7 +551,7 @@ const ALLOW: Record<string, GlobalBehaviour> = {
     call: (a, ctx) => {
       argc(ctx, a, 1, 2);
       const o = new PyObject("torch.device", [...a]);
-      o.value = a.length === 2 && a[1] !== null ? `${String(a[0])}:${String(a[1])}` : String(a[0]);
+      o.value = a.length === 2 && a[1] !== null ? `${keyText(a[0])}:${keyText(a[1])}` : keyText(a[0]);
       return o;
     },
   },
@@ -548,7 +565,7 @@ const ALLOW: Record<string, GlobalBehaviour> = {
   "argparse.Namespace": {
     construct: (args, kwargs) => {
       const o = new PyObject("argparse.Namespace", [...args]);
-      if (kwargs) { for (const [k, v] of kwargs) o.attrs.set(String(k), v); }
+      if (kwargs) { for (const [k, v] of kwargs) o.attrs.set(keyText(k), v); }
       return o;
     },
     call: (args) => new PyObject("argparse.Namespace", [...args]),
@@ -559,14 +576,14 @@ const ALLOW: Record<string, GlobalBehaviour> = {
       argc(ctx, a, 1, 2);
       const [s, enc] = a;
       if (typeof s !== "string") fail(ctx, `argument is a ${pyTypeName(s)}, not a str`);
-      const e = a.length === 2 ? String(enc).toLowerCase().replace(/[-_]/g, "") : "utf8";
+      const e = a.length === 2 ? keyText(enc).toLowerCase().replace(/[-_]/g, "") : "utf8";
       if (e === "latin1" || e === "iso88591") return latin1Bytes(ctx, s);
       if (e === "utf8") return new TextEncoder().encode(s);
       if (e === "ascii") {
         for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) fail(ctx, "string does not fit ascii");
         return latin1Bytes(ctx, s);
       }
-      fail(ctx, `encoding ${JSON.stringify(enc)} is not supported`);
+      fail(ctx, `encoding ${pyRepr(enc)} is not supported`);
     },
   },
   "builtins.set": {

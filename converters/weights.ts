@@ -7,7 +7,7 @@
  */
 
 import { CheckpointError } from "../src/errors.ts";
-import { PyDict, PyObject, pyTypeName, type PyValue } from "./pickle.ts";
+import { keyText, PyDict, PyObject, pyRepr, pyTypeName, type PyValue } from "./pickle.ts";
 import { TorchTensor } from "./torch_globals.ts";
 
 /** The keys tried, in order, when no key is given. */
@@ -76,7 +76,7 @@ export function describeValue(v: PyValue): string {
 }
 
 function short(v: PyValue): string {
-  return typeof v === "string" ? JSON.stringify(v) : String(v);
+  return typeof v === "string" ? JSON.stringify(v.length > 40 ? v.slice(0, 40) + "…" : v) : pyRepr(v, 40);
 }
 
 function tensorCount(v: PyValue): number {
@@ -93,7 +93,7 @@ function lookup(root: PyDict, key: string): PyValue | undefined {
   for (const part of key.split("/")) {
     if (!(cur instanceof PyDict)) return undefined;
     // path parts are text; dict keys may be ints (optimizer state is keyed by parameter index)
-    const hit: [PyValue, PyValue] | undefined = [...cur].find(([k]) => String(k) === part);
+    const hit: [PyValue, PyValue] | undefined = [...cur].find(([k]) => keyText(k) === part);
     if (!hit) return undefined;
     cur = hit[1];
   }
@@ -127,7 +127,9 @@ export function selectWeights(root: PyValue, opts: SelectOptions = {}): WeightSe
     const v = lookup(root, opts.key);
     if (v === undefined) {
       throw new CheckpointError(
-        `no key '${opts.key}'; top-level keys: ${[...root.keys()].map(String).join(", ")}`,
+        `no key '${opts.key}'; top-level keys: ${
+          [...root.keys()].slice(0, 20).map((k) => keyText(k)).join(", ")
+        }`,
         {
           file,
           key: opts.key,
@@ -150,7 +152,7 @@ export function selectWeights(root: PyValue, opts: SelectOptions = {}): WeightSe
     } else if (tensorCount(root) > 0) {
       dict = root;
     } else {
-      const keys = [...root.keys()].map(String);
+      const keys = [...root.keys()].slice(0, 21).map((k) => keyText(k));
       throw new CheckpointError(
         `no weights found: none of ${
           DEFAULT_WEIGHT_KEYS.join(", ")
@@ -165,13 +167,14 @@ export function selectWeights(root: PyValue, opts: SelectOptions = {}): WeightSe
   if (key !== null) {
     const top = key.split("/")[0];
     for (const [k, v] of root) {
-      if (String(k) !== top && String(k) !== key) dropped.push({ key: String(k), what: describeValue(v) });
+      const name = keyText(k);
+      if (name !== top && name !== key) dropped.push({ key: name, what: describeValue(v) });
     }
   }
   const names: string[] = [];
   const values: TorchTensor[] = [];
   for (const [k, v] of dict) {
-    const name = String(k);
+    const name = keyText(k);
     if (v instanceof TorchTensor && typeof k === "string") {
       names.push(name);
       values.push(v);

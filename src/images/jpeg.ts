@@ -59,6 +59,9 @@ const UNSUPPORTED_SOF: Record<number, string> = {
   0xcf: "arithmetic-coded hierarchical lossless",
 };
 
+/** At most this many pixels per byte of file: one bit per 8x8 block (see {@link decodeJpeg}). */
+const JPEG_PIXELS_PER_BYTE = 512;
+
 interface Markers {
   header: JpegHeader;
   /** The restart interval of the first DRI segment (0: none). */
@@ -187,6 +190,16 @@ function readMarkers(b: Uint8Array, file?: string): Markers {
  */
 export function decodeJpeg(bytes: Uint8Array, file?: string): DecodedJpeg {
   const { header, adobeTransformAt, restartInterval } = readMarkers(bytes, file);
+  // Every 8x8 block of a complete Huffman-coded JPEG costs at least one bit (its DC code), so N bytes hold at
+  // most 512·N pixels. A frame header claiming more is corrupt or a truncated file (jpeg-js would decode the
+  // missing data as zeros, allocating and working for an image the file does not hold).
+  if (header.width * header.height > JPEG_PIXELS_PER_BYTE * bytes.length) {
+    throw new ImageError(
+      `corrupt or truncated JPEG file (a ${header.width}x${header.height} frame cannot be coded in ` +
+        `${bytes.length} bytes)`,
+      { file },
+    );
+  }
   const own = header.components !== 4;
   let input = bytes;
   if (own && adobeTransformAt !== undefined && bytes[adobeTransformAt] !== 0) {

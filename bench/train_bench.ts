@@ -1,0 +1,175 @@
+/**
+ * Training benchmark: images per second of a full fine-tuning step (official CIFAR train transform from
+ * 32×32 bytes to 224, forward in training mode, cross-entropy, backward, SGD update with the transfer
+ * script's parameter groups) for t2t_vit_7 and t2t_vit_14 at 224 and batch 16, on every backend present.
+ *
+ *   deno run -A bench/train_bench.ts [--backends webgpu,wasm,cpu] [--models t2t_vit_7,t2t_vit_14]
+ *                                    [--batch 16] [--img-size 224] [--steps 2] [--micro-batch auto|N]
+ *                                    [--json bench/out/train.json]
+ *
+ * Each (backend, model) runs in its own process (the wasm heap never shrinks): one untimed first step
+ * (XNNPACK packing, shader compilation, optimizer buffers), then `--steps` timed steps. On wasm the batch is
+ * split into micro-batches (gradient accumulation; same gradient, one optimizer step per batch of 16) by
+ * default, because a whole batch of 16 at 224 needs more than the 4 GB a wasm heap can hold.
+ */
+import { parseArgs } from "node:util";
+import { type BackendName, createModel, type ModelName, setBackend, tf, webGpuAdapter } from "../zoo/mod.ts";
+import { cifarBatches, type CifarSplit, SGD, Trainer, transferParamGroups } from "../src/train/mod.ts";
+
+const { values } = parseArgs({
+  options: {
+    backends: { type: "string" },
+    models: { type: "string", default: "t2t_vit_7,t2t_vit_14" },
+    batch: { type: "string", default: "16" },
+    "img-size": { type: "string", default: "224" },
+    steps: { type: "string", default: "2" },
+    "micro-batch": { type: "string", default: "auto" },
+    json: { type: "string" },
+    child: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  },
+});
+
+interface Row {
+  backend: string;
+  model: string;
+  batch: number;
+  microBatch: number;
+  imgSize: number;
+  firstStepS: number;
+  stepS: number;
+  imagesPerSecond: number;
+  adapter?: string;
+  error?: string;
+}
+
+const batch = Number(values.batch), imgSize = Number(values["img-size"]), steps = Number(values.steps);
+
+function microFor(backend: string, model: string): number {
+  if (values["micro-batch"] !== "auto") return Number(values["micro-batch"]);
+  if (backend === "wasm") return model === "t2t_vit_7" ? 4 : 2;
+  return batch;
+}
+
+async function child(spec: string): Promise<Row> {
+  const [backend, model] = spec.split(":") as [BackendName, ModelName];
+  await setBackend(backend);
+  const adapter = backend === "webgpu" ? webGpuAdapter() : undefined;
+  const net = await createModel(model, { numClasses: 10, imgSize, dropPathRate: 0.1 });
+  const opt = new SGD(transferParamGroups(net.trainableVariables(), { lr: 0.01, transferRatio: 0.01 }), {
+    lr: 0.01,
+    momentum: 0.9,
+    weightDecay: 5e-4,
+  });
+  const microBatch = microFor(backend, model);
+  const trainer = new Trainer(net, opt, { microBatch });
+  const n = batch * (steps + 1);
+  const images = new Uint8Array(n * 3072);
+  for (let i = 0; i < images.length; i++) images[i] = (i * 2654435761) >>> 24;
+  const data: CifarSplit = {
+    dataset: "cifar10",
+    split: "train",
+    count: n,
+    images,
+    labels: Uint8Array.from({ length: n }, (_, i) => i % 10),
+    numClasses: 10,
+    files: [],
+  };
+  const times: number[] = [];
+  for (const { x, labels } of cifarBatches(data, { batchSize: batch, imgSize, train: true })) {
+    const t0 = performance.now();
+    await trainer.trainStep(x, labels);
+    x.dispose();
+    times.push((performance.now() - t0) / 1000);
+    console.error(`${backend} ${model}: step ${times.length} ${times.at(-1)!.toFixed(1)} s`);
+  }
+  const timed = times.slice(1);
+  const stepS = timed.reduce((a, b) => a + b, 0) / timed.length;
+  opt.dispose();
+  net.dispose();
+  return {
+    backend,
+    model,
+    batch,
+    microBatch,
+    imgSize,
+    firstStepS: times[0],
+    stepS,
+    imagesPerSecond: batch / stepS,
+    adapter: adapter
+      ? `${adapter.description || adapter.vendor}${adapter.isSoftware ? " (software)" : ""}`
+      : undefined,
+  };
+}
+
+if (values.help) {
+  console.log(
+    "usage: deno run -A bench/train_bench.ts [--backends webgpu,wasm,cpu] [--models t2t_vit_7,t2t_vit_14] " +
+      "[--batch 16] [--img-size 224] [--steps 2] [--micro-batch auto|N] [--json out.json]",
+  );
+} else if (values.child) {
+  console.log(JSON.stringify(await child(values.child)));
+  tf.disposeVariables();
+} else {
+  const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
+  const hasWebGpu = gpu ? (await gpu.requestAdapter().catch(() => null)) !== null : false;
+  const backends = values.backends?.split(",") ?? [...(hasWebGpu ? ["webgpu"] : []), "wasm"];
+  const rows: Row[] = [];
+  console.log(`deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} logical cores`);
+  console.log("backend  model        batch  micro  first step s  step s   img/s");
+  for (const backend of backends) {
+    for (const model of values.models!.split(",")) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL(import.meta.url).pathname,
+          "--child",
+          `${backend}:${model}`,
+          "--batch",
+          String(batch),
+          "--img-size",
+          String(imgSize),
+          "--steps",
+          String(steps),
+          "--micro-batch",
+          values["micro-batch"]!,
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+      const line = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
+      let row: Row;
+      try {
+        row = JSON.parse(line);
+      } catch {
+        row = {
+          backend,
+          model,
+          batch,
+          microBatch: microFor(backend, model),
+          imgSize,
+          firstStepS: NaN,
+          stepS: NaN,
+          imagesPerSecond: NaN,
+          error: `exit ${out.code}`,
+        };
+      }
+      rows.push(row);
+      console.log(
+        `${backend.padEnd(8)} ${model.padEnd(12)} ${String(batch).padStart(5)} ${
+          String(row.microBatch).padStart(6)
+        } ` +
+          `${row.firstStepS.toFixed(1).padStart(13)} ${row.stepS.toFixed(1).padStart(7)} ${
+            row.imagesPerSecond.toFixed(2).padStart(7)
+          }` +
+          (row.error ? `  ${row.error}` : "") + (row.adapter ? `  ${row.adapter}` : ""),
+      );
+    }
+  }
+  if (values.json) {
+    const dir = values.json.includes("/") ? values.json.slice(0, values.json.lastIndexOf("/")) : ".";
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeTextFile(values.json, JSON.stringify(rows, null, 1) + "\n");
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The fused operations the layers call: each returns the fused kernel's result when one runs here (fused
+ * kernels on, a backend that registers it, no gradient being recorded), or `undefined`, in which case the
+ * caller computes the same thing with generic tfjs ops.
+ *
+ * The fused kernels have no gradients: while a gradient tape records (`tf.grad`, `tf.variableGrads`, the
+ * trainer), every call here returns `undefined`, so training always runs the generic, differentiable path.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs-core";
+import { ATTENTION, GELU, LAYER_NORM, SOFTMAX } from "./names.ts";
+import { gemmSupported } from "./wasm_gemm.ts";
+import { registerWasmKernels } from "./wasm_kernels.ts";
+import { installWasmGemm } from "./wasm_matmul.ts";
+import { kernelsOn, setKernelsOn } from "./state.ts";
+
+/** Options of {@linkcode configureKernels}. */
+export interface KernelOptions {
+  /** Use the fused kernels and the wasm GEMM where they exist (default true). */
+  enabled?: boolean;
+}
+
+/**
+ * Turns our kernels on or off: the fused kernels (wasm, webgpu) and the relaxed-SIMD GEMM that replaces
+ * tfjs-backend-wasm's matrix products. Off: tfjs's own kernels everywhere (for comparisons).
+ */
+export function configureKernels(opts: KernelOptions): void {
+  if (opts.enabled !== undefined) setKernelsOn(opts.enabled);
+  prepareKernels();
+}
+
+/** Whether our kernels are on. */
+export function kernelsEnabled(): boolean {
+  return kernelsOn();
+}
+
+let wasmGemmState: boolean | undefined;
+
+/**
+ * Installs what applies to the active backend (idempotent, cheap): on wasm the GEMM kernels and the fused
+ * kernels. Called by the models before each forward pass; call it yourself when using the kernels directly.
+ */
+export function prepareKernels(): void {
+  if (tf.getBackend() !== "wasm") return;
+  registerWasmKernels();
+  if (wasmGemmState === undefined) wasmGemmState = installWasmGemm();
+}
+
+/** A one-line description of what runs: for profiles and benchmarks. */
+export function kernelStatus(): string {
+  if (!kernelsOn()) return "off (tfjs kernels)";
+  const be = tf.getBackend();
+  if (be === "wasm") {
+    return gemmSupported() ? "on (wasm: relaxed-SIMD GEMM, fused ops)" : "on (no relaxed SIMD)";
+  }
+  if (be === "webgpu") return "on (webgpu: fused ops)";
+  return `on (none for ${be})`;
+}
+
+function recording(): boolean {
+  const state = (tf.engine() as unknown as { state: { gradientDepth: number } }).state;
+  return state.gradientDepth > 0;
+}
+
+function usable(kernel: string, ...xs: tf.Tensor[]): boolean {
+  if (!kernelsOn() || recording()) return false;
+  const be = tf.getBackend();
+  if (be !== "wasm" && be !== "webgpu") return false;
+  if (be === "wasm") {
+    if (!gemmSupported()) return false;
+    prepareKernels();
+  }
+  if (!tf.getKernel(kernel, be)) return false;
+  return xs.every((x) => x.dtype === "float32");
+}
+
+/** Exact-form GELU of `x` by the fused kernel, or `undefined` (use the generic ops). */
+export function fusedGelu(x: tf.Tensor): tf.Tensor | undefined {
+  if (!usable(GELU, x)) return undefined;
+  return tf.engine().runKernel(GELU, { x }) as tf.Tensor;
+}
+
+/** LayerNorm of `x` over its last axis by the fused kernel, or `undefined`. */
+export function fusedLayerNorm(
+  x: tf.Tensor,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  eps: number,
+): tf.Tensor | undefined {
+  if (!usable(LAYER_NORM, x, gamma, beta)) return undefined;
+  return tf.engine().runKernel(LAYER_NORM, { x, gamma, beta }, { eps }) as tf.Tensor;
+}
+
+/** `softmax(scale * x)` over the last axis by the fused kernel, or `undefined`. */
+export function fusedSoftmax(x: tf.Tensor, scale: number): tf.Tensor | undefined {
+  if (!usable(SOFTMAX, x)) return undefined;
+  return tf.engine().runKernel(SOFTMAX, { x }, { scale }) as tf.Tensor;
+}
+
+/**
+ * Multi-head attention from a fused projection `qkv (B * N, 3 C)` (per token: q, k, v, each `heads` x `d`,
+ * PyTorch's `reshape(B, N, 3, H, d)` order) to `(B * N, C)` with the heads concatenated per token, by the
+ * fused kernel, or `undefined`.
+ */
+export function fusedAttention(
+  qkv: tf.Tensor2D,
+  batch: number,
+  heads: number,
+  scale: number,
+): tf.Tensor2D | undefined {
+  if (!usable(ATTENTION, qkv)) return undefined;
+  return tf.engine().runKernel(ATTENTION, { qkv }, { batch, heads, scale }) as tf.Tensor2D;
+}

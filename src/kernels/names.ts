@@ -1,0 +1,15 @@
+/**
+ * Names of the fused kernels, registered with tfjs for the backends that have them (`wasm`, `webgpu`) and
+ * run through `tf.engine().runKernel`.
+ *
+ * @module
+ */
+
+/** `T2tGelu`: `{x}` -> exact-form GELU of `x`. */
+export const GELU = "T2tGelu";
+/** `T2tLayerNorm`: `{x, gamma, beta}`, `{eps}` -> LayerNorm over the last axis. */
+export const LAYER_NORM = "T2tLayerNorm";
+/** `T2tSoftmax`: `{x}`, `{scale}` -> `softmax(scale * x)` over the last axis. */
+export const SOFTMAX = "T2tSoftmax";
+/** `T2tAttention`: `{qkv}` `(B*N, 3C)`, `{batch, heads, scale}` -> `(B*N, C)`, heads concatenated. */
+export const ATTENTION = "T2tAttention";

@@ -1,0 +1,121 @@
+/**
+ * The fused T2T kernels on tfjs-backend-wasm: `T2tGelu`, `T2tLayerNorm`, `T2tSoftmax` and `T2tAttention`
+ * (see `names.ts`), registered as tfjs kernels for the `wasm` backend and run by our WebAssembly code in the
+ * backend's heap.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs-core";
+import { ATTENTION, GELU, LAYER_NORM, SOFTMAX } from "./names.ts";
+import { panelsPerBlock } from "./wasm_gemm.ts";
+import { packToHeap } from "./wasm_matmul.ts";
+import { addressOf, type WasmBackend, wasmContext } from "./wasm_runtime.ts";
+
+type Args = Parameters<tf.KernelFunc>[0];
+
+function context(args: Args) {
+  const c = wasmContext(args.backend as unknown as WasmBackend);
+  if (!c) throw new Error("the fused wasm kernels need WebAssembly relaxed SIMD");
+  return c;
+}
+
+function geluKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const x = args.inputs.x as tf.TensorInfo;
+  const out = c.backend.makeOutput([...x.shape], "float32");
+  c.ops.gelu(addressOf(c, x), addressOf(c, out), tf.util.sizeFromShape(x.shape));
+  return out;
+}
+
+function layerNormKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const { x, gamma, beta } = args.inputs as Record<string, tf.TensorInfo>;
+  const { eps } = args.attrs as unknown as { eps: number };
+  const cols = x.shape[x.shape.length - 1];
+  const out = c.backend.makeOutput([...x.shape], "float32");
+  const rows = tf.util.sizeFromShape(x.shape) / cols;
+  c.ops.layerNorm(
+    addressOf(c, x),
+    addressOf(c, out),
+    rows,
+    cols,
+    addressOf(c, gamma),
+    addressOf(c, beta),
+    eps,
+  );
+  return out;
+}
+
+function softmaxKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const x = args.inputs.x as tf.TensorInfo;
+  const { scale } = args.attrs as unknown as { scale: number };
+  const cols = x.shape[x.shape.length - 1];
+  const out = c.backend.makeOutput([...x.shape], "float32");
+  c.ops.softmax(addressOf(c, x), addressOf(c, out), tf.util.sizeFromShape(x.shape) / cols, cols, scale);
+  return out;
+}
+
+/** Query rows per step, so that a score block stays below 2^22 floats (16 MB). */
+const MAX_SCORES = 1 << 22;
+
+/**
+ * Multi-head attention from the fused projection: `qkv (B * N, 3 C)` (per token q, k, v, each heads x d) to
+ * `(B * N, C)` with the heads concatenated per token, `softmax(scale q k^T) v` per sample and head. The
+ * heads are read in place (strided), nothing is transposed.
+ */
+function attentionKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const qkv = args.inputs.qkv as tf.TensorInfo;
+  const { batch, heads, scale } = args.attrs as unknown as { batch: number; heads: number; scale: number };
+  const [rows, width] = qkv.shape;
+  const n = rows / batch, dim = width / 3, d = dim / heads;
+  const out = c.backend.makeOutput([rows, dim], "float32");
+  const chunk = Math.max(1, Math.min(n, Math.floor(MAX_SCORES / n)));
+  const wasm = c.backend.wasm;
+  const scores = wasm._malloc(chunk * n * 4);
+  const ld = width * 4;
+  try {
+    for (let b = 0; b < batch; b++) {
+      for (let h = 0; h < heads; h++) {
+        // addresses are re-read after each allocation: tensors do not move, but be explicit
+        const base = addressOf(c, qkv) + b * n * ld;
+        const q = base + h * d * 4, k = q + dim * 4, v = q + 2 * dim * 4;
+        const kt = packToHeap(c, k, d, n, true, width); // B = k^T (d x n)
+        const vp = packToHeap(c, v, n, d, false, width); // B = v (n x d)
+        const o = addressOf(c, out) + (b * n * dim + h * d) * 4;
+        for (let r = 0; r < n; r += chunk) {
+          const m = Math.min(chunk, n - r);
+          c.gemm.gemm(q + r * ld, ld, kt, scores, n * 4, m, n, d, c.scratch, panelsPerBlock(d));
+          c.ops.softmax(scores, scores, m, n, scale);
+          c.gemm.gemm(scores, n * 4, vp, o + r * dim * 4, dim * 4, m, d, n, c.scratch, panelsPerBlock(n));
+        }
+        wasm._free(kt);
+        wasm._free(vp);
+      }
+    }
+  } finally {
+    wasm._free(scores);
+  }
+  return out;
+}
+
+let registered = false;
+
+/** Registers the fused kernels for the `wasm` backend (idempotent). */
+export function registerWasmKernels(): void {
+  if (registered) return;
+  const kernels: [string, (args: Args) => tf.TensorInfo][] = [
+    [GELU, geluKernel],
+    [LAYER_NORM, layerNormKernel],
+    [SOFTMAX, softmaxKernel],
+    [ATTENTION, attentionKernel],
+  ];
+  for (const [kernelName, fn] of kernels) {
+    if (!tf.getKernel(kernelName, "wasm")) {
+      tf.registerKernel({ kernelName, backendName: "wasm", kernelFunc: fn as unknown as tf.KernelFunc });
+    }
+  }
+  registered = true;
+}

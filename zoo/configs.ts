@@ -1,0 +1,349 @@
+/**
+ * The architectures of every official T2T-ViT variant as plain data, with the preprocessing each expects
+ * (timm's `default_cfg`), and helpers to build a custom configuration or read the official keyword arguments.
+ *
+ * @module
+ */
+
+import { ModelError } from "../src/errors.ts";
+
+/** The factory names the official code registers with timm. */
+export type ModelName =
+  | "t2t_vit_7"
+  | "t2t_vit_10"
+  | "t2t_vit_12"
+  | "t2t_vit_14"
+  | "t2t_vit_19"
+  | "t2t_vit_24"
+  | "t2t_vit_t_14"
+  | "t2t_vit_t_19"
+  | "t2t_vit_t_24"
+  | "t2t_vit_14_resnext"
+  | "t2t_vit_14_wide"
+  | "t2t_vit_14_se"
+  | "t2t_vit_16_ghost"
+  | "t2t_vit_dense";
+
+/** The 14 official factory names, in the order of the official model files. */
+export const MODEL_NAMES: readonly ModelName[] = Object.freeze(
+  [
+    "t2t_vit_7",
+    "t2t_vit_10",
+    "t2t_vit_12",
+    "t2t_vit_14",
+    "t2t_vit_19",
+    "t2t_vit_24",
+    "t2t_vit_t_14",
+    "t2t_vit_t_19",
+    "t2t_vit_t_24",
+    "t2t_vit_14_resnext",
+    "t2t_vit_14_wide",
+    "t2t_vit_14_se",
+    "t2t_vit_16_ghost",
+    "t2t_vit_dense",
+  ] as const,
+);
+
+/** The token layers of the T2T module: `Token_performer` or `Token_transformer`. */
+export type TokensType = "performer" | "transformer";
+
+/**
+ * The backbone block: the standard pre-norm transformer block (`vit`), with squeeze-and-excitation after the
+ * attention projection (`se`, `t2t_vit_se.py`), with ghost projections (`ghost`, `t2t_vit_ghost.py`), or
+ * the densely connected blocks with transitions (`dense`, `t2t_vit_dense.py`).
+ */
+export type BlockType = "vit" | "se" | "ghost" | "dense";
+
+/**
+ * A complete T2T-ViT architecture: the arguments of the official `T2T_ViT` constructors, camel-cased.
+ * Everything here is plain data (JSON-serialisable).
+ */
+export interface T2tVitConfig {
+  /** Input image side; a multiple of 16 (`img_size`, default 224). */
+  readonly imgSize: number;
+  /** Input channels (`in_chans`, default 3). */
+  readonly inChans: number;
+  /** Classes of the head; 0 for no head (`num_classes`, default 1000). */
+  readonly numClasses: number;
+  /** T2T token layers (`tokens_type`). */
+  readonly tokensType: TokensType;
+  /** Width of the T2T tokens (`token_dim`, default 64). */
+  readonly tokenDim: number;
+  /** Backbone width (`embed_dim`); for `dense` the starting width. */
+  readonly embedDim: number;
+  /**
+   * Backbone depth (`depth`). For `dense` the number of blocks comes from `blockConfig`; `depth` (12, the
+   * official default) only sets the drop-path schedule, which the official code indexes by stage.
+   */
+  readonly depth: number;
+  /** Attention heads per block (`num_heads`). */
+  readonly numHeads: number;
+  /** MLP hidden width over block width (`mlp_ratio`). */
+  readonly mlpRatio: number;
+  /** Bias in the backbone q/k/v projections (`qkv_bias`, default false). */
+  readonly qkvBias: boolean;
+  /**
+   * Attention scale (`qk_scale`); `null` is `head_dim ** -0.5`, the default, with which the released
+   * checkpoints were evaluated.
+   */
+  readonly qkScale: number | null;
+  /** The backbone block type. */
+  readonly blockType: BlockType;
+  /** `dense` only: channels each block adds (`growth_rate`). */
+  readonly growthRate?: number;
+  /** `dense` only: blocks per stage (`block_config`); a transition halving the width follows every stage but the last. */
+  readonly blockConfig?: readonly number[];
+  /** Dropout rate (`drop_rate`). */
+  readonly dropRate: number;
+  /** Attention-probability dropout (`attn_drop_rate`). */
+  readonly attnDropRate: number;
+  /** Stochastic depth rate of the last block (`drop_path_rate`, linear over depth). */
+  readonly dropPathRate: number;
+}
+
+/** The defaults of the official `T2T_ViT` constructor that the variants do not set. */
+export const DEFAULT_CONFIG: Readonly<
+  Pick<
+    T2tVitConfig,
+    | "imgSize"
+    | "inChans"
+    | "numClasses"
+    | "tokenDim"
+    | "qkvBias"
+    | "qkScale"
+    | "dropRate"
+    | "attnDropRate"
+    | "dropPathRate"
+    | "blockType"
+    | "tokensType"
+  >
+> = Object.freeze({
+  imgSize: 224,
+  inChans: 3,
+  numClasses: 1000,
+  tokenDim: 64,
+  qkvBias: false,
+  qkScale: null,
+  dropRate: 0,
+  attnDropRate: 0,
+  dropPathRate: 0,
+  blockType: "vit",
+  tokensType: "performer",
+});
+
+function variant(
+  tokensType: TokensType,
+  embedDim: number,
+  depth: number,
+  numHeads: number,
+  mlpRatio: number,
+  extra: Partial<T2tVitConfig> = {},
+): T2tVitConfig {
+  return Object.freeze({ ...DEFAULT_CONFIG, tokensType, embedDim, depth, numHeads, mlpRatio, ...extra });
+}
+
+/** The architecture of each official factory (at its default 224 input and 1000 classes). */
+export const MODEL_CONFIGS: Readonly<Record<ModelName, T2tVitConfig>> = Object.freeze({
+  t2t_vit_7: variant("performer", 256, 7, 4, 2),
+  t2t_vit_10: variant("performer", 256, 10, 4, 2),
+  t2t_vit_12: variant("performer", 256, 12, 4, 2),
+  t2t_vit_14: variant("performer", 384, 14, 6, 3),
+  t2t_vit_19: variant("performer", 448, 19, 7, 3),
+  t2t_vit_24: variant("performer", 512, 24, 8, 3),
+  t2t_vit_t_14: variant("transformer", 384, 14, 6, 3),
+  t2t_vit_t_19: variant("transformer", 448, 19, 7, 3),
+  t2t_vit_t_24: variant("transformer", 512, 24, 8, 3),
+  t2t_vit_14_resnext: variant("performer", 384, 14, 32, 3),
+  t2t_vit_14_wide: variant("performer", 768, 4, 12, 3),
+  t2t_vit_14_se: variant("performer", 384, 14, 6, 3, { blockType: "se" }),
+  t2t_vit_16_ghost: variant("performer", 384, 16, 6, 3, { blockType: "ghost" }),
+  t2t_vit_dense: variant("performer", 128, 12, 8, 2, {
+    blockType: "dense",
+    growthRate: 64,
+    blockConfig: Object.freeze([3, 6, 6, 4]),
+  }),
+});
+
+/** ImageNet mean of the RGB channels (timm `IMAGENET_DEFAULT_MEAN`). */
+export const IMAGENET_MEAN: readonly [number, number, number] = [0.485, 0.456, 0.406];
+/** ImageNet standard deviation of the RGB channels (timm `IMAGENET_DEFAULT_STD`). */
+export const IMAGENET_STD: readonly [number, number, number] = [0.229, 0.224, 0.225];
+
+/** The preprocessing a model expects: timm's `default_cfg`, adjusted to the model's input size and classes. */
+export interface PretrainedCfg {
+  /** `(channels, height, width)` of the input. */
+  inputSize: [3, number, number];
+  /** Fraction of the resized image kept by the center crop at evaluation (0.9: resize to size / 0.9). */
+  cropPct: number;
+  /** Resampling of the resize. */
+  interpolation: "bicubic" | "bilinear";
+  /** Per-channel mean subtracted after scaling to [0, 1]. */
+  mean: [number, number, number];
+  /** Per-channel standard deviation divided by. */
+  std: [number, number, number];
+  /** Number of classes of the head. */
+  numClasses: number;
+}
+
+/**
+ * The default preprocessing of a model with this configuration: every official variant records timm's
+ * `_cfg()` (crop 0.9, bicubic, ImageNet mean and std), with `input_size` and `num_classes` following the config.
+ *
+ * @example
+ * ```ts
+ * import { MODEL_CONFIGS, pretrainedCfgOf } from "./configs.ts";
+ * pretrainedCfgOf(MODEL_CONFIGS.t2t_vit_14).inputSize; // [3, 224, 224]
+ * ```
+ */
+export function pretrainedCfgOf(config: T2tVitConfig): PretrainedCfg {
+  return {
+    inputSize: [3, config.imgSize, config.imgSize],
+    cropPct: 0.9,
+    interpolation: "bicubic",
+    mean: [...IMAGENET_MEAN],
+    std: [...IMAGENET_STD],
+    numClasses: config.numClasses,
+  };
+}
+
+/** A configuration given in part: the required architecture fields, the rest defaulting as in the official constructor. */
+export type T2tVitConfigInit = Partial<T2tVitConfig> & Pick<T2tVitConfig, "embedDim" | "depth" | "numHeads">;
+
+function isPosInt(v: unknown): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v > 0;
+}
+
+function isRate(v: unknown): v is number {
+  return typeof v === "number" && v >= 0 && v < 1;
+}
+
+/**
+ * Completes a configuration with the official defaults (`mlpRatio` 4, performer tokens, standard blocks) and
+ * checks it.
+ *
+ * @throws {ModelError} naming the field at fault
+ *
+ * @example
+ * ```ts
+ * import { resolveConfig } from "./configs.ts";
+ * const cfg = resolveConfig({ imgSize: 32, embedDim: 32, depth: 2, numHeads: 2, mlpRatio: 2, tokenDim: 16, numClasses: 10 });
+ * ```
+ */
+export function resolveConfig(init: T2tVitConfigInit): T2tVitConfig {
+  const cfg: T2tVitConfig = Object.freeze({ ...DEFAULT_CONFIG, mlpRatio: 4, ...init });
+  const bad = (key: string, why: string): never => {
+    throw new ModelError(`invalid config: ${why}`, { key });
+  };
+  if (!isPosInt(cfg.imgSize) || cfg.imgSize % 16 !== 0) {
+    bad("imgSize", `imgSize must be a positive multiple of 16, got ${cfg.imgSize}`);
+  }
+  if (!isPosInt(cfg.inChans)) bad("inChans", `inChans must be a positive integer, got ${cfg.inChans}`);
+  if (!(Number.isInteger(cfg.numClasses) && cfg.numClasses >= 0)) {
+    bad("numClasses", `numClasses must be a non-negative integer, got ${cfg.numClasses}`);
+  }
+  if (cfg.tokensType !== "performer" && cfg.tokensType !== "transformer") {
+    bad(
+      "tokensType",
+      `tokensType must be "performer" or "transformer", got ${JSON.stringify(cfg.tokensType)}`,
+    );
+  }
+  if (!isPosInt(cfg.tokenDim)) bad("tokenDim", `tokenDim must be a positive integer, got ${cfg.tokenDim}`);
+  if (cfg.tokensType === "performer" && cfg.tokenDim < 2) {
+    bad("tokenDim", "the performer needs tokenDim >= 2");
+  }
+  if (!isPosInt(cfg.embedDim)) bad("embedDim", `embedDim must be a positive integer, got ${cfg.embedDim}`);
+  if (!isPosInt(cfg.depth)) bad("depth", `depth must be a positive integer, got ${cfg.depth}`);
+  if (!isPosInt(cfg.numHeads)) bad("numHeads", `numHeads must be a positive integer, got ${cfg.numHeads}`);
+  if (!(typeof cfg.mlpRatio === "number" && cfg.mlpRatio > 0)) {
+    bad("mlpRatio", `mlpRatio must be positive, got ${cfg.mlpRatio}`);
+  }
+  if (cfg.qkScale !== null && !(typeof cfg.qkScale === "number" && cfg.qkScale > 0)) {
+    bad("qkScale", `qkScale must be a positive number or null, got ${cfg.qkScale}`);
+  }
+  if (!["vit", "se", "ghost", "dense"].includes(cfg.blockType)) {
+    bad("blockType", `unknown blockType ${JSON.stringify(cfg.blockType)}`);
+  }
+  for (const k of ["dropRate", "attnDropRate", "dropPathRate"] as const) {
+    if (!isRate(cfg[k])) bad(k, `${k} must be in [0, 1), got ${cfg[k]}`);
+  }
+  const widths: number[] = [];
+  if (cfg.blockType === "dense") {
+    if (!isPosInt(cfg.growthRate)) bad("growthRate", "a dense config needs a positive integer growthRate");
+    const bc = cfg.blockConfig;
+    if (!Array.isArray(bc) || bc.length === 0 || !bc.every(isPosInt)) {
+      bad("blockConfig", "a dense config needs blockConfig, a list of positive integers");
+    }
+    if (bc!.length > cfg.depth) {
+      bad("depth", "the dense drop-path schedule needs depth >= the number of stages");
+    }
+    let start = cfg.embedDim;
+    bc!.forEach((n, i) => {
+      for (let j = 0; j < n; j++) widths.push(start + j * cfg.growthRate!);
+      if (i !== bc!.length - 1) start = Math.floor((start + n * cfg.growthRate!) / 2);
+    });
+  } else {
+    widths.push(cfg.embedDim);
+    if (cfg.blockType === "ghost" && cfg.embedDim % 2 !== 0) {
+      bad("embedDim", "the ghost blocks need an even embedDim");
+    }
+    if (cfg.blockType === "se" && cfg.embedDim < 16) bad("embedDim", "the SE blocks need embedDim >= 16");
+  }
+  for (const w of widths) {
+    if (w % cfg.numHeads !== 0) {
+      bad("numHeads", `block width ${w} is not divisible by numHeads ${cfg.numHeads}`);
+    }
+  }
+  return cfg;
+}
+
+const KWARGS: Record<string, keyof T2tVitConfig> = {
+  img_size: "imgSize",
+  in_chans: "inChans",
+  num_classes: "numClasses",
+  tokens_type: "tokensType",
+  token_dim: "tokenDim",
+  embed_dim: "embedDim",
+  depth: "depth",
+  num_heads: "numHeads",
+  mlp_ratio: "mlpRatio",
+  qkv_bias: "qkvBias",
+  qk_scale: "qkScale",
+  growth_rate: "growthRate",
+  block_config: "blockConfig",
+  drop_rate: "dropRate",
+  attn_drop_rate: "attnDropRate",
+  drop_path_rate: "dropPathRate",
+};
+
+/**
+ * A configuration from the official constructor's keyword arguments (snake_case, as in the JSON
+ * `config` metadata of the reference files), e.g. `{"img_size": 32, "embed_dim": 32, ...}`. Missing arguments
+ * take the constructor's defaults (`embed_dim` 768, `depth` 12, `num_heads` 12, `mlp_ratio` 4). A `block_type`
+ * key (ours) selects se/ghost/dense; `growth_rate`/`block_config` imply dense.
+ *
+ * @throws {ModelError} on unknown keys or an invalid configuration
+ *
+ * @example
+ * ```ts
+ * import { configFromKwargs } from "./configs.ts";
+ * const cfg = configFromKwargs({ img_size: 32, tokens_type: "performer", embed_dim: 32, depth: 2, num_heads: 2, mlp_ratio: 2.0, token_dim: 16, num_classes: 10 });
+ * cfg.embedDim; // 32
+ * ```
+ */
+export function configFromKwargs(kwargs: Record<string, unknown>): T2tVitConfig {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(kwargs)) {
+    if (k === "block_type") out.blockType = v;
+    else if (k in KWARGS) out[KWARGS[k]] = v;
+    else throw new ModelError(`unknown T2T-ViT argument '${k}'`, { key: k });
+  }
+  if (out.blockType === undefined && (out.growthRate !== undefined || out.blockConfig !== undefined)) {
+    out.blockType = "dense";
+  }
+  // the official constructor's own defaults
+  out.embedDim ??= 768;
+  out.depth ??= 12;
+  out.numHeads ??= 12;
+  out.mlpRatio ??= 4;
+  return resolveConfig(out as T2tVitConfigInit);
+}

@@ -1,0 +1,388 @@
+/**
+ * The zoo: `createModel(name | config, options)` and one class per official variant, each with a static
+ * `create`. They pick a backend when none is set, read weights from a safetensors path, URL, bytes or a
+ * tensor map, and load them strictly (dropping the head for another class count and resizing `pos_embed`
+ * for another image size, as the official transfer loader does).
+ *
+ * @module
+ */
+
+import type * as tf from "@tensorflow/tfjs-core";
+import { parseCheckpoint, sniffFormat } from "../converters/checkpoint.ts";
+import { materialize, planConversion } from "../converters/convert.ts";
+import { parseSafetensors } from "../converters/safetensors.ts";
+import type { RawTensor, TensorMap } from "../converters/types.ts";
+import { ensureBackend } from "../src/backend.ts";
+import { ModelError, T2tVitError, WeightsError } from "../src/errors.ts";
+import { paramStoreOf, T2tVit } from "../src/model.ts";
+import {
+  configFromKwargs,
+  MODEL_CONFIGS,
+  MODEL_NAMES,
+  type ModelName,
+  resolveConfig,
+  type T2tVitConfig,
+  type T2tVitConfigInit,
+} from "./configs.ts";
+
+/** Options of {@linkcode createModel} and the variants' `create`. */
+export interface CreateOptions {
+  /**
+   * Weights: a safetensors file path, a URL (`file:`, `http(s):`), safetensors bytes, or a map of tensors by
+   * PyTorch key (raw tensors, e.g. from a converter, or `tf.Tensor`s). Without weights the model gets the
+   * official random initialisation (seeded by `seed`).
+   */
+  weights?: string | URL | Uint8Array | TensorMap | Map<string, tf.Tensor>;
+  /**
+   * Classes of the head. Default: the weights' head size, else 1000. When the weights' head has another
+   * size, it is dropped and the new head initialised (the official `load_for_transfer_learning`).
+   */
+  numClasses?: number;
+  /**
+   * Input size (a multiple of 16). Default: the size the weights' `pos_embed` was made for, else 224.
+   * A `pos_embed` of another size is resized bicubically.
+   */
+  imgSize?: number;
+  /** Attention scale; default `head_dim ** -0.5` (what the released weights were evaluated with). */
+  qkScale?: number;
+  /** Dropout rate (training mode). */
+  dropRate?: number;
+  /** Attention dropout rate (training mode). */
+  attnDropRate?: number;
+  /** Stochastic depth rate of the last block (training mode). */
+  dropPathRate?: number;
+  /** Whether missing or unexpected keys are errors (default true). */
+  strict?: boolean;
+  /** Seed of the random initialisation (default 0). */
+  seed?: number;
+}
+
+/**
+ * Reads weights given as a path, URL or bytes into a tensor map: a safetensors file, or a PyTorch checkpoint
+ * (zip or legacy `torch.save`, any layout the converters know: release, training, CIFAR transfer, bare
+ * state_dict), read safely without executing pickle code and with the weights picked as the converter picks
+ * them (`state_dict_ema` first). `metadata` is the safetensors metadata, or the converter's for a checkpoint.
+ *
+ * @throws {WeightsError} when the source cannot be read
+ * @throws {SafetensorsError} or {CheckpointError} when the file is malformed
+ */
+export async function readWeights(
+  src: string | URL | Uint8Array,
+): Promise<{ tensors: TensorMap; file: string; metadata: Record<string, string> }> {
+  let bytes: Uint8Array;
+  let file: string;
+  if (src instanceof Uint8Array) {
+    bytes = src;
+    file = "<bytes>";
+  } else {
+    const url = src instanceof URL ? src : /^(https?|file):\/\//i.test(src) ? new URL(src) : undefined;
+    file = url?.protocol === "file:" ? decodeURIComponent(url.pathname) : String(src);
+    try {
+      if (url === undefined) bytes = await Deno.readFile(src as string);
+      else if (url.protocol === "file:") bytes = await Deno.readFile(url);
+      else {
+        const res = await fetch(url);
+        if (!res.ok) throw new Error(`HTTP ${res.status} ${res.statusText}`);
+        bytes = new Uint8Array(await res.arrayBuffer());
+      }
+    } catch (e) {
+      throw new WeightsError(`cannot read weights: ${(e as Error).message}`, { file, cause: e });
+    }
+  }
+  const kind = sniffFormat(bytes.subarray(0, 4096));
+  if (kind === "zip" || kind === "legacy") {
+    const ckpt = parseCheckpoint(bytes, file);
+    try {
+      const plan = planConversion(ckpt);
+      const tensors: TensorMap = new Map();
+      for (const p of plan.tensors) tensors.set(p.name, materialize(p, ckpt.file));
+      return { tensors, file, metadata: plan.metadata };
+    } finally {
+      ckpt.close();
+    }
+  }
+  const { tensors, metadata } = parseSafetensors(bytes, file);
+  return { tensors, file, metadata };
+}
+
+function shapeOf(t: RawTensor | tf.Tensor | undefined): number[] | undefined {
+  return t?.shape ? [...t.shape] : undefined;
+}
+
+/** A constructor of a model class (`T2tVit` or one of the variants). */
+export type ModelClass<M extends T2tVit = T2tVit> = new (
+  config: T2tVitConfig,
+  init?: { name?: string; seed?: number; deferInit?: boolean },
+) => M;
+
+async function build<M extends T2tVit>(
+  cls: ModelClass<M>,
+  name: string,
+  base: T2tVitConfig | T2tVitConfigInit,
+  opts: CreateOptions,
+): Promise<M> {
+  if (typeof opts !== "object" || opts === null) throw new ModelError("options must be an object");
+  await ensureBackend();
+  let tensors: TensorMap | Map<string, tf.Tensor> | undefined;
+  let file: string | undefined;
+  if (opts.weights !== undefined) {
+    if (opts.weights instanceof Map) tensors = opts.weights;
+    else ({ tensors, file } = await readWeights(opts.weights));
+  }
+  const overrides: { -readonly [K in keyof T2tVitConfig]?: T2tVitConfig[K] } = {};
+  for (const k of ["numClasses", "imgSize", "qkScale", "dropRate", "attnDropRate", "dropPathRate"] as const) {
+    if (opts[k] !== undefined) (overrides as Record<string, unknown>)[k] = opts[k];
+  }
+  const all = tensors as Map<string, RawTensor | tf.Tensor> | undefined;
+  const headShape = shapeOf(all?.get("head.weight"));
+  const posShape = shapeOf(all?.get("pos_embed"));
+  // defaults from the weights: their class count and image size
+  if (overrides.numClasses === undefined && headShape?.length === 2) overrides.numClasses = headShape[0];
+  if (overrides.imgSize === undefined && posShape?.length === 3) {
+    const g = Math.round(Math.sqrt(posShape[1] - 1));
+    if (g > 0 && g * g === posShape[1] - 1) overrides.imgSize = g * 16;
+  }
+  const config = resolveConfig({ ...base, ...overrides } as T2tVitConfigInit);
+  const model = new cls(config, { name, seed: opts.seed, deferInit: tensors !== undefined });
+  try {
+    if (tensors !== undefined) {
+      const dropHead = headShape !== undefined && config.numClasses !== headShape[0];
+      // the official transfer loader deletes the head for another class count
+      const skip = dropHead || config.numClasses === 0 ? ["head.weight", "head.bias"] : [];
+      const report = model.loadStateDict(tensors as TensorMap, { strict: opts.strict ?? true, file, skip });
+      const store = paramStoreOf(model);
+      const loaded = new Set(report.loaded);
+      const fresh = [...store.params.keys()].filter((k) => !loaded.has(k));
+      if (fresh.length) store.initialize(fresh);
+    }
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
+}
+
+/** T2T-ViT-7: performer tokens, 7 blocks of width 256, 4 heads, MLP ratio 2 (4.3M parameters). */
+export class T2tVit7 extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVit7> {
+    return build(T2tVit7, "t2t_vit_7", MODEL_CONFIGS.t2t_vit_7, opts);
+  }
+}
+
+/** T2T-ViT-10: performer tokens, 10 blocks of width 256, 4 heads, MLP ratio 2 (5.9M parameters). */
+export class T2tVit10 extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVit10> {
+    return build(T2tVit10, "t2t_vit_10", MODEL_CONFIGS.t2t_vit_10, opts);
+  }
+}
+
+/** T2T-ViT-12: performer tokens, 12 blocks of width 256, 4 heads, MLP ratio 2 (6.9M parameters). */
+export class T2tVit12 extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVit12> {
+    return build(T2tVit12, "t2t_vit_12", MODEL_CONFIGS.t2t_vit_12, opts);
+  }
+}
+
+/**
+ * T2T-ViT-14: performer tokens, 14 blocks of width 384, 6 heads, MLP ratio 3 (21.5M parameters).
+ *
+ * @example
+ * ```ts ignore
+ * import { setBackend, T2tVit14, tf } from "../mod.ts";
+ * await setBackend("wasm");
+ * const m = await T2tVit14.create({ weights: "t2t_vit_14.safetensors" });
+ * const logits = m.forward(tf.zeros([1, 3, 224, 224]));
+ * ```
+ */
+export class T2tVit14 extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVit14> {
+    return build(T2tVit14, "t2t_vit_14", MODEL_CONFIGS.t2t_vit_14, opts);
+  }
+}
+
+/** T2T-ViT-19: performer tokens, 19 blocks of width 448, 7 heads, MLP ratio 3 (39.2M parameters). */
+export class T2tVit19 extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVit19> {
+    return build(T2tVit19, "t2t_vit_19", MODEL_CONFIGS.t2t_vit_19, opts);
+  }
+}
+
+/** T2T-ViT-24: performer tokens, 24 blocks of width 512, 8 heads, MLP ratio 3 (64.1M parameters). */
+export class T2tVit24 extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVit24> {
+    return build(T2tVit24, "t2t_vit_24", MODEL_CONFIGS.t2t_vit_24, opts);
+  }
+}
+
+/** T2T-ViT_t-14: transformer tokens, 14 blocks of width 384, 6 heads, MLP ratio 3 (21.5M parameters). */
+export class T2tVitT14 extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVitT14> {
+    return build(T2tVitT14, "t2t_vit_t_14", MODEL_CONFIGS.t2t_vit_t_14, opts);
+  }
+}
+
+/** T2T-ViT_t-19: transformer tokens, 19 blocks of width 448, 7 heads, MLP ratio 3 (39.2M parameters). */
+export class T2tVitT19 extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVitT19> {
+    return build(T2tVitT19, "t2t_vit_t_19", MODEL_CONFIGS.t2t_vit_t_19, opts);
+  }
+}
+
+/** T2T-ViT_t-24: transformer tokens, 24 blocks of width 512, 8 heads, MLP ratio 3 (64.1M parameters). */
+export class T2tVitT24 extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVitT24> {
+    return build(T2tVitT24, "t2t_vit_t_24", MODEL_CONFIGS.t2t_vit_t_24, opts);
+  }
+}
+
+/** T2T-ViT-14 with ResNeXt-like grouped attention: 32 heads of width 12 (21.5M parameters). */
+export class T2tVit14Resnext extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVit14Resnext> {
+    return build(T2tVit14Resnext, "t2t_vit_14_resnext", MODEL_CONFIGS.t2t_vit_14_resnext, opts);
+  }
+}
+
+/** The wide variant: 4 blocks of width 768, 12 heads, MLP ratio 3 (25.2M parameters). */
+export class T2tVit14Wide extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVit14Wide> {
+    return build(T2tVit14Wide, "t2t_vit_14_wide", MODEL_CONFIGS.t2t_vit_14_wide, opts);
+  }
+}
+
+/** T2T-ViT-14 with squeeze-and-excitation after each attention projection (21.8M parameters). */
+export class T2tVit14Se extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVit14Se> {
+    return build(T2tVit14Se, "t2t_vit_14_se", MODEL_CONFIGS.t2t_vit_14_se, opts);
+  }
+}
+
+/** T2T-ViT-16 with ghost attention and MLP (cheap per-channel feature copies; 16.3M parameters). */
+export class T2tVit16Ghost extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVit16Ghost> {
+    return build(T2tVit16Ghost, "t2t_vit_16_ghost", MODEL_CONFIGS.t2t_vit_16_ghost, opts);
+  }
+}
+
+/** The densely connected variant: stages of 3, 6, 6, 4 blocks growing by 64 channels, width 128 to 584 (23.6M parameters). */
+export class T2tVitDense extends T2tVit {
+  /** Builds the variant (see {@linkcode createModel} for the options). */
+  static create(opts: CreateOptions = {}): Promise<T2tVitDense> {
+    return build(T2tVitDense, "t2t_vit_dense", MODEL_CONFIGS.t2t_vit_dense, opts);
+  }
+}
+
+/** The class of each official variant. */
+export const MODEL_CLASSES: Readonly<
+  Record<ModelName, ModelClass<T2tVit> & { create(opts?: CreateOptions): Promise<T2tVit> }>
+> = Object.freeze({
+  t2t_vit_7: T2tVit7,
+  t2t_vit_10: T2tVit10,
+  t2t_vit_12: T2tVit12,
+  t2t_vit_14: T2tVit14,
+  t2t_vit_19: T2tVit19,
+  t2t_vit_24: T2tVit24,
+  t2t_vit_t_14: T2tVitT14,
+  t2t_vit_t_19: T2tVitT19,
+  t2t_vit_t_24: T2tVitT24,
+  t2t_vit_14_resnext: T2tVit14Resnext,
+  t2t_vit_14_wide: T2tVit14Wide,
+  t2t_vit_14_se: T2tVit14Se,
+  t2t_vit_16_ghost: T2tVit16Ghost,
+  t2t_vit_dense: T2tVitDense,
+});
+
+/**
+ * Builds a model: an official variant by name, or a custom architecture (a full or partial
+ * {@linkcode T2tVitConfig}). Picks the best backend if none is set yet.
+ *
+ * @throws {ModelError} for an unknown name or an invalid configuration
+ * @throws {WeightsError} when the weights cannot be read or do not fit (one error listing every problem)
+ *
+ * @example
+ * ```ts ignore
+ * import { createModel, tf } from "../mod.ts";
+ * const m = await createModel("t2t_vit_t_14", { weights: "t2t_vit_t_14.safetensors", numClasses: 10, imgSize: 160 });
+ * const logits = m.forward(tf.zeros([2, 3, 160, 160])); // (2, 10)
+ * m.dispose();
+ * ```
+ */
+export function createModel(
+  name: ModelName | T2tVitConfig | T2tVitConfigInit,
+  opts: CreateOptions = {},
+): Promise<T2tVit> {
+  if (typeof name === "string") {
+    if (!(MODEL_NAMES as readonly string[]).includes(name)) {
+      return Promise.reject(
+        new ModelError(`unknown model '${name}' (known: ${MODEL_NAMES.join(", ")})`, { key: name }),
+      );
+    }
+    return build(MODEL_CLASSES[name], name, MODEL_CONFIGS[name], opts);
+  }
+  if (typeof name !== "object" || name === null) {
+    return Promise.reject(new T2tVitError("createModel expects a model name or a config object"));
+  }
+  return build(T2tVit, "custom", name, opts);
+}
+
+/**
+ * Builds the model a weights file describes: a converted file names its architecture (`architecture` and
+ * `config` metadata, written by the converter) and a PyTorch checkpoint is recognised from its tensors, so
+ * no name is needed. Options as {@linkcode createModel} (class count and image size default to the weights').
+ *
+ * @throws {ModelError} when the file does not say which architecture it holds
+ * @throws {WeightsError} when the weights cannot be read or do not fit
+ *
+ * @example
+ * ```ts ignore
+ * import { loadModel } from "../mod.ts";
+ * const m = await loadModel("81.5_T2T_ViT_14.pth.tar"); // T2tVit14 with the checkpoint's EMA weights
+ * ```
+ */
+export async function loadModel(
+  weights: string | URL | Uint8Array,
+  opts: Omit<CreateOptions, "weights"> = {},
+): Promise<T2tVit> {
+  const { tensors, file, metadata } = await readWeights(weights);
+  const arch = metadata.architecture;
+  if (arch !== undefined && (MODEL_NAMES as readonly string[]).includes(arch)) {
+    return createModel(arch as ModelName, { ...opts, weights: tensors });
+  }
+  if (metadata.config !== undefined) {
+    let kwargs: Record<string, unknown>;
+    try {
+      kwargs = JSON.parse(metadata.config);
+    } catch (e) {
+      throw new ModelError(`the 'config' metadata is not JSON: ${(e as Error).message}`, {
+        file,
+        key: "config",
+      });
+    }
+    if (typeof kwargs !== "object" || kwargs === null || Array.isArray(kwargs)) {
+      throw new ModelError("the 'config' metadata is not an object", { file, key: "config" });
+    }
+    if (!("num_heads" in kwargs)) {
+      throw new ModelError(
+        "the weights do not say how many attention heads the model has; build it with createModel(config, { weights })",
+        { file, key: "num_heads" },
+      );
+    }
+    return createModel(configFromKwargs(kwargs), { ...opts, weights: tensors });
+  }
+  throw new ModelError(
+    "the weights do not name their architecture; build the model with createModel(name, { weights })",
+    { file },
+  );
+}
