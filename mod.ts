@@ -23,3 +23,4 @@ export * from "./converters/safetensors.ts";
 export * from "./src/fill.ts";
 export * from "./converters/mod.ts";
 export * from "./src/images/mod.ts";
+export * from "./zoo/mod.ts";

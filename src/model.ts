@@ -6,7 +6,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "./tf.ts";
 import { toFloat32 } from "../converters/safetensors.ts";
 import type { RawTensor, TensorMap } from "../converters/types.ts";
 import { type PretrainedCfg, pretrainedCfgOf, type T2tVitConfig } from "../zoo/configs.ts";
@@ -19,6 +19,7 @@ import { type Ctx, dropout } from "./layers/ops.ts";
 import { ParamStore } from "./layers/params.ts";
 import { resizePosEmbed, sinusoidTable } from "./layers/position.ts";
 import { T2TModule } from "./layers/t2t.ts";
+import { prepareKernels } from "./kernels/fused.ts";
 
 /** Options of the forward passes. */
 export interface ForwardOptions {
@@ -227,6 +228,8 @@ export class T2tVit {
   }
 
   #features(x: tf.Tensor4D, ctx: Ctx): tf.Tensor2D {
+    // our kernels for the active backend (the wasm GEMM, fused kernels): installed once, cheap afterwards
+    prepareKernels();
     const b = x.shape[0];
     const e = this.config.embedDim;
     const { tokens } = this.#t2t.apply(x, ctx);

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type * as tf from "@tensorflow/tfjs-core";
+import type { tf } from "../src/tf.ts";
 import { parseCheckpoint, sniffFormat } from "../converters/checkpoint.ts";
 import { materialize, planConversion } from "../converters/convert.ts";
 import { parseSafetensors } from "../converters/safetensors.ts";

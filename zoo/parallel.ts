@@ -7,7 +7,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../src/tf.ts";
 import type { TensorMap } from "../converters/types.ts";
 import {
   CheckpointError,

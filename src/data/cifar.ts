@@ -284,12 +284,21 @@ export function encodeCifar(images: Uint8Array, labels: Uint8Array, coarseLabels
   return out;
 }
 
-/** Writes {@linkcode encodeCifar}'s records to `path` (temporary file, then rename). */
+/**
+ * Writes {@linkcode encodeCifar}'s records to `path` (temporary file, then rename).
+ *
+ * @throws {DatasetError} when the data is inconsistent or the file cannot be written
+ */
 export async function writeCifar(
   path: string,
   images: Uint8Array,
   labels: Uint8Array,
   coarseLabels?: Uint8Array,
 ): Promise<void> {
-  await writeFileAtomic(path, encodeCifar(images, labels, coarseLabels), { force: true });
+  const bytes = encodeCifar(images, labels, coarseLabels);
+  try {
+    await writeFileAtomic(path, bytes, { force: true });
+  } catch (e) {
+    throw new DatasetError(`cannot write: ${(e as Error).message}`, { file: path, cause: e });
+  }
 }

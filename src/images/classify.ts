@@ -5,7 +5,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../tf.ts";
 import { ImageError, ModelError } from "../errors.ts";
 import { labelsFor } from "../labels.ts";
 import type { T2tVit } from "../model.ts";

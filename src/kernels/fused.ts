@@ -10,7 +10,8 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import { ATTENTION, GELU, LAYER_NORM, SOFTMAX } from "./names.ts";
+import { ATTENTION, GELU, LAYER_NORM, SOFTMAX, UNFOLD } from "./names.ts";
+import { registerWebGpuKernels } from "./webgpu_kernels.ts";
 import { gemmSupported } from "./wasm_gemm.ts";
 import { registerWasmKernels } from "./wasm_kernels.ts";
 import { installWasmGemm } from "./wasm_matmul.ts";
@@ -43,7 +44,9 @@ let wasmGemmState: boolean | undefined;
  * kernels. Called by the models before each forward pass; call it yourself when using the kernels directly.
  */
 export function prepareKernels(): void {
-  if (tf.getBackend() !== "wasm") return;
+  const be = tf.getBackend();
+  if (be === "webgpu") registerWebGpuKernels();
+  if (be !== "wasm") return;
   registerWasmKernels();
   if (wasmGemmState === undefined) wasmGemmState = installWasmGemm();
 }
@@ -68,10 +71,8 @@ function usable(kernel: string, ...xs: tf.Tensor[]): boolean {
   if (!kernelsOn() || recording()) return false;
   const be = tf.getBackend();
   if (be !== "wasm" && be !== "webgpu") return false;
-  if (be === "wasm") {
-    if (!gemmSupported()) return false;
-    prepareKernels();
-  }
+  if (be === "wasm" && !gemmSupported()) return false;
+  prepareKernels();
   if (!tf.getKernel(kernel, be)) return false;
   return xs.every((x) => x.dtype === "float32");
 }
@@ -112,4 +113,18 @@ export function fusedAttention(
 ): tf.Tensor2D | undefined {
   if (!usable(ATTENTION, qkv)) return undefined;
   return tf.engine().runKernel(ATTENTION, { qkv }, { batch, heads, scale }) as tf.Tensor2D;
+}
+
+/**
+ * The soft split (`nn.Unfold(kernel, stride, padding)` + `transpose(1, 2)`) of an NHWC map `x (B, H, W, C)`
+ * to `(B, Ho, Wo, C * kernel^2)` by the fused kernel, or `undefined`.
+ */
+export function fusedUnfold(
+  x: tf.Tensor4D,
+  kernel: number,
+  stride: number,
+  padding: number,
+): tf.Tensor4D | undefined {
+  if (!usable(UNFOLD, x)) return undefined;
+  return tf.engine().runKernel(UNFOLD, { x }, { kernel, stride, padding }) as tf.Tensor4D;
 }

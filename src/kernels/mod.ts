@@ -15,6 +15,7 @@ export {
   fusedGelu,
   fusedLayerNorm,
   fusedSoftmax,
+  fusedUnfold,
   type KernelOptions,
   kernelsEnabled,
   kernelStatus,

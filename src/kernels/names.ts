@@ -13,3 +13,5 @@ export const LAYER_NORM = "T2tLayerNorm";
 export const SOFTMAX = "T2tSoftmax";
 /** `T2tAttention`: `{qkv}` `(B*N, 3C)`, `{batch, heads, scale}` -> `(B*N, C)`, heads concatenated. */
 export const ATTENTION = "T2tAttention";
+/** `T2tUnfold`: `{x}` NHWC, `{kernel, stride, padding}` -> `(B, Ho, Wo, C*k*k)`, `nn.Unfold` order per pixel. */
+export const UNFOLD = "T2tUnfold";

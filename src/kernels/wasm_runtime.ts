@@ -7,7 +7,7 @@
  * @module
  */
 
-import type * as tf from "@tensorflow/tfjs-core";
+import * as tf from "@tensorflow/tfjs-core";
 import { type GemmExports, gemmSupported, instantiateGemm, MR, NR } from "./wasm_gemm.ts";
 import { instantiateOps, type OpsExports } from "./wasm_ops.ts";
 
@@ -107,4 +107,12 @@ export function addressOf(c: WasmContext, t: tf.TensorInfo): number {
 /** A float view of the heap (make it after any allocation: growing the heap detaches old views). */
 export function heapF32(c: WasmContext, byteOffset: number, length: number): Float32Array {
   return new Float32Array(c.memory.buffer, byteOffset, length);
+}
+
+/** Number of packed operands cached for the active wasm backend (tests and diagnostics). */
+export function wasmPackedCount(): number {
+  const engine = tf.engine() as unknown as { registry: Record<string, object | undefined> };
+  const be = engine.registry["wasm"];
+  const c = be ? contexts.get(be) : undefined;
+  return c ? c.packed.size : 0;
 }

@@ -8,6 +8,7 @@
 
 import * as tf from "@tensorflow/tfjs-core";
 import { Linear } from "./linear.ts";
+import { fusedAttention } from "../kernels/fused.ts";
 import { attentionCore, type Ctx, dropout } from "./ops.ts";
 import type { ParamStore } from "./params.ts";
 
@@ -63,6 +64,31 @@ export function splitFused(
   return out;
 }
 
+/**
+ * Multi-head attention of a fused projection `qkv (B * N, 3 C)` to `(B * N, C)` (heads concatenated per
+ * token): the fused kernel when one runs here (inference without attention maps or attention dropout), else
+ * split, {@linkcode attentionCore} and merge. Records the probabilities in `ctx.attentions` when asked.
+ */
+export function multiHead(
+  qkv: tf.Tensor,
+  batch: number,
+  heads: number,
+  scale: number,
+  attnDrop: number,
+  ctx: Ctx,
+): tf.Tensor2D {
+  const keepProbs = ctx.attentions !== undefined;
+  if (!keepProbs && !(ctx.training && attnDrop > 0)) {
+    const fused = fusedAttention(qkv as tf.Tensor2D, batch, heads, scale);
+    if (fused) return fused;
+  }
+  const tokens = qkv.shape[0] / batch;
+  const [q, k, v] = splitFused(qkv, batch, tokens, 3, heads);
+  const { out, probs } = attentionCore(q, k, v, scale, { scaleFirst: false, attnDrop, ctx, keepProbs });
+  if (probs) ctx.attentions!.push(tf.reshape(probs, [batch, heads, tokens, tokens]));
+  return mergeHeads(out, batch, heads);
+}
+
 function scaleOf(dim: number, opts: AttentionOptions): number {
   const headDim = Math.floor(dim / opts.numHeads);
   return opts.qkScale ?? Math.pow(headDim, -0.5);
@@ -114,17 +140,8 @@ export class Attention {
 
   /** `x (B * N, C)` to `(B * N, C)`. */
   apply(x: tf.Tensor, batch: number, ctx: Ctx): tf.Tensor {
-    const tokens = x.shape[0] / batch;
     const h = this.opts.numHeads;
-    const [q, k, v] = splitFused(this.qkv.apply(x), batch, tokens, 3, h);
-    const { out, probs } = attentionCore(q, k, v, this.scale, {
-      scaleFirst: false,
-      attnDrop: this.opts.attnDrop,
-      ctx,
-      keepProbs: ctx.attentions !== undefined,
-    });
-    if (probs) ctx.attentions!.push(tf.reshape(probs, [batch, h, tokens, tokens]));
-    let y = this.proj.apply(mergeHeads(out, batch, h));
+    let y = this.proj.apply(multiHead(this.qkv.apply(x), batch, h, this.scale, this.opts.attnDrop, ctx));
     if (this.se) y = this.se.apply(y, batch);
     return dropout(y, this.opts.projDrop, ctx);
   }
@@ -169,23 +186,15 @@ export class GhostAttention {
 
   /** `x (B * N, C)` to `(B * N, C)`. */
   apply(x: tf.Tensor, batch: number, ctx: Ctx): tf.Tensor {
-    const tokens = x.shape[0] / batch;
     const h = this.opts.numHeads;
     const ghost = (lin: Linear, w: tf.Variable) => {
       const a = lin.apply(x);
       return tf.concat([a, tf.mul(a, tf.reshape(w, [w.shape[0]]))], 1);
     };
-    const q = splitHeads(ghost(this.q, this.cheapQ), batch, tokens, h);
-    const k = splitHeads(ghost(this.k, this.cheapK), batch, tokens, h);
-    const v = splitHeads(ghost(this.v, this.cheapV), batch, tokens, h);
-    const { out, probs } = attentionCore(q, k, v, this.scale, {
-      scaleFirst: false,
-      attnDrop: this.opts.attnDrop,
-      ctx,
-      keepProbs: ctx.attentions !== undefined,
-    });
-    if (probs) ctx.attentions!.push(tf.reshape(probs, [batch, h, tokens, tokens]));
-    return dropout(this.proj.apply(mergeHeads(out, batch, h)), this.opts.projDrop, ctx);
+    // q, k and v side by side per token: the fused projection's layout
+    const qkv = tf.concat([ghost(this.q, this.cheapQ), ghost(this.k, this.cheapK), ghost(this.v, this.cheapV)], 1);
+    const out = multiHead(qkv, batch, h, this.scale, this.opts.attnDrop, ctx);
+    return dropout(this.proj.apply(out), this.opts.projDrop, ctx);
   }
 
   /** Frees cached tensors. */

@@ -7,6 +7,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
+import { fusedGelu, fusedLayerNorm, fusedSoftmax } from "../kernels/fused.ts";
 
 /** Per-call state of a forward pass. */
 export interface Ctx {
@@ -28,11 +29,16 @@ export function onWasm(): boolean {
  * 2e-7 on every backend; the tanh approximation would move logits by ~2e-4).
  */
 export function gelu(x: tf.Tensor): tf.Tensor {
+  // one fused pass where a kernel exists (inference on wasm and webgpu); the generic ops otherwise
+  const fused = fusedGelu(x);
+  if (fused) return fused;
   return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)));
 }
 
 /** LayerNorm over the last axis with PyTorch's biased variance and `eps` inside the square root. */
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps = 1e-5): tf.Tensor {
+  const fused = fusedLayerNorm(x, weight, bias, eps);
+  if (fused) return fused;
   return tf.tidy(() => {
     const axis = x.rank - 1;
     const mean = tf.mean(x, axis, true);
@@ -107,10 +113,12 @@ export function attentionCore(
   const [g, n, d] = q.shape;
   const nk = k.shape[1];
   const wasm = onWasm();
-  // qs (.., r, d) @ kt^T; kt is k already transposed on wasm (its transposed products are slow)
-  const scores = (qs: tf.Tensor, kt: tf.Tensor): tf.Tensor => {
-    if (opts.scaleFirst) return tf.matMul(tf.mul(qs, scale), kt, false, !wasm);
-    return tf.mul(tf.matMul(qs, kt, false, !wasm), scale);
+  // softmax of the scaled scores qs (.., r, d) @ kt^T; kt is k already transposed on wasm (its transposed
+  // products are slow); scale and softmax in one fused kernel where one runs
+  const probsOf = (qs: tf.Tensor, kt: tf.Tensor): tf.Tensor => {
+    if (opts.scaleFirst) return tf.softmax(tf.matMul(tf.mul(qs, scale), kt, false, !wasm));
+    const raw = tf.matMul(qs, kt, false, !wasm);
+    return fusedSoftmax(raw, scale) ?? tf.softmax(tf.mul(raw, scale));
   };
   return tf.tidy(() => {
     const outs: tf.Tensor[] = [];
@@ -124,7 +132,7 @@ export function attentionCore(
         const vi = tf.reshape(tf.slice(v, [i, 0, 0], [1, nk, d]), [nk, d]);
         for (let r = 0; r < n; r += rows) {
           const qc = rows >= n ? qi : tf.slice(qi, [r, 0], [Math.min(rows, n - r), d]);
-          let p = tf.softmax(scores(qc, ki));
+          let p = probsOf(qc, ki);
           if (opts.keepProbs) probs.push(p);
           p = dropout(p, opts.attnDrop, opts.ctx);
           outs.push(tf.matMul(p, vi));
@@ -137,7 +145,7 @@ export function attentionCore(
     const rows = Math.max(1, Math.min(n, Math.floor(MAX_SCORE_ELEMENTS / (nk * g))));
     for (let r = 0; r < n; r += rows) {
       const qc = rows >= n ? q : tf.slice(q, [0, r, 0], [g, Math.min(rows, n - r), d]);
-      let p = tf.softmax(scores(qc, k));
+      let p = probsOf(qc, k);
       if (opts.keepProbs) probs.push(p);
       p = dropout(p, opts.attnDrop, opts.ctx);
       outs.push(tf.matMul(p, v));

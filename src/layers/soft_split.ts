@@ -11,6 +11,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
+import { fusedUnfold } from "../kernels/fused.ts";
 
 /** The `(k, k, C, k*k)` depthwise kernel picking offset `(i, j)` into multiplier channel `i * k + j`. */
 function depthwiseKernel(k: number, c: number): tf.Tensor4D {
@@ -63,9 +64,12 @@ export class SoftSplit {
     if (x.shape[3] !== this.channels) {
       throw new Error(`soft split: expected ${this.channels} channels, got ${x.shape[3]}`);
     }
+    const { kernel: k, stride: s, padding: p, channels: c } = this;
+    // a gather kernel where one runs here (inference); the 0/1 depthwise convolution otherwise
+    const fused = fusedUnfold(x, k, s, p);
+    if (fused) return fused;
     this.#dw ??= tf.keep(depthwiseKernel(this.kernel, this.channels));
     const dw = this.#dw;
-    const { kernel: k, stride: s, padding: p, channels: c } = this;
     const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
       const xx = args[0] as tf.Tensor4D;
       return {

@@ -9,6 +9,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { splitFused } from "./attention.ts";
 import { Mlp } from "./blocks.ts";
 import { LayerNorm, Linear, linear2d, TransposedCache } from "./linear.ts";
+import { fusedAttention } from "../kernels/fused.ts";
 import { attentionCore, bmm, type Ctx, dropout, gelu } from "./ops.ts";
 import type { ParamStore } from "./params.ts";
 import { SoftSplit, unfoldSize } from "./soft_split.ts";
@@ -116,10 +117,18 @@ export class TokenTransformer implements TokenLayer {
   /** See {@linkcode TokenLayer.apply}. */
   apply(x: tf.Tensor, batch: number, ctx: Ctx): tf.Tensor {
     const n = x.shape[0] / batch;
-    const [q, k, v] = splitFused(this.qkv.apply(this.norm1.apply(x)), batch, n, 3, 1);
-    const { out } = attentionCore(q, k, v, this.scale, { scaleFirst: true, attnDrop: 0, ctx });
-    const v2 = tf.reshape(v, [batch * n, this.inDim]);
-    const a = tf.add(v2, this.proj.apply(tf.reshape(out, [batch * n, this.inDim])));
+    const d = this.inDim;
+    const qkv = this.qkv.apply(this.norm1.apply(x)) as tf.Tensor2D;
+    let out: tf.Tensor | undefined = fusedAttention(qkv, batch, 1, this.scale);
+    let v2: tf.Tensor;
+    if (out) {
+      v2 = tf.slice(qkv, [0, 2 * d], [batch * n, d]);
+    } else {
+      const [q, k, v] = splitFused(qkv, batch, n, 3, 1);
+      out = attentionCore(q, k, v, this.scale, { scaleFirst: true, attnDrop: 0, ctx }).out;
+      v2 = tf.reshape(v, [batch * n, d]);
+    }
+    const a = tf.add(v2, this.proj.apply(tf.reshape(out, [batch * n, d])));
     return tf.add(a, this.mlp.apply(this.norm2.apply(a), ctx));
   }
 

@@ -1,0 +1,21 @@
+/**
+ * Child process of kernels_wasm_test.ts: starts the wasm backend multi-threaded (2 threads), runs t2t_vit_7
+ * against the official outputs with our kernels, and prints one JSON line.
+ */
+import { enableWasmThreads, prepareKernels, wasmGemmCounters, wasmThreadsCount } from "../src/kernels/mod.ts";
+import { setBackend, tf } from "../zoo/mod.ts";
+import { checkForwardParity } from "./_zoo.ts";
+
+const worker = globalThis.Worker;
+enableWasmThreads(2);
+await setBackend("wasm");
+prepareKernels();
+const { errors } = await checkForwardParity("t2t_vit_7", "wasm", 5e-5, { batch: 1 });
+const heap = (tf.backend() as unknown as { wasm: { HEAPF32: Float32Array } }).wasm.HEAPF32;
+console.log(JSON.stringify({
+  threads: wasmThreadsCount(),
+  shared: heap.buffer instanceof SharedArrayBuffer,
+  gemm: wasmGemmCounters().gemm,
+  maxError: Math.max(...Object.values(errors)),
+  workerRestored: globalThis.Worker === worker,
+}));

@@ -1,0 +1,198 @@
+/**
+ * Our WebGPU kernels (src/kernels/webgpu_kernels.ts) on whatever adapter is here (in CI: Mesa's software
+ * llvmpipe, so sizes are tiny): LayerNorm, GELU, scaled softmax, flash-style attention and the soft-split
+ * gather, each against a float64 reference and the generic tfjs ops; the gather against the official
+ * `soft_split0_head`; and the tiny model of the reference with every fused kernel on against the official
+ * logits. Every run is wrapped in a WebGPU validation error scope, so a shader that fails to compile fails the
+ * test instead of silently producing zeros.
+ *
+ * Skipped when there is no WebGPU adapter, unless `T2T_REQUIRE_WEBGPU=1` (CI), where that is a failure.
+ */
+import assert from "node:assert/strict";
+import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
+import { fillInput } from "../src/fill.ts";
+import { configFromKwargs, createModel, setBackend, tf } from "../zoo/mod.ts";
+import {
+  configureKernels,
+  fusedAttention,
+  fusedGelu,
+  fusedLayerNorm,
+  fusedSoftmax,
+  fusedUnfold,
+} from "../src/kernels/mod.ts";
+import { attentionCore, gelu, layerNorm } from "../src/layers/ops.ts";
+import { mergeHeads, splitFused } from "../src/layers/attention.ts";
+import { SoftSplit } from "../src/layers/soft_split.ts";
+import { ref } from "./_fixtures.ts";
+
+const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
+const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
+const requireWebGpu = Deno.env.get("T2T_REQUIRE_WEBGPU") === "1";
+if (!adapter && !requireWebGpu) console.log("no WebGPU adapter here: the webgpu kernel tests are skipped");
+// WebGPU devices and their polling are process-wide; Deno's per-test sanitizers would flag them
+const opts = { ignore: !adapter && !requireWebGpu, sanitizeOps: false, sanitizeResources: false };
+
+async function start(): Promise<GPUDevice> {
+  assert.ok(adapter, "T2T_REQUIRE_WEBGPU=1 but navigator.gpu has no adapter (is mesa-vulkan-drivers installed?)");
+  await setBackend("webgpu");
+  configureKernels({ enabled: true });
+  return (tf.backend() as unknown as { device: GPUDevice }).device;
+}
+
+/** Runs `f` inside a validation error scope; fails on any WebGPU validation error (e.g. a bad shader). */
+async function checked<T>(device: GPUDevice, f: () => Promise<T>): Promise<T> {
+  device.pushErrorScope("validation");
+  const out = await f();
+  const err = await device.popErrorScope();
+  assert.equal(err, null, `WebGPU validation error: ${err?.message}`);
+  return out;
+}
+
+async function read(t: tf.Tensor): Promise<Float32Array> {
+  const v = (await t.data()) as Float32Array;
+  t.dispose();
+  return v;
+}
+
+function values(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let d = 0;
+  for (let i = 0; i < a.length; i++) {
+    const e = Math.abs(a[i] - b[i]);
+    if (!(e <= d)) d = e;
+  }
+  return d;
+}
+
+Deno.test({
+  name: "webgpu fused LayerNorm, GELU and softmax match float64 and the generic ops",
+  ...opts,
+  fn: async () => {
+    const device = await start();
+    await checked(device, async () => {
+      for (const cols of [1, 5, 64, 147]) {
+        const rows = 3;
+        const xv = values(rows * cols, cols).map((v) => v * 5);
+        const gv = values(cols, 2).map((v) => 1 + v / 4), bv = values(cols, 3);
+        const x = tf.tensor2d(xv, [rows, cols]), g = tf.tensor1d(gv), b = tf.tensor1d(bv);
+        const ln64: number[] = [], sm64: number[] = [];
+        for (let r = 0; r < rows; r++) {
+          const row = Array.from(xv.subarray(r * cols, (r + 1) * cols));
+          const mean = row.reduce((s, v) => s + v, 0) / cols;
+          const v = row.reduce((s, e) => s + (e - mean) ** 2, 0) / cols;
+          row.forEach((e, c) => ln64.push(((e - mean) / Math.sqrt(v + 1e-5)) * gv[c] + bv[c]));
+          const mx = Math.max(...row);
+          const ex = row.map((e) => Math.exp(0.7 * (e - mx)));
+          const s = ex.reduce((a, e) => a + e, 0);
+          ex.forEach((e) => sm64.push(e / s));
+        }
+        const ln = await read(fusedLayerNorm(x, g, b, 1e-5)!);
+        assert.ok(maxAbs(ln, ln64) < 2e-5, `layerNorm ${cols}: ${maxAbs(ln, ln64)}`);
+        assert.ok(maxAbs(ln, await read(layerNorm(x, g, b, 1e-5))) < 2e-5);
+        const sm = await read(fusedSoftmax(x, 0.7)!);
+        assert.ok(maxAbs(sm, sm64) < 2e-6, `softmax ${cols}: ${maxAbs(sm, sm64)}`);
+        const ge = await read(fusedGelu(x)!);
+        assert.ok(maxAbs(ge, await read(gelu(x))) < 2e-6, `gelu ${cols}`);
+        // exact GELU in float64 through a high-accuracy erf
+        const erf = (z: number) => {
+          const t = 1 / (1 + 0.5 * Math.abs(z));
+          const r = t * Math.exp(
+            -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
+              t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+          );
+          return z >= 0 ? 1 - r : r - 1;
+        };
+        const ge64 = Array.from(xv, (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)));
+        assert.ok(maxAbs(ge, ge64) < 2e-6, `gelu ${cols} vs float64: ${maxAbs(ge, ge64)}`);
+        tf.dispose([x, g, b]);
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "webgpu fused attention matches the generic split/attention/merge path",
+  ...opts,
+  fn: async () => {
+    const device = await start();
+    await checked(device, async () => {
+      // head sizes with vec4 rows (64, 12) and without (5); token counts across several key tiles
+      for (const [batch, tokens, heads, d] of [[1, 70, 2, 64], [2, 9, 3, 12], [1, 3, 1, 5], [1, 1, 2, 8]]) {
+        const qkv = tf.tensor2d(
+          values(batch * tokens * 3 * heads * d, tokens * d),
+          [batch * tokens, 3 * heads * d],
+        );
+        const scale = d ** -0.5;
+        const fused = await read(fusedAttention(qkv, batch, heads, scale)!);
+        const generic = await read(tf.tidy(() => {
+          const [q, k, v] = splitFused(qkv, batch, tokens, 3, heads);
+          const ctx = { training: false };
+          return mergeHeads(attentionCore(q, k, v, scale, { scaleFirst: false, attnDrop: 0, ctx }).out, batch, heads);
+        }));
+        assert.ok(maxAbs(fused, generic) < 2e-6, `attention ${batch}x${tokens}x${heads}x${d}: ${maxAbs(fused, generic)}`);
+        qkv.dispose();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "webgpu soft-split gather matches nn.Unfold (generic path and the official soft_split0_head)",
+  ...opts,
+  fn: async () => {
+    const device = await start();
+    await checked(device, async () => {
+      const x = tf.tensor4d(values(2 * 11 * 9 * 4, 1), [2, 11, 9, 4]);
+      for (const [k, s, p] of [[7, 4, 2], [3, 2, 1], [3, 1, 0]]) {
+        const split = new SoftSplit(k, s, p, 4);
+        const want = await read(split.apply(x));
+        assert.equal(maxAbs(await read(fusedUnfold(x, k, s, p)!), want), 0, `unfold ${k}/${s}/${p}`);
+        split.dispose();
+      }
+      x.dispose();
+      // the first soft split of the reference input, against the official activations
+      const st = await readSafetensors(ref("outputs/t2t_vit_7.safetensors"));
+      const want = toFloat32(st.tensors.get("soft_split0_head")!); // (8, 147): sample 0, first 8 tokens
+      const img = tf.tidy(() => tf.transpose(tf.tensor4d(fillInput(1, 224), [1, 3, 224, 224]), [0, 2, 3, 1]));
+      const got = await read(tf.tidy(() => tf.slice(tf.reshape(fusedUnfold(img as tf.Tensor4D, 7, 4, 2)!, [1, -1, 147]), [0, 0, 0], [1, 8, 147])));
+      img.dispose();
+      assert.ok(maxAbs(got, want) <= 1e-6, `soft_split0_head: ${maxAbs(got, want)}`);
+    });
+  },
+});
+
+Deno.test({
+  name: "webgpu with every fused kernel: the reference's tiny model matches the official logits",
+  ...opts,
+  fn: async () => {
+    const device = await start();
+    const st = await readSafetensors(ref("outputs/tiny.safetensors"));
+    const model = await createModel(configFromKwargs(JSON.parse(st.metadata.config)), {
+      weights: ref("checkpoints/tiny-state-dict.pth"),
+    });
+    const x = tf.tensor4d(fillInput(2, 32), [2, 3, 32, 32]);
+    try {
+      const logits = await checked(device, async () => await read(model.forward(x)));
+      // the first forward creates the model's cached tensors; later ones leave the count flat
+      const before = tf.memory().numTensors;
+      await read(model.forward(x));
+      const err = maxAbs(logits, toFloat32(st.tensors.get("logits")!));
+      console.log(`tiny logits on webgpu with fused kernels: max error ${err.toExponential(2)}`);
+      assert.ok(err <= 2e-4, `tiny logits differ by ${err}`);
+      assert.equal(tf.memory().numTensors, before);
+    } finally {
+      x.dispose();
+      model.dispose();
+    }
+  },
+});
