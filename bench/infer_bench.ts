@@ -5,10 +5,12 @@
  *
  *   deno run -A bench/infer_bench.ts [--backends wasm,webgpu,cpu] [--models t2t_vit_7,t2t_vit_14,t2t_vit_24]
  *                                    [--batches 1,8] [--reps 5] [--budget 20] [--json bench/out/infer.json]
- *                                    [--workers N]
+ *                                    [--workers N] [--kernels on|off] [--threads N]
  *
  * With `--workers N` (N > 1), wasm is also measured as a `ParallelModel` of N workers (batches split
- * between them; tfjs-backend-wasm itself is single-threaded in Deno).
+ * between them). `--kernels off` runs tfjs's own kernels only (no wasm GEMM, no fused kernels: see
+ * src/kernels); `--threads N` starts the wasm backend multi-threaded (`enableWasmThreads`). `bench/run.ts`
+ * runs this once per configuration, in separate processes.
  * Each configuration runs once untimed-for-throughput (the first call, reported separately), then up to
  * `--reps` timed runs within `--budget` seconds (at least one); the median is reported.
  */
@@ -22,6 +24,7 @@ import {
   tf,
   webGpuAdapter,
 } from "../zoo/mod.ts";
+import { configureKernels, enableWasmThreads, kernelStatus, wasmThreadsCount } from "../src/kernels/mod.ts";
 
 const args = parseArgs({
   options: {
@@ -32,28 +35,37 @@ const args = parseArgs({
     budget: { type: "string", default: "20" },
     json: { type: "string" },
     workers: { type: "string", default: "0" },
+    kernels: { type: "string", default: "on" },
+    threads: { type: "string", default: "1" },
     help: { type: "boolean", short: "h" },
   },
 });
 if (args.values.help) {
   console.log(
-    "usage: deno run -A bench/infer_bench.ts [--backends wasm,webgpu,cpu] [--models ...] [--batches 1,8] [--reps N] [--budget S] [--json out.json]",
+    "usage: deno run -A bench/infer_bench.ts [--backends wasm,webgpu,cpu] [--models ...] [--batches 1,8] [--reps N] [--budget S] [--json out.json] [--workers N] [--kernels on|off] [--threads N]",
   );
   Deno.exit(0);
 }
 
 const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
 const hasWebGpu = gpu ? (await gpu.requestAdapter()) !== null : false;
+// `--backends=` (empty): none, e.g. to measure only the `--workers` pool
 const backends =
-  (args.values.backends?.split(",") ?? ["wasm", ...(hasWebGpu ? ["webgpu"] : []), "cpu"]) as BackendName[];
+  (args.values.backends === ""
+    ? []
+    : args.values.backends?.split(",") ?? ["wasm", ...(hasWebGpu ? ["webgpu"] : []), "cpu"]) as BackendName[];
 const models = args.values.models!.split(",") as ModelName[];
 const batches = args.values.batches!.split(",").map(Number);
 const reps = Number(args.values.reps);
 const budgetMs = Number(args.values.budget) * 1000;
 const workers = Number(args.values.workers);
+const kernels = args.values.kernels !== "off";
+if (Number(args.values.threads) > 1) enableWasmThreads(Number(args.values.threads));
 
 interface Row {
   backend: string;
+  kernels: boolean;
+  threads: number;
   model: string;
   batch: number;
   firstMs: number;
@@ -77,10 +89,13 @@ for (const backend of backends) {
     console.log(`${backend}: not available (${(e as Error).message})`);
     continue;
   }
+  configureKernels({ enabled: kernels });
   if (backend === "webgpu") {
     const a = webGpuAdapter();
     console.log(`webgpu adapter: ${a?.description || a?.vendor} (software: ${a?.isSoftware})`);
   }
+  const threads = backend === "wasm" ? Math.max(1, wasmThreadsCount()) : 1;
+  console.log(`${backend}: our kernels ${kernelStatus()}, ${threads} thread(s)`);
   for (const name of models) {
     const model = await createModel(name);
     for (const batch of batches) {
@@ -102,6 +117,8 @@ for (const backend of backends) {
       const medianMs = times[(times.length - 1) >> 1];
       const row = {
         backend,
+        kernels,
+        threads,
         model: name,
         batch,
         firstMs,
@@ -136,6 +153,7 @@ async function measure(
 
 if (workers > 1) {
   await setBackend("wasm");
+  configureKernels({ enabled: kernels });
   for (const name of models) {
     const pool = await ParallelModel.create(name, { workers });
     for (const batch of batches.filter((b) => b > 1)) {
@@ -148,6 +166,8 @@ if (workers > 1) {
       });
       const row = {
         backend: `wasm x${workers}`,
+        kernels,
+        threads: 1,
         model: name,
         batch,
         ...r,

@@ -2,7 +2,7 @@
  * Per-kernel profile of one forward pass: time, FLOPs and bytes of every tfjs kernel, grouped by kernel
  * (and by kernel and shapes), with the floor each group could reach on this machine: the larger of
  * FLOPs / peak FLOP/s and bytes / memory bandwidth, both peaks measured in the same run on the same backend
- * (a large matMul and a large add).
+ * (a large matMul; for bandwidth a 64 MB copy on the CPU backends, a large add on webgpu).
  *
  *   deno run -A bench/profile.ts [--backend wasm|webgpu|cpu] [--model t2t_vit_14] [--batch 1]
  *                                [--img-size 224] [--threads N] [--reps 3] [--top 25] [--json out.json]
@@ -112,10 +112,26 @@ const peakN = backend === "cpu" ? 256 : 1024;
 const pa = tf.randomNormal([peakN, peakN]), pb = tf.randomNormal([peakN, peakN]);
 const mmMs = await timeIt(() => tf.matMul(pa, pb), 3);
 const peakFlops = (2 * peakN ** 3) / (mmMs / 1000);
-const big = tf.randomNormal([1 << 22]);
-const addMs = await timeIt(() => tf.add(big, big), 3);
-const bandwidth = (3 * 4 * (1 << 22)) / (addMs / 1000); // two reads, one write
-tf.dispose([pa, pb, big]);
+let bandwidth: number;
+if (backend === "webgpu") {
+  // what one element-wise pass moves per second on this adapter (dispatch included)
+  const big = tf.randomNormal([1 << 22]);
+  const addMs = await timeIt(() => tf.add(big, big), 3);
+  bandwidth = (3 * 4 * (1 << 22)) / (addMs / 1000); // two reads, one write
+  big.dispose();
+} else {
+  // the CPU's copy bandwidth (64 MB, read + write)
+  const src = new Float32Array(1 << 24), dst = new Float32Array(1 << 24);
+  dst.set(src);
+  let best = Infinity;
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    dst.set(src);
+    best = Math.min(best, performance.now() - t0);
+  }
+  bandwidth = (2 * 4 * (1 << 24)) / (best / 1000);
+}
+tf.dispose([pa, pb]);
 
 // ---------------------------------------------------------------------------------------------------------
 // FLOPs and bytes per kernel
@@ -144,9 +160,19 @@ function flopsOf(name: string, ins: (Shape | null)[], outs: Shape[]): number {
       return 10 * out;
     case "Softmax":
       return 15 * out;
+    case "T2tAttention": {
+      // qkv (B*N, 3C): two products of 2 N^2 C per sample
+      const [rows, width] = ins[0]!;
+      return 4 * (rows / batch) * rows * (width / 3);
+    }
+    case "T2tGelu":
+      return 30 * out;
+    case "T2tLayerNorm":
+      return 8 * out;
+    case "T2tSoftmax":
+      return 15 * out;
     default:
-      if (name.startsWith("T2t")) return -1; // our fused kernels report their own
-      return out; // element-wise, reductions: about one op per element
+      return out; // element-wise, reductions, copies: about one op per element
   }
 }
 

@@ -5,7 +5,10 @@
  *
  *   deno run -A bench/train_bench.ts [--backends webgpu,wasm,cpu] [--models t2t_vit_7,t2t_vit_14]
  *                                    [--batch 16] [--img-size 224] [--steps 2] [--micro-batch auto|N]
- *                                    [--json bench/out/train.json]
+ *                                    [--json bench/out/train.json] [--kernels on|off] [--threads N]
+ *
+ * `--kernels off` runs tfjs's own kernels only (no wasm GEMM: see src/kernels; the fused kernels are never used
+ * in training, they have no gradients); `--threads N` starts the wasm backend multi-threaded.
  *
  * Each (backend, model) runs in its own process (the wasm heap never shrinks): one untimed first step
  * (XNNPACK packing, shader compilation, optimizer buffers), then `--steps` timed steps. On wasm the batch is
@@ -15,6 +18,7 @@
 import { parseArgs } from "node:util";
 import { type BackendName, createModel, type ModelName, setBackend, tf, webGpuAdapter } from "../zoo/mod.ts";
 import { cifarBatches, type CifarSplit, SGD, Trainer, transferParamGroups } from "../src/train/mod.ts";
+import { configureKernels, enableWasmThreads, wasmThreadsCount } from "../src/kernels/mod.ts";
 
 const { values } = parseArgs({
   options: {
@@ -25,6 +29,8 @@ const { values } = parseArgs({
     steps: { type: "string", default: "2" },
     "micro-batch": { type: "string", default: "auto" },
     json: { type: "string" },
+    kernels: { type: "string", default: "on" },
+    threads: { type: "string", default: "1" },
     child: { type: "string" },
     help: { type: "boolean", short: "h" },
   },
@@ -32,6 +38,8 @@ const { values } = parseArgs({
 
 interface Row {
   backend: string;
+  kernels: boolean;
+  threads: number;
   model: string;
   batch: number;
   microBatch: number;
@@ -53,7 +61,9 @@ function microFor(backend: string, model: string): number {
 
 async function child(spec: string): Promise<Row> {
   const [backend, model] = spec.split(":") as [BackendName, ModelName];
+  if (backend === "wasm" && Number(values.threads) > 1) enableWasmThreads(Number(values.threads));
   await setBackend(backend);
+  configureKernels({ enabled: values.kernels !== "off" });
   const adapter = backend === "webgpu" ? webGpuAdapter() : undefined;
   const net = await createModel(model, { numClasses: 10, imgSize, dropPathRate: 0.1 });
   const opt = new SGD(transferParamGroups(net.trainableVariables(), { lr: 0.01, transferRatio: 0.01 }), {
@@ -89,6 +99,8 @@ async function child(spec: string): Promise<Row> {
   net.dispose();
   return {
     backend,
+    kernels: values.kernels !== "off",
+    threads: backend === "wasm" ? Math.max(1, wasmThreadsCount()) : 1,
     model,
     batch,
     microBatch,
@@ -134,6 +146,10 @@ if (values.help) {
           String(steps),
           "--micro-batch",
           values["micro-batch"]!,
+          "--kernels",
+          values.kernels!,
+          "--threads",
+          values.threads!,
         ],
         stdout: "piped",
         stderr: "inherit",
@@ -145,6 +161,8 @@ if (values.help) {
       } catch {
         row = {
           backend,
+          kernels: values.kernels !== "off",
+          threads: Number(values.threads),
           model,
           batch,
           microBatch: microFor(backend, model),

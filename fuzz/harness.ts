@@ -8,6 +8,7 @@
  * @module
  */
 
+import process from "node:process";
 import type { DTypeOption } from "../converters/convert.ts";
 import { caseSeed, Rng } from "./rng.ts";
 import { type Corpus, loadCorpus, mutate, type Target, TARGETS } from "./mutate.ts";
@@ -73,8 +74,10 @@ export interface CaseResult {
   message?: string;
   /** Wall time of the readers (ms). */
   ms: number;
-  /** CPU time of the thread running the readers (ms), when measurable: unlike wall time, not inflated when
-   * other processes compete for the cores. */
+  /**
+   * CPU time the process spent on the case (ms), when measurable: unlike wall time, not inflated when other
+   * processes compete for the cores.
+   */
   cpuMs: number | null;
   /** Peak resident memory growth during the case (bytes), when measurable. */
   memGrowth: number | null;
@@ -142,10 +145,14 @@ class MemoryProbe {
   }
 }
 
-/** CPU time this thread has run, in ns (Linux: /proc/thread-self/schedstat), or null. */
-function threadCpuNs(): number | null {
+/**
+ * CPU time of the process (user + system, all threads: the readers, the garbage collector's helpers and
+ * the I/O threads of a case) in ns, or null. The fuzz process does nothing else while a case runs.
+ */
+function processCpuNs(): number | null {
   try {
-    return Number(Deno.readTextFileSync("/proc/thread-self/schedstat").split(" ")[0]);
+    const u = process.cpuUsage();
+    return (u.user + u.system) * 1000;
   } catch {
     return null;
   }
@@ -219,7 +226,7 @@ export class Fuzzer {
     };
     const once = async () => {
       const base = this.memory.begin();
-      const c0 = threadCpuNs();
+      const c0 = processCpuNs();
       const t0 = performance.now();
       try {
         const o = await runReaders(input);
@@ -233,7 +240,7 @@ export class Fuzzer {
           : { kind: "harness", message: String(e), stack: stackOf(e) };
       }
       const ms = performance.now() - t0;
-      const c1 = threadCpuNs();
+      const c1 = processCpuNs();
       const cpuMs = c0 !== null && c1 !== null ? (c1 - c0) / 1e6 : null;
       const peak = this.memory.peak();
       return { ms, cpuMs, growth: base !== null && peak !== null ? peak - base : null, peak };

@@ -1,9 +1,11 @@
 /**
- * Child process of kernels_wasm_test.ts: starts the wasm backend multi-threaded (2 threads), runs t2t_vit_7
- * against the official outputs with our kernels, and prints one JSON line.
+ * Child process of kernels_wasm_test.ts: starts the wasm backend multi-threaded (2 threads: tfjs's threaded
+ * build for a shared heap, our kernel pool on it), runs t2t_vit_7 against the official outputs with our
+ * kernels, checks that both threads of the pool run, and prints one JSON line.
  */
 import { enableWasmThreads, prepareKernels, wasmGemmCounters, wasmThreadsCount } from "../src/kernels/mod.ts";
 import { setBackend, tf } from "../zoo/mod.ts";
+import { wasmPoolBarrier, wasmPoolChunks } from "../src/kernels/wasm_runtime.ts";
 import { checkForwardParity } from "./_zoo.ts";
 
 const worker = globalThis.Worker;
@@ -18,4 +20,6 @@ console.log(JSON.stringify({
   gemm: wasmGemmCounters().gemm,
   maxError: Math.max(...Object.values(errors)),
   workerRestored: globalThis.Worker === worker,
+  allThreadsRun: wasmPoolBarrier(),
+  chunks: wasmPoolChunks(),
 }));

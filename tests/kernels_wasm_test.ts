@@ -10,14 +10,11 @@ import assert from "node:assert/strict";
 import { setBackend, tf } from "../zoo/mod.ts";
 import {
   configureKernels,
-  fusedAttention,
-  fusedGelu,
-  fusedLayerNorm,
-  fusedSoftmax,
   prepareKernels,
   resetWasmGemmCounters,
   wasmGemmCounters,
 } from "../src/kernels/mod.ts";
+import { fusedAttention, fusedGelu, fusedLayerNorm, fusedSoftmax } from "../src/kernels/fused.ts";
 import { gemmSupported } from "../src/kernels/wasm_gemm.ts";
 import { wasmPackedCount } from "../src/kernels/wasm_runtime.ts";
 import { attentionCore, gelu, layerNorm } from "../src/layers/ops.ts";
@@ -41,6 +38,16 @@ function values(n: number, seed: number): Float32Array {
   return out;
 }
 
+/** Runs `f` with our kernels off: the generic tfjs path the layers take without them. */
+function generic<T>(f: () => T): T {
+  configureKernels({ enabled: false });
+  try {
+    return f();
+  } finally {
+    configureKernels({ enabled: true });
+  }
+}
+
 function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.equal(a.length, b.length);
   let d = 0;
@@ -56,7 +63,7 @@ function refMatMul(
   a: Float32Array,
   [ba, m, k]: number[],
   b: Float32Array,
-  [bb, , ]: number[],
+  [bb, ,]: number[],
   n: number,
   transposeB: boolean,
   bias?: Float32Array,
@@ -94,7 +101,8 @@ Deno.test({
     ];
     cases.forEach(({ a: as, b: bs, tb, bias: withBias }, ci) => {
       const n = tb ? bs[1] : bs[2];
-      const av = values(as.reduce((x, y) => x * y), 11 + ci), bv = values(bs.reduce((x, y) => x * y), 97 + ci);
+      const av = values(as.reduce((x, y) => x * y), 11 + ci),
+        bv = values(bs.reduce((x, y) => x * y), 97 + ci);
       const biasV = withBias ? values(n, 5 + ci) : undefined;
       const want = refMatMul(av, as, bv, bs, n, tb, biasV);
       const run = () =>
@@ -161,14 +169,17 @@ Deno.test({
         const t = 1 / (1 + 0.5 * Math.abs(z));
         const r = t * Math.exp(
           -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
-            t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+                            t *
+                              (0.27886807 +
+                                t *
+                                  (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
         );
         return z >= 0 ? 1 - r : r - 1;
       };
       const g64 = Array.from(xv, (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)));
       const fg = tf.tidy(() => fusedGelu(x)!.dataSync());
       assert.ok(maxAbs(fg, g64) < 2e-6, `gelu ${cols}: ${maxAbs(fg, g64)}`);
-      assert.ok(maxAbs(fg, tf.tidy(() => gelu(x).dataSync())) < 2e-6);
+      assert.ok(maxAbs(fg, generic(() => tf.tidy(() => gelu(x).dataSync()))) < 2e-6);
       // LayerNorm
       const ln64: number[] = [];
       for (let r = 0; r < rows; r++) {
@@ -179,7 +190,7 @@ Deno.test({
       }
       const fl = tf.tidy(() => fusedLayerNorm(x, g, b, 1e-5)!.dataSync());
       assert.ok(maxAbs(fl, ln64) < 1e-5, `layerNorm ${cols}: ${maxAbs(fl, ln64)}`);
-      assert.ok(maxAbs(fl, tf.tidy(() => layerNorm(x, g, b, 1e-5).dataSync())) < 1e-5);
+      assert.ok(maxAbs(fl, generic(() => tf.tidy(() => layerNorm(x, g, b, 1e-5).dataSync()))) < 1e-5);
       // softmax(scale x)
       const sm64: number[] = [];
       for (let r = 0; r < rows; r++) {
@@ -201,15 +212,24 @@ Deno.test({
   ...opts,
   fn: () => {
     for (const [batch, tokens, heads, d] of [[1, 197, 6, 64], [2, 23, 3, 12], [1, 1, 2, 8], [3, 9, 1, 5]]) {
-      const qkv = tf.tensor2d(values(batch * tokens * 3 * heads * d, tokens + d), [batch * tokens, 3 * heads * d]);
+      const qkv = tf.tensor2d(values(batch * tokens * 3 * heads * d, tokens + d), [
+        batch * tokens,
+        3 * heads * d,
+      ]);
       const scale = d ** -0.5;
       const fused = tf.tidy(() => fusedAttention(qkv, batch, heads, scale)!.dataSync());
-      const generic = tf.tidy(() => {
-        const [q, k, v] = splitFused(qkv, batch, tokens, 3, heads);
-        const { out } = attentionCore(q, k, v, scale, { scaleFirst: false, attnDrop: 0, ctx: { training: false } });
-        return mergeHeads(out, batch, heads).dataSync();
-      });
-      assert.ok(maxAbs(fused, generic) < 2e-6, `attention ${batch}x${tokens}x${heads}x${d}: ${maxAbs(fused, generic)}`);
+      const want = generic(() =>
+        tf.tidy(() => {
+          const [q, k, v] = splitFused(qkv, batch, tokens, 3, heads);
+          const ctx = { training: false };
+          const { out } = attentionCore(q, k, v, scale, { scaleFirst: false, attnDrop: 0, ctx });
+          return mergeHeads(out, batch, heads).dataSync();
+        })
+      );
+      assert.ok(
+        maxAbs(fused, want) < 2e-6,
+        `attention ${batch}x${tokens}x${heads}x${d}: ${maxAbs(fused, want)}`,
+      );
       qkv.dispose();
     }
   },
@@ -245,7 +265,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "wasm threads: tfjs's multi-threaded build starts in Deno and gives the same results",
+  name: "wasm threads: the threaded build starts in Deno, the kernel pool runs on 2 threads, same results",
   ...opts,
   fn: async () => {
     // a fresh process: threads must be chosen before the wasm backend starts
@@ -258,10 +278,11 @@ Deno.test({
     const text = new TextDecoder().decode(out.stdout);
     assert.equal(out.code, 0, `child failed: ${new TextDecoder().decode(out.stderr)}`);
     const r = JSON.parse(text.trim().split("\n").at(-1)!);
-    assert.equal(r.threads, 2, "XNNPACK runs 2 threads");
+    assert.equal(r.threads, 2, "2 threads");
     assert.ok(r.shared, "the heap is shared memory");
     assert.ok(r.gemm > 0, "our GEMM runs on the shared heap");
     assert.ok(r.maxError <= 5e-5, `t2t_vit_7 vs the official outputs: ${r.maxError}`);
     assert.ok(r.workerRestored, "the global Worker is restored");
+    assert.ok(r.allThreadsRun, `every thread of the pool runs chunks (${r.chunks})`);
   },
 });

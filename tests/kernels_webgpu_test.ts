@@ -12,14 +12,14 @@ import assert from "node:assert/strict";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
 import { fillInput } from "../src/fill.ts";
 import { configFromKwargs, createModel, setBackend, tf } from "../zoo/mod.ts";
+import { configureKernels } from "../src/kernels/mod.ts";
 import {
-  configureKernels,
   fusedAttention,
   fusedGelu,
   fusedLayerNorm,
   fusedSoftmax,
   fusedUnfold,
-} from "../src/kernels/mod.ts";
+} from "../src/kernels/fused.ts";
 import { attentionCore, gelu, layerNorm } from "../src/layers/ops.ts";
 import { mergeHeads, splitFused } from "../src/layers/attention.ts";
 import { SoftSplit } from "../src/layers/soft_split.ts";
@@ -33,7 +33,10 @@ if (!adapter && !requireWebGpu) console.log("no WebGPU adapter here: the webgpu 
 const opts = { ignore: !adapter && !requireWebGpu, sanitizeOps: false, sanitizeResources: false };
 
 async function start(): Promise<GPUDevice> {
-  assert.ok(adapter, "T2T_REQUIRE_WEBGPU=1 but navigator.gpu has no adapter (is mesa-vulkan-drivers installed?)");
+  assert.ok(
+    adapter,
+    "T2T_REQUIRE_WEBGPU=1 but navigator.gpu has no adapter (is mesa-vulkan-drivers installed?)",
+  );
   await setBackend("webgpu");
   configureKernels({ enabled: true });
   return (tf.backend() as unknown as { device: GPUDevice }).device;
@@ -62,6 +65,16 @@ function values(n: number, seed: number): Float32Array {
     out[i] = s / 2 ** 31 - 1;
   }
   return out;
+}
+
+/** Runs `f` with our kernels off: the generic tfjs path the layers take without them. */
+function generic<T>(f: () => T): T {
+  configureKernels({ enabled: false });
+  try {
+    return f();
+  } finally {
+    configureKernels({ enabled: true });
+  }
 }
 
 function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -98,17 +111,21 @@ Deno.test({
         }
         const ln = await read(fusedLayerNorm(x, g, b, 1e-5)!);
         assert.ok(maxAbs(ln, ln64) < 2e-5, `layerNorm ${cols}: ${maxAbs(ln, ln64)}`);
-        assert.ok(maxAbs(ln, await read(layerNorm(x, g, b, 1e-5))) < 2e-5);
+        assert.ok(maxAbs(ln, await read(generic(() => layerNorm(x, g, b, 1e-5)))) < 2e-5);
         const sm = await read(fusedSoftmax(x, 0.7)!);
         assert.ok(maxAbs(sm, sm64) < 2e-6, `softmax ${cols}: ${maxAbs(sm, sm64)}`);
         const ge = await read(fusedGelu(x)!);
-        assert.ok(maxAbs(ge, await read(gelu(x))) < 2e-6, `gelu ${cols}`);
+        assert.ok(maxAbs(ge, await read(generic(() => gelu(x)))) < 2e-6, `gelu ${cols}`);
         // exact GELU in float64 through a high-accuracy erf
         const erf = (z: number) => {
           const t = 1 / (1 + 0.5 * Math.abs(z));
           const r = t * Math.exp(
             -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
-              t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+                              t *
+                                (0.27886807 +
+                                  t *
+                                    (-1.13520398 +
+                                      t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
           );
           return z >= 0 ? 1 - r : r - 1;
         };
@@ -134,12 +151,18 @@ Deno.test({
         );
         const scale = d ** -0.5;
         const fused = await read(fusedAttention(qkv, batch, heads, scale)!);
-        const generic = await read(tf.tidy(() => {
-          const [q, k, v] = splitFused(qkv, batch, tokens, 3, heads);
-          const ctx = { training: false };
-          return mergeHeads(attentionCore(q, k, v, scale, { scaleFirst: false, attnDrop: 0, ctx }).out, batch, heads);
-        }));
-        assert.ok(maxAbs(fused, generic) < 2e-6, `attention ${batch}x${tokens}x${heads}x${d}: ${maxAbs(fused, generic)}`);
+        const want = await read(generic(() =>
+          tf.tidy(() => {
+            const [q, k, v] = splitFused(qkv, batch, tokens, 3, heads);
+            const ctx = { training: false };
+            const { out } = attentionCore(q, k, v, scale, { scaleFirst: false, attnDrop: 0, ctx });
+            return mergeHeads(out, batch, heads);
+          })
+        ));
+        assert.ok(
+          maxAbs(fused, want) < 2e-6,
+          `attention ${batch}x${tokens}x${heads}x${d}: ${maxAbs(fused, want)}`,
+        );
         qkv.dispose();
       }
     });
@@ -155,7 +178,7 @@ Deno.test({
       const x = tf.tensor4d(values(2 * 11 * 9 * 4, 1), [2, 11, 9, 4]);
       for (const [k, s, p] of [[7, 4, 2], [3, 2, 1], [3, 1, 0]]) {
         const split = new SoftSplit(k, s, p, 4);
-        const want = await read(split.apply(x));
+        const want = await read(generic(() => split.apply(x)));
         assert.equal(maxAbs(await read(fusedUnfold(x, k, s, p)!), want), 0, `unfold ${k}/${s}/${p}`);
         split.dispose();
       }
@@ -164,7 +187,15 @@ Deno.test({
       const st = await readSafetensors(ref("outputs/t2t_vit_7.safetensors"));
       const want = toFloat32(st.tensors.get("soft_split0_head")!); // (8, 147): sample 0, first 8 tokens
       const img = tf.tidy(() => tf.transpose(tf.tensor4d(fillInput(1, 224), [1, 3, 224, 224]), [0, 2, 3, 1]));
-      const got = await read(tf.tidy(() => tf.slice(tf.reshape(fusedUnfold(img as tf.Tensor4D, 7, 4, 2)!, [1, -1, 147]), [0, 0, 0], [1, 8, 147])));
+      const got = await read(
+        tf.tidy(() =>
+          tf.slice(tf.reshape(fusedUnfold(img as tf.Tensor4D, 7, 4, 2)!, [1, -1, 147]), [0, 0, 0], [
+            1,
+            8,
+            147,
+          ])
+        ),
+      );
       img.dispose();
       assert.ok(maxAbs(got, want) <= 1e-6, `soft_split0_head: ${maxAbs(got, want)}`);
     });

@@ -4,18 +4,28 @@
  * - wasm: a relaxed-SIMD (fused multiply-add) GEMM replacing tfjs-backend-wasm's XNNPACK matrix products,
  *   fused GELU, LayerNorm, scaled softmax and multi-head attention in WebAssembly SIMD, and tfjs's
  *   multi-threaded build started in Deno ({@linkcode enableWasmThreads}).
- * - webgpu: fused WGSL kernels for the same operations.
+ * - webgpu: fused WGSL kernels for the same operations, and the soft split as a gather.
+ *
+ * The layers use them by themselves (the fused operations in `fused.ts` are internal); this module controls
+ * them: turn them off for comparisons ({@linkcode configureKernels}), start wasm multi-threaded
+ * ({@linkcode enableWasmThreads}, before the wasm backend starts).
+ *
+ * @example
+ * ```ts ignore
+ * import { enableWasmThreads, kernelStatus } from "./mod.ts";
+ * import { createModel, setBackend, tf } from "../../zoo/mod.ts";
+ * enableWasmThreads(navigator.hardwareConcurrency); // before the wasm backend starts
+ * await setBackend("wasm");
+ * const model = await createModel("t2t_vit_14");
+ * const logits = tf.tidy(() => model.forward(tf.zeros([1, 3, 224, 224])));
+ * console.log(kernelStatus()); // "on (wasm: relaxed-SIMD GEMM, fused ops)"
+ * ```
  *
  * @module
  */
 
 export {
   configureKernels,
-  fusedAttention,
-  fusedGelu,
-  fusedLayerNorm,
-  fusedSoftmax,
-  fusedUnfold,
   type KernelOptions,
   kernelsEnabled,
   kernelStatus,

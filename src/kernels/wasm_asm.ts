@@ -60,6 +60,8 @@ export type Local = number & { readonly __local: unique symbol };
  */
 export class FuncBuilder {
   readonly #code: number[] = [];
+  readonly #prologue: number[] = [];
+  readonly #consts = new Map<string, Local>();
   readonly #locals: ValType[] = [];
   readonly #nParams: number;
 
@@ -77,6 +79,24 @@ export class FuncBuilder {
   local(t: ValType): Local {
     this.#locals.push(t);
     return (this.#nParams + this.#locals.length - 1) as Local;
+  }
+
+  /**
+   * A local holding four equal f32 `v` (or i32 when `int`), set once at function entry: loop bodies read a
+   * register instead of materialising the constant on every iteration.
+   */
+  k(v: number, int = false): Local {
+    const key = `${int ? "i" : "f"}${v}`;
+    let l = this.#consts.get(key);
+    if (l === undefined) {
+      l = this.local(V128);
+      const b = new Uint8Array(
+        int ? new Int32Array([v, v, v, v]).buffer : new Float32Array([v, v, v, v]).buffer,
+      );
+      this.#prologue.push(0xfd, ...uleb(0x0c), ...b, 0x21, ...uleb(l));
+      this.#consts.set(key, l);
+    }
+    return l;
   }
 
   #op(...bytes: number[]): this {
@@ -355,6 +375,18 @@ export class FuncBuilder {
   f32x4Max(): this {
     return this.#simd(0xe9);
   }
+  /** `f32x4.pmin` (`b < a ? b : a`: one instruction, no NaN handling). */
+  f32x4Pmin(): this {
+    return this.#simd(0xea);
+  }
+  /** `f32x4.pmax` (`a < b ? b : a`). */
+  f32x4Pmax(): this {
+    return this.#simd(0xeb);
+  }
+  /** `i32x4.relaxed_trunc_f32x4_s` (in-range inputs: one instruction). */
+  i32x4RelaxedTruncF32x4(): this {
+    return this.#simd(0x101);
+  }
   /** `f32x4.add`. */
   f32x4Add(): this {
     return this.#simd(0xe4);
@@ -381,7 +413,7 @@ export class FuncBuilder {
       groups.push([...uleb(j - i), this.#locals[i]]);
       i = j;
     }
-    const body = [...vec(groups), ...this.#code, 0x0b];
+    const body = [...vec(groups), ...this.#prologue, ...this.#code, 0x0b];
     return [...uleb(body.length), ...body];
   }
 }

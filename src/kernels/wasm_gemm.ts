@@ -227,13 +227,18 @@ export function gemmModuleBytes(shared: boolean): Uint8Array {
   return mod.encode({ module: "env", field: "memory", shared, min: 1, max: shared ? 65536 : undefined });
 }
 
-/** Whether this runtime validates the module (WebAssembly SIMD with relaxed SIMD). */
+let supported: boolean | undefined;
+
+/** Whether this runtime validates the module (WebAssembly SIMD with relaxed SIMD); checked once. */
 export function gemmSupported(): boolean {
-  try {
-    return WebAssembly.validate(gemmModuleBytes(false) as BufferSource);
-  } catch {
-    return false;
+  if (supported === undefined) {
+    try {
+      supported = WebAssembly.validate(gemmModuleBytes(false) as BufferSource);
+    } catch {
+      supported = false;
+    }
   }
+  return supported;
 }
 
 /** Instantiates the GEMM on `memory`. */

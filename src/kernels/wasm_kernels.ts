@@ -8,8 +8,7 @@
 
 import * as tf from "@tensorflow/tfjs-core";
 import { ATTENTION, GELU, LAYER_NORM, SOFTMAX } from "./names.ts";
-import { panelsPerBlock } from "./wasm_gemm.ts";
-import { packToHeap } from "./wasm_matmul.ts";
+import { ATTENTION as ATTENTION_TASK, attentionBufferFloats, attentionHead } from "./wasm_tasks.ts";
 import { addressOf, type WasmBackend, wasmContext } from "./wasm_runtime.ts";
 
 type Args = Parameters<tf.KernelFunc>[0];
@@ -57,13 +56,11 @@ function softmaxKernel(args: Args): tf.TensorInfo {
   return out;
 }
 
-/** Query rows per step, so that a score block stays below 2^22 floats (16 MB). */
-const MAX_SCORES = 1 << 22;
-
 /**
  * Multi-head attention from the fused projection: `qkv (B * N, 3 C)` (per token q, k, v, each heads x d) to
  * `(B * N, C)` with the heads concatenated per token, `softmax(scale q k^T) v` per sample and head. The
- * heads are read in place (strided), nothing is transposed.
+ * heads are read in place (strided), nothing is transposed; (sample, head) pairs are split between the
+ * pool's threads when there is a pool.
  */
 function attentionKernel(args: Args): tf.TensorInfo {
   const c = context(args);
@@ -72,31 +69,24 @@ function attentionKernel(args: Args): tf.TensorInfo {
   const [rows, width] = qkv.shape;
   const n = rows / batch, dim = width / 3, d = dim / heads;
   const out = c.backend.makeOutput([rows, dim], "float32");
-  const chunk = Math.max(1, Math.min(n, Math.floor(MAX_SCORES / n)));
+  const threads = c.pool && batch * heads > 1 ? c.pool.threads : 1;
+  const stride = attentionBufferFloats(n, d) * 4;
   const wasm = c.backend.wasm;
-  const scores = wasm._malloc(chunk * n * 4);
-  const ld = width * 4;
+  const buffers = wasm._malloc(stride * threads);
   try {
-    for (let b = 0; b < batch; b++) {
-      for (let h = 0; h < heads; h++) {
-        // addresses are re-read after each allocation: tensors do not move, but be explicit
-        const base = addressOf(c, qkv) + b * n * ld;
-        const q = base + h * d * 4, k = q + dim * 4, v = q + 2 * dim * 4;
-        const kt = packToHeap(c, k, d, n, true, width); // B = k^T (d x n)
-        const vp = packToHeap(c, v, n, d, false, width); // B = v (n x d)
-        const o = addressOf(c, out) + (b * n * dim + h * d) * 4;
-        for (let r = 0; r < n; r += chunk) {
-          const m = Math.min(chunk, n - r);
-          c.gemm.gemm(q + r * ld, ld, kt, scores, n * 4, m, n, d, c.scratch, panelsPerBlock(d));
-          c.ops.softmax(scores, scores, m, n, scale);
-          c.gemm.gemm(scores, n * 4, vp, o + r * dim * 4, dim * 4, m, d, n, c.scratch, panelsPerBlock(n));
+    const qa = addressOf(c, qkv), oa = addressOf(c, out);
+    if (threads > 1) {
+      c.pool!.run(ATTENTION_TASK, [qa, oa, n, heads, d, buffers, stride, c.scratch], batch * heads, [scale]);
+    } else {
+      const k = { gemm: c.gemm, ops: c.ops, memory: c.memory };
+      for (let b = 0; b < batch; b++) {
+        for (let h = 0; h < heads; h++) {
+          attentionHead(k, qa, oa, b, h, n, heads, d, scale, buffers, c.scratch);
         }
-        wasm._free(kt);
-        wasm._free(vp);
       }
     }
   } finally {
-    wasm._free(scores);
+    wasm._free(buffers);
   }
   return out;
 }

@@ -12,9 +12,16 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import { gemmSupported, NR, packB, packedSize, panelsPerBlock } from "./wasm_gemm.ts";
+import { gemmSupported, NR, packB, packedSize } from "./wasm_gemm.ts";
 import { kernelsOn } from "./state.ts";
-import { addressOf, heapF32, type WasmBackend, type WasmContext, wasmContext } from "./wasm_runtime.ts";
+import {
+  addressOf,
+  heapF32,
+  runGemm,
+  type WasmBackend,
+  type WasmContext,
+  wasmContext,
+} from "./wasm_runtime.ts";
 
 let counters = { gemm: 0, fallback: 0, packs: 0 };
 
@@ -131,18 +138,7 @@ function gemmProduct(
   if (batchB === 1) {
     // one product with all of a's rows
     const { ptr, temporary } = packedOf(c, b, 0, k, n, transposeB, bias);
-    c.gemm.gemm(
-      addressOf(c, a),
-      k * 4,
-      ptr,
-      addressOf(c, out),
-      n * 4,
-      m * batchA,
-      n,
-      k,
-      c.scratch,
-      panelsPerBlock(k),
-    );
+    runGemm(c, addressOf(c, a), k * 4, ptr, addressOf(c, out), n * 4, m * batchA, n, k);
     if (temporary) backend.wasm._free(ptr);
     return out;
   }
@@ -150,7 +146,7 @@ function gemmProduct(
     const { ptr, temporary } = packedOf(c, b, i, k, n, transposeB, bias);
     const pa = addressOf(c, a) + (batchA === 1 ? 0 : i * m * k * 4);
     const pc = addressOf(c, out) + i * m * n * 4;
-    c.gemm.gemm(pa, k * 4, ptr, pc, n * 4, m, n, k, c.scratch, panelsPerBlock(k));
+    runGemm(c, pa, k * 4, ptr, pc, n * 4, m, n, k);
     if (temporary) backend.wasm._free(ptr);
   }
   return out;

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { F32, FuncBuilder, I32, type Local, ModuleBuilder, V128 } from "./wasm_asm.ts";
+import { F32, FuncBuilder, I32, type Local, ModuleBuilder, V128, type ValType } from "./wasm_asm.ts";
 
 const LOG2E = 1.4426950408889634;
 const LN2_HI = 0.693145751953125;
@@ -27,16 +27,16 @@ const EXP_MIN = -87.33654;
 /** Emits `out = exp(x)` for the v128 in `x` (clobbers `t0`, `t1`). */
 function emitExp(f: FuncBuilder, x: Local, out: Local, t0: Local, t1: Local): void {
   // x = clamp(x); n = nearest(x log2 e); r = x - n ln2
-  f.get(x).f32x4Const(EXP_MIN).f32x4Max().f32x4Const(EXP_MAX).f32x4Min().set(t0);
-  f.get(t0).f32x4Const(LOG2E).f32x4Mul().f32x4Nearest().set(t1); // n
-  f.get(t1).f32x4Const(-LN2_HI).get(t0).f32x4Madd().set(t0);
-  f.get(t1).f32x4Const(-LN2_LO).get(t0).f32x4Madd().set(t0); // r
+  f.get(x).get(f.k(EXP_MIN)).f32x4Pmax().get(f.k(EXP_MAX)).f32x4Pmin().set(t0);
+  f.get(t0).get(f.k(LOG2E)).f32x4Mul().f32x4Nearest().set(t1); // n
+  f.get(t1).get(f.k(-LN2_HI)).get(t0).f32x4Madd().set(t0);
+  f.get(t1).get(f.k(-LN2_LO)).get(t0).f32x4Madd().set(t0); // r
   // p(r) = sum r^i / i!, i <= 7 (Horner)
   const c = [1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2, 1, 1];
-  f.f32x4Const(c[0]).set(out);
-  for (let i = 1; i < c.length; i++) f.get(out).get(t0).f32x4Const(c[i]).f32x4Madd().set(out);
+  f.get(f.k(c[0])).set(out);
+  for (let i = 1; i < c.length; i++) f.get(out).get(t0).get(f.k(c[i])).f32x4Madd().set(out);
   // 2^n from the exponent bits
-  f.get(t1).i32x4TruncF32x4().i32x4Const(127).i32x4Add().i32(23).i32x4Shl().set(t1);
+  f.get(t1).i32x4RelaxedTruncF32x4().get(f.k(127, true)).i32x4Add().i32(23).i32x4Shl().set(t1);
   f.get(out).get(t1).f32x4Mul().set(out);
 }
 
@@ -46,48 +46,73 @@ const ERF_A = [0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429
 /** Emits `out = gelu(x)` (clobbers the temporaries). */
 function emitGelu(f: FuncBuilder, x: Local, out: Local, t: Local[]): void {
   const [v, a, tt, e, t0, t1] = t;
-  f.get(x).f32x4Const(Math.SQRT1_2).f32x4Mul().set(v);
+  f.get(x).get(f.k(Math.SQRT1_2)).f32x4Mul().set(v);
   f.get(v).f32x4Abs().set(a);
   // t = 1 / (1 + p a)
-  f.f32x4Const(1).get(a).f32x4Const(ERF_P).f32x4Const(1).f32x4Madd().f32x4Div().set(tt);
+  f.get(f.k(1)).get(a).get(f.k(ERF_P)).get(f.k(1)).f32x4Madd().f32x4Div().set(tt);
   // poly = ((((a5 t + a4) t + a3) t + a2) t + a1) t
-  f.f32x4Const(ERF_A[4]).set(out);
-  for (let i = 3; i >= 0; i--) f.get(out).get(tt).f32x4Const(ERF_A[i]).f32x4Madd().set(out);
+  f.get(f.k(ERF_A[4])).set(out);
+  for (let i = 3; i >= 0; i--) f.get(out).get(tt).get(f.k(ERF_A[i])).f32x4Madd().set(out);
   f.get(out).get(tt).f32x4Mul().set(out);
   // e = exp(-a^2)
   f.get(a).get(a).f32x4Mul().f32x4Neg().set(a);
   emitExp(f, a, e, t0, t1);
   // y = 1 - poly e, with the sign of v
-  f.get(out).f32x4Neg().get(e).f32x4Const(1).f32x4Madd().set(out);
-  f.get(v).i32x4Const(-0x80000000).v128And().get(out).v128Or().set(out);
+  f.get(out).f32x4Neg().get(e).get(f.k(1)).f32x4Madd().set(out);
+  f.get(v).get(f.k(-0x80000000, true)).v128And().get(out).v128Or().set(out);
   // gelu = 0.5 x (1 + erf)
-  f.get(out).f32x4Const(1).f32x4Add().get(x).f32x4Mul().f32x4Const(0.5).f32x4Mul().set(out);
+  f.get(out).get(f.k(1)).f32x4Add().get(x).f32x4Mul().get(f.k(0.5)).f32x4Mul().set(out);
 }
 
-/** `gelu(px, po, n)`. */
-function geluFunc(): FuncBuilder {
-  const f = new FuncBuilder([I32, I32, I32], []);
+/**
+ * An element-wise map `po[i] = body(px[i])` over `n` floats: `lanes` independent vectors per iteration (the
+ * bodies are long dependency chains: interleaving them keeps the CPU busy), then single vectors, then single
+ * floats through lane 0. `body(f, x, y, temps)` computes `y` from `x`; it gets `temps` v128 temporaries.
+ */
+function elementwise(
+  extra: (f: FuncBuilder) => void,
+  params: number,
+  temps: number,
+  body: (f: FuncBuilder, x: Local, y: Local, t: Local[]) => void,
+  lanes = 2,
+): FuncBuilder {
+  const f = new FuncBuilder([I32, I32, I32, ...Array.from({ length: params }, (): ValType => F32)], []);
   const [px, po, n] = [0, 1, 2].map((i) => f.param(i));
-  const end = f.local(I32), end4 = f.local(I32);
-  const x = f.local(V128), y = f.local(V128);
-  const t = Array.from({ length: 6 }, () => f.local(V128));
+  const end = f.local(I32), endV = f.local(I32), endU = f.local(I32);
+  const xs = Array.from({ length: lanes }, () => f.local(V128));
+  const ys = Array.from({ length: lanes }, () => f.local(V128));
+  const ts = Array.from({ length: lanes }, () => Array.from({ length: temps }, () => f.local(V128)));
+  extra(f);
   f.get(px).get(n).i32(2).shl().add().set(end);
-  f.get(px).get(n).i32(-4).and().i32(2).shl().add().set(end4);
+  f.get(px).get(n).i32(-4).and().i32(2).shl().add().set(endV);
+  f.get(px).get(n).i32(-4 * lanes).and().i32(2).shl().add().set(endU);
   f.block().loop();
-  f.get(px).get(end4).geS().brIf(1);
-  f.get(px).v128Load().set(x);
-  emitGelu(f, x, y, t);
-  f.get(po).get(y).v128Store();
+  f.get(px).get(endU).geS().brIf(1);
+  for (let u = 0; u < lanes; u++) f.get(px).v128Load(16 * u).set(xs[u]);
+  for (let u = 0; u < lanes; u++) body(f, xs[u], ys[u], ts[u]);
+  for (let u = 0; u < lanes; u++) f.get(po).get(ys[u]).v128Store(16 * u);
+  f.get(px).i32(16 * lanes).add().set(px).get(po).i32(16 * lanes).add().set(po);
+  f.br(0).end().end();
+  f.block().loop();
+  f.get(px).get(endV).geS().brIf(1);
+  f.get(px).v128Load().set(xs[0]);
+  body(f, xs[0], ys[0], ts[0]);
+  f.get(po).get(ys[0]).v128Store();
   f.get(px).i32(16).add().set(px).get(po).i32(16).add().set(po);
   f.br(0).end().end();
   f.block().loop();
   f.get(px).get(end).geS().brIf(1);
-  f.get(px).v128Load32Zero().set(x);
-  emitGelu(f, x, y, t);
-  f.get(po).get(y).v128Store32Lane(0);
+  f.get(px).v128Load32Zero().set(xs[0]);
+  body(f, xs[0], ys[0], ts[0]);
+  f.get(po).get(ys[0]).v128Store32Lane(0);
   f.get(px).i32(4).add().set(px).get(po).i32(4).add().set(po);
   f.br(0).end().end();
   return f;
+}
+
+/** `gelu(px, po, n)`. */
+function geluFunc(lanes: number): FuncBuilder {
+  return elementwise(() => {}, 0, 6, (f, x, y, t) => emitGelu(f, x, y, t), lanes);
 }
 
 /** Horizontal sum of a v128 onto the f32 stack. */
@@ -187,7 +212,7 @@ function softmaxFunc(): FuncBuilder {
   f.get(px).f32Load().f32x4Splat().set(acc).get(px).set(p);
   f.block().loop();
   f.get(p).get(rowEnd4).geS().brIf(1);
-  f.get(acc).get(p).v128Load().f32x4Max().set(acc);
+  f.get(acc).get(p).v128Load().f32x4Pmax().set(acc);
   f.get(p).i32(16).add().set(p);
   f.br(0).end().end();
   f.get(acc).f32x4ExtractLane(0).get(acc).f32x4ExtractLane(1).f32Max();
@@ -239,29 +264,29 @@ function softmaxFunc(): FuncBuilder {
 }
 
 /** `exp(px, po, n, shift)`: `exp(x + shift)`. */
-function expFunc(): FuncBuilder {
-  const f = new FuncBuilder([I32, I32, I32, F32], []);
-  const [px, po, n, shift] = [0, 1, 2, 3].map((i) => f.param(i));
-  const end = f.local(I32), end4 = f.local(I32);
-  const x = f.local(V128), y = f.local(V128), t0 = f.local(V128), t1 = f.local(V128), sv = f.local(V128);
-  f.get(shift).f32x4Splat().set(sv);
-  f.get(px).get(n).i32(2).shl().add().set(end);
-  f.get(px).get(n).i32(-4).and().i32(2).shl().add().set(end4);
-  f.block().loop();
-  f.get(px).get(end4).geS().brIf(1);
-  f.get(px).v128Load().get(sv).f32x4Add().set(x);
-  emitExp(f, x, y, t0, t1);
-  f.get(po).get(y).v128Store();
-  f.get(px).i32(16).add().set(px).get(po).i32(16).add().set(po);
-  f.br(0).end().end();
-  f.block().loop();
-  f.get(px).get(end).geS().brIf(1);
-  f.get(px).v128Load32Zero().get(sv).f32x4Add().set(x);
-  emitExp(f, x, y, t0, t1);
-  f.get(po).get(y).v128Store32Lane(0);
-  f.get(px).i32(4).add().set(px).get(po).i32(4).add().set(po);
-  f.br(0).end().end();
-  return f;
+function expFunc(lanes: number): FuncBuilder {
+  let sv: Local;
+  return elementwise(
+    (f) => {
+      sv = f.local(V128);
+      f.get(f.param(3)).f32x4Splat().set(sv);
+    },
+    1,
+    3,
+    (f, x, y, t) => {
+      f.get(x).get(sv).f32x4Add().set(t[2]);
+      emitExp(f, t[2], y, t[0], t[1]);
+    },
+    lanes,
+  );
+}
+
+/** Vectors per iteration of the element-wise kernels. */
+let GELU_LANES = 2;
+
+/** Sets the element-wise kernels' interleaving (for tuning; before instantiation). */
+export function setElementwiseLanes(lanes: number): void {
+  GELU_LANES = lanes;
 }
 
 /** The kernels' exports (byte addresses into the imported memory). */
@@ -279,10 +304,10 @@ export interface OpsExports {
 /** The module's bytes, importing its memory as `env.memory`. */
 export function opsModuleBytes(shared: boolean): Uint8Array {
   const mod = new ModuleBuilder();
-  mod.add(geluFunc(), "gelu");
+  mod.add(geluFunc(GELU_LANES), "gelu");
   mod.add(layerNormFunc(), "layerNorm");
   mod.add(softmaxFunc(), "softmax");
-  mod.add(expFunc(), "exp");
+  mod.add(expFunc(GELU_LANES), "exp");
   return mod.encode({ module: "env", field: "memory", shared, min: 1, max: shared ? 65536 : undefined });
 }
 

@@ -11,8 +11,8 @@
  */
 
 import { parentPort } from "node:worker_threads";
-// the same version as the main thread's tfjs-backend-wasm (deno.json pins it): glue and binary must match
-import factory from "npm:@tensorflow/tfjs-backend-wasm@4.22.0/wasm-out/tfjs-backend-wasm-threaded-simd.js";
+// the same package as the main thread's tfjs-backend-wasm: glue and binary must match
+import factory from "@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.js";
 
 let Module = {};
 let initializedJS = false;

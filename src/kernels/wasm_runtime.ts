@@ -8,8 +8,13 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import { type GemmExports, gemmSupported, instantiateGemm, MR, NR } from "./wasm_gemm.ts";
+import { type GemmExports, gemmSupported, instantiateGemm, NR, panelsPerBlock } from "./wasm_gemm.ts";
 import { instantiateOps, type OpsExports } from "./wasm_ops.ts";
+import { KernelPool } from "./wasm_pool.ts";
+import { GEMM_COLS, GEMM_ROWS, SCRATCH_BYTES } from "./wasm_tasks.ts";
+
+/** Most threads a pool may have (scratch is reserved for this many). */
+const MAX_THREADS = 8;
 
 /** The parts of tfjs-backend-wasm's backend object used here. */
 export interface WasmBackend {
@@ -51,8 +56,10 @@ export interface WasmContext {
   gemm: GemmExports;
   /** The fused kernels. */
   ops: OpsExports;
-  /** `NR * MR` floats for the GEMM's partial panels. */
+  /** GEMM scratch for the partial panels: one block of `SCRATCH_BYTES` per thread, this thread's first. */
   scratch: number;
+  /** The thread pool, when the heap is shared and threads were asked for. */
+  pool?: KernelPool;
   /** Packed operands by data id. */
   packed: Map<unknown, Packed>;
 }
@@ -79,7 +86,7 @@ export function wasmContext(backend: WasmBackend): WasmContext | null {
       memory,
       gemm: instantiateGemm(memory, shared),
       ops: instantiateOps(memory, shared),
-      scratch: backend.wasm._malloc(NR * MR * 4),
+      scratch: backend.wasm._malloc(SCRATCH_BYTES * MAX_THREADS),
       packed,
     };
     const dispose = backend.disposeData.bind(backend);
@@ -115,4 +122,79 @@ export function wasmPackedCount(): number {
   const be = engine.registry["wasm"];
   const c = be ? contexts.get(be) : undefined;
   return c ? c.packed.size : 0;
+}
+
+/**
+ * Starts a pool of `threads` threads (the caller included) for the kernels of `backend`, whose heap must be
+ * shared (the threaded build). Resolves to the number of threads in use (1: no pool).
+ */
+export async function startWasmPool(backend: WasmBackend, threads: number): Promise<number> {
+  const c = wasmContext(backend);
+  if (!c || threads < 2) return 1;
+  if (c.pool) return c.pool.threads;
+  if (!(typeof SharedArrayBuffer === "function" && c.memory.buffer instanceof SharedArrayBuffer)) return 1;
+  c.pool = await KernelPool.start(
+    { gemm: c.gemm, ops: c.ops, memory: c.memory },
+    Math.min(threads, MAX_THREADS),
+    c.scratch,
+  );
+  return c.pool.threads;
+}
+
+/** Smallest product (in multiply-adds) worth splitting between threads. */
+const PARALLEL_MACS = 1 << 20;
+
+/**
+ * `C = A B + bias` for `m` rows (see `wasm_gemm.ts`), split between the pool's threads when there is a pool
+ * and enough work.
+ */
+export function runGemm(
+  c: WasmContext,
+  pa: number,
+  lda: number,
+  pb: number,
+  pc: number,
+  ldc: number,
+  m: number,
+  n: number,
+  k: number,
+): void {
+  const block = panelsPerBlock(k);
+  const pool = c.pool;
+  if (pool && m * n * k >= PARALLEL_MACS) {
+    const t = pool.threads;
+    const panels = Math.ceil(n / NR);
+    if (m >= 2 * 6 * t) {
+      // about four row ranges per thread (multiples of the micro-kernel's rows) for balance
+      const per = Math.max(6, Math.ceil(m / (4 * t) / 6) * 6);
+      pool.run(GEMM_ROWS, [pa, lda, pb, pc, ldc, m, n, k, block, per, c.scratch], Math.ceil(m / per));
+      return;
+    }
+    if (panels >= 2 * t) {
+      const per = Math.max(1, Math.ceil(panels / (2 * t)));
+      pool.run(GEMM_COLS, [pa, lda, pb, pc, ldc, m, n, k, block, per, c.scratch], Math.ceil(panels / per));
+      return;
+    }
+  }
+  c.gemm.gemm(pa, lda, pb, pc, ldc, m, n, k, c.scratch, block);
+}
+
+/** Threads of `backend`'s kernel pool (1: none). */
+export function wasmPoolThreads(backend: WasmBackend): number {
+  return contexts.get(backend)?.pool?.threads ?? 1;
+}
+
+/** Chunks each thread of the active wasm backend's pool has run (diagnostics; empty without a pool). */
+export function wasmPoolChunks(): number[] {
+  const engine = tf.engine() as unknown as { registry: Record<string, object | undefined> };
+  const be = engine.registry["wasm"];
+  return (be ? contexts.get(be)?.pool?.chunksRun() : undefined) ?? [];
+}
+
+/** Runs the pool's barrier check (see `KernelPool.barrier`); true without a pool. */
+export function wasmPoolBarrier(): boolean {
+  const engine = tf.engine() as unknown as { registry: Record<string, object | undefined> };
+  const be = engine.registry["wasm"];
+  const pool = be ? contexts.get(be)?.pool : undefined;
+  return pool ? pool.barrier() : true;
 }

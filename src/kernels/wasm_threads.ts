@@ -24,7 +24,8 @@ import * as tf from "@tensorflow/tfjs-core";
 import { setThreadsCount } from "@tensorflow/tfjs-backend-wasm";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
-import { registerWasmMemory } from "./wasm_runtime.ts";
+import { gemmSupported } from "./wasm_gemm.ts";
+import { registerWasmMemory, startWasmPool, type WasmBackend, wasmPoolThreads } from "./wasm_runtime.ts";
 
 /** The emscripten pthread bookkeeping the wasm module exposes (`Module.PThread`). */
 interface PThreadLike {
@@ -185,10 +186,14 @@ export function enableWasmThreads(threads: number = navigator.hardwareConcurrenc
   tf.registerBackend("wasm", async () => {
     if (requested > 1) {
       tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", true);
-      setThreadsCount(requested);
+      // with our GEMM, our own pool runs the heavy kernels and XNNPACK keeps one thread (two pools of
+      // spinning threads would fight over the cores); without it, XNNPACK gets the threads
+      const ours = gemmSupported();
+      setThreadsCount(ours ? 1 : requested);
       try {
         const backend = await withPatches(requested, async () => await original());
         tidyWorkers(backend);
+        if (ours) await startWasmPool(backend as unknown as WasmBackend, requested);
         lastError = undefined;
         return backend;
       } catch (e) {
@@ -204,15 +209,16 @@ export function enableWasmThreads(threads: number = navigator.hardwareConcurrenc
 }
 
 /**
- * Threads of the running wasm backend's XNNPACK pool (1: single-threaded build), or 0 before the wasm
- * backend started.
+ * Threads the running wasm backend computes with (our kernel pool's, or XNNPACK's when our GEMM is not
+ * available; 1: single-threaded), or 0 before the wasm backend started.
  */
 export function wasmThreadsCount(): number {
   const engine = tf.engine() as unknown as { registry: Record<string, unknown> };
   const be = engine.registry["wasm"] as WasmBackendInternals | undefined;
   if (!be) return 0;
+  const pool = wasmPoolThreads(be as unknown as WasmBackend);
   const n = be.wasm?.tfjs?.getThreadsCount?.();
-  return typeof n === "number" && n > 0 ? n : 1;
+  return Math.max(pool, typeof n === "number" && n > 0 ? n : 1);
 }
 
 /** Why the threaded build did not start, if it was tried and failed (the backend then runs single-threaded). */

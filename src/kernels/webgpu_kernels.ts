@@ -263,7 +263,12 @@ function unfoldProgram(
   };
 }
 
-function run(args: Args, program: WebGPUProgram, inputs: tf.TensorInfo[], uniforms?: Uniform[]): tf.TensorInfo {
+function run(
+  args: Args,
+  program: WebGPUProgram,
+  inputs: tf.TensorInfo[],
+  uniforms?: Uniform[],
+): tf.TensorInfo {
   const backend = args.backend as unknown as WebGPUBackend;
   return backend.runWebGPUProgram(program, inputs, "float32", uniforms as never);
 }
@@ -311,7 +316,11 @@ function attentionKernel(args: Args): tf.TensorInfo {
 
 function unfoldKernel(args: Args): tf.TensorInfo {
   const x = args.inputs.x as tf.TensorInfo;
-  const { kernel, stride, padding } = args.attrs as unknown as { kernel: number; stride: number; padding: number };
+  const { kernel, stride, padding } = args.attrs as unknown as {
+    kernel: number;
+    stride: number;
+    padding: number;
+  };
   const [b, h, w, c] = x.shape;
   const ho = Math.floor((h + 2 * padding - kernel) / stride) + 1;
   const wo = Math.floor((w + 2 * padding - kernel) / stride) + 1;

@@ -192,7 +192,11 @@ export class GhostAttention {
       return tf.concat([a, tf.mul(a, tf.reshape(w, [w.shape[0]]))], 1);
     };
     // q, k and v side by side per token: the fused projection's layout
-    const qkv = tf.concat([ghost(this.q, this.cheapQ), ghost(this.k, this.cheapK), ghost(this.v, this.cheapV)], 1);
+    const qkv = tf.concat([
+      ghost(this.q, this.cheapQ),
+      ghost(this.k, this.cheapK),
+      ghost(this.v, this.cheapV),
+    ], 1);
     const out = multiHead(qkv, batch, h, this.scale, this.opts.attnDrop, ctx);
     return dropout(this.proj.apply(out), this.opts.projDrop, ctx);
   }

@@ -90,7 +90,9 @@ export function lossAndGradients(
   // Check the labels before the forward pass: an error inside tf.variableGrads would strand the tensors
   // the tape saved for the backward pass.
   const labelArr = labels instanceof tf.Tensor ? Int32Array.from(labels.dataSync()) : Int32Array.from(labels);
-  if (labelArr.length !== batch) throw new ModelError(`got ${labelArr.length} labels for a batch of ${batch}`);
+  if (labelArr.length !== batch) {
+    throw new ModelError(`got ${labelArr.length} labels for a batch of ${batch}`);
+  }
   const classes = model.trainableVariables().get("head.bias")?.shape[0] ??
     model.stateDict().get("head.bias")?.shape[0];
   for (const l of labelArr) {

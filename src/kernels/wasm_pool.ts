@@ -1,0 +1,132 @@
+/**
+ * A pool of threads for our wasm kernels on a shared heap (tfjs-backend-wasm's threaded build): the caller
+ * and `workers` node:worker_threads workers run the chunks of a task (GEMM row or column ranges, attention
+ * heads), claiming them from a shared counter. The caller works too, and only waits for chunks a worker has
+ * already claimed: a worker that is not scheduled (a busy machine) never holds the caller up.
+ *
+ * @module
+ */
+
+import { Worker } from "node:worker_threads";
+import { fileURLToPath } from "node:url";
+import {
+  BARRIER,
+  BUSY,
+  CLOSED,
+  CTL_SLOTS,
+  DONE,
+  type Kernels,
+  NCHUNK,
+  NEXT,
+  PARAMS,
+  runChunk,
+  SCRATCH_BYTES,
+  SEQ,
+  STATS,
+  TYPE,
+} from "./wasm_tasks.ts";
+
+/** A started pool. */
+export class KernelPool {
+  readonly #ctl: Uint32Array;
+  readonly #ctl32: Int32Array;
+  readonly #ctlF: Float32Array;
+  readonly #workers: Worker[];
+  readonly #kernels: Kernels;
+  /** Byte address of `threads` GEMM scratch blocks (one per thread, the caller first). */
+  readonly scratch: number;
+
+  private constructor(kernels: Kernels, workers: Worker[], ctlBuffer: SharedArrayBuffer, scratch: number) {
+    this.#kernels = kernels;
+    this.#workers = workers;
+    this.#ctl = new Uint32Array(ctlBuffer);
+    this.#ctl32 = new Int32Array(ctlBuffer);
+    this.#ctlF = new Float32Array(ctlBuffer);
+    this.scratch = scratch;
+  }
+
+  /**
+   * Starts `threads - 1` workers on the shared `memory` (the caller is the remaining thread). `scratch` holds
+   * `threads` blocks of GEMM scratch.
+   */
+  static async start(kernels: Kernels, threads: number, scratch: number): Promise<KernelPool> {
+    const ctlBuffer = new SharedArrayBuffer(CTL_SLOTS * 4);
+    const path = fileURLToPath(new URL("./wasm_pool_worker.ts", import.meta.url));
+    const workers: Worker[] = [];
+    try {
+      await Promise.all(
+        Array.from({ length: threads - 1 }, (_, id) =>
+          new Promise<void>((resolve, reject) => {
+            const w = new Worker(path, { workerData: { memory: kernels.memory, ctlBuffer, id } });
+            workers.push(w);
+            w.once("message", () => resolve());
+            w.once("error", reject);
+          })),
+      );
+    } catch (e) {
+      for (const w of workers) w.terminate();
+      throw e;
+    }
+    // the workers block in Atomics.wait; they must not keep the process alive
+    for (const w of workers) w.unref();
+    return new KernelPool(kernels, workers, ctlBuffer, scratch);
+  }
+
+  /** Threads, the caller included. */
+  get threads(): number {
+    return this.#workers.length + 1;
+  }
+
+  /**
+   * Runs chunks `0 .. chunks - 1` of a task of `type` with integer `params` (and float `floats` after them)
+   * on all threads; returns when every chunk is done.
+   */
+  run(type: number, params: number[], chunks: number, floats: number[] = []): void {
+    const ctl = this.#ctl, ctl32 = this.#ctl32;
+    ctl[TYPE] = type;
+    params.forEach((v, i) => (ctl[PARAMS + i] = v >>> 0));
+    floats.forEach((v, i) => (this.#ctlF[PARAMS + params.length + i] = v));
+    Atomics.store(ctl32, NCHUNK, chunks);
+    Atomics.store(ctl32, DONE, 0);
+    Atomics.store(ctl32, NEXT, 0);
+    const seq = Atomics.add(ctl32, SEQ, 1) + 1;
+    Atomics.notify(ctl32, SEQ);
+    let done = 0;
+    for (let i = Atomics.add(ctl32, NEXT, 1); i < chunks; i = Atomics.add(ctl32, NEXT, 1)) {
+      runChunk(this.#kernels, ctl, this.#ctlF, i, 0);
+      done = Atomics.add(ctl32, DONE, 1) + 1;
+    }
+    // chunks claimed by workers
+    while ((done = Atomics.load(ctl32, DONE)) < chunks) Atomics.wait(ctl32, DONE, done, 5);
+    // close the task, then wait for workers still inside it (they find nothing left to claim); workers that
+    // announce themselves later see it closed
+    Atomics.store(ctl32, CLOSED, seq);
+    for (let w = 0; w < this.#workers.length; w++) {
+      let b: number;
+      while ((b = Atomics.load(ctl32, BUSY + w)) !== 0) Atomics.wait(ctl32, BUSY + w, b, 5);
+    }
+  }
+
+  /**
+   * A task of one chunk per thread in which each chunk waits (up to `timeoutMs`) until all threads hold one:
+   * returns whether every thread took part (a health check for tests).
+   */
+  barrier(timeoutMs = 10_000): boolean {
+    const before = this.chunksRun();
+    this.run(BARRIER, [timeoutMs, 0], this.threads);
+    const after = this.chunksRun();
+    return after.every((v, i) => v === before[i] + 1);
+  }
+
+  /** Chunks each thread has run so far (the caller first). */
+  chunksRun(): number[] {
+    return Array.from({ length: this.threads }, (_, i) => this.#ctl[STATS + i]);
+  }
+
+  /** Stops the workers. */
+  stop(): void {
+    for (const w of this.#workers) w.terminate();
+  }
+}
+
+export { SCRATCH_BYTES };
