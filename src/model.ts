@@ -8,7 +8,7 @@
 
 import { tf } from "./tf.ts";
 import { toFloat32 } from "../converters/safetensors.ts";
-import type { RawTensor, TensorMap } from "../converters/types.ts";
+import { DTYPE_SIZE, type RawTensor, type TensorMap } from "../converters/types.ts";
 import { type PretrainedCfg, pretrainedCfgOf, type T2tVitConfig } from "../zoo/configs.ts";
 import { ModelError, WeightsError } from "./errors.ts";
 // tfjs-core registers no gradients of its own; the training module's set covers every kernel used here
@@ -218,6 +218,7 @@ export class T2tVit {
     if (!(x instanceof tf.Tensor)) {
       throw new ModelError(`${what}: expected a tf.Tensor4D ${want}`, { key: "input" });
     }
+    if (x.isDisposed) throw new ModelError(`${what}: the input tensor was disposed`, { key: "input" });
     const s = x.shape;
     if (x.rank !== 4 || s[0] < 1 || s[1] !== inChans || s[2] !== imgSize || s[3] !== imgSize) {
       throw new ModelError(`${what}: expected input ${want}, got shape ${fmtShape(s)}`, { key: "input" });
@@ -338,7 +339,27 @@ export class T2tVit {
         unexpected.push(key);
         continue;
       }
+      const raw = isRawTensor(t);
+      if (!raw && !(t instanceof tf.Tensor)) {
+        misshaped.push(`${key}: not a tensor`);
+        continue;
+      }
+      if (!raw && t.isDisposed) {
+        misshaped.push(`${key}: a disposed tensor`);
+        continue;
+      }
       const shape = t.shape;
+      if (raw) {
+        if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+          misshaped.push(`${key}: invalid shape ${JSON.stringify(shape)}`);
+          continue;
+        }
+        const need = shape.reduce((a, b) => a * b, 1) * (DTYPE_SIZE[t.dtype] ?? NaN);
+        if (t.data?.byteLength !== need) {
+          misshaped.push(`${key}: ${t.data?.byteLength} bytes do not hold ${t.dtype}${fmtShape(shape)}`);
+          continue;
+        }
+      }
       let resizeFrom: number | undefined;
       if (!sameShape(shape, p.shape)) {
         const g = posGrid(shape);
@@ -357,10 +378,8 @@ export class T2tVit {
           }
         }
         plan.push({ key, values, resizeFrom });
-      } else if (t instanceof tf.Tensor) {
-        plan.push({ key, values: t, resizeFrom });
       } else {
-        misshaped.push(`${key}: not a tensor`);
+        plan.push({ key, values: t, resizeFrom });
       }
     }
     const problems: string[] = [];
