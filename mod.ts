@@ -24,3 +24,4 @@ export * from "./src/fill.ts";
 export * from "./converters/mod.ts";
 export * from "./src/images/mod.ts";
 export * from "./zoo/mod.ts";
+export * from "./src/train/mod.ts";

@@ -44,6 +44,8 @@ export declare namespace tf {
   export type NamedTensorMap = tfc.NamedTensorMap;
   /** Anything `tf.tidy` can return. */
   export type TensorContainer = tfc.TensorContainer;
+  /** A kernel gradient registration (`tf.registerGradient`). */
+  export type GradConfig = tfc.GradConfig;
   /** A tfjs optimizer (`tf.train.adam(...)` etc.). */
   export type Optimizer = tfc.Optimizer;
 }

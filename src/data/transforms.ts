@@ -22,7 +22,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../tf.ts";
 import { DatasetError } from "../errors.ts";
 import { Rng } from "../train/rng.ts";
 import { CIFAR_IMAGE_BYTES, CIFAR_MEAN, CIFAR_SIZE, CIFAR_STD, type CifarSplit } from "./cifar.ts";

@@ -15,7 +15,7 @@
  * @module
  */
 
-import type * as tf from "@tensorflow/tfjs-core";
+import type { tf } from "../tf.ts";
 import { readSafetensors, toFloat32, writeSafetensors } from "../../converters/safetensors.ts";
 import type { RawTensor, TensorMap } from "../../converters/types.ts";
 import { CheckpointError } from "../errors.ts";

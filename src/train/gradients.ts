@@ -14,6 +14,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
+import type { tf as publicTf } from "../tf.ts";
 
 type T = tf.Tensor;
 type Attrs = tf.NamedAttrMap;
@@ -109,7 +110,7 @@ function conv2dBackpropInput(xShape: number[], dy: T, filter: T, attrs: Attrs): 
 }
 
 /** The gradient configs this module provides, by kernel name. */
-export const TRAINING_GRADIENTS: readonly tf.GradConfig[] = [
+export const TRAINING_GRADIENTS: readonly publicTf.GradConfig[] = [
   binary("Add", (dy) => dy, (dy) => dy),
   binary("Sub", (dy) => dy, (dy) => tf.neg(dy)),
   binary("Multiply", (dy, _a, b) => tf.mul(dy, f32(b)), (dy, a) => tf.mul(dy, f32(a))),

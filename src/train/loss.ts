@@ -4,7 +4,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../tf.ts";
 import "./gradients.ts";
 import { ModelError } from "../errors.ts";
 

@@ -17,7 +17,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../tf.ts";
 import { T2tVitError } from "../errors.ts";
 
 /** Gradients keyed by parameter name (PyTorch key). */

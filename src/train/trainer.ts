@@ -6,7 +6,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../tf.ts";
 import { shareWasmIdentity } from "./gradients.ts";
 import type { TensorMap } from "../../converters/types.ts";
 import { ModelError } from "../errors.ts";
