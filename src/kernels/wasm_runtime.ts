@@ -108,12 +108,13 @@ export function wasmContext(backend: WasmBackend): WasmContext | null {
 
 /** Byte address of a tensor's data. */
 export function addressOf(c: WasmContext, t: tf.TensorInfo): number {
-  return c.backend.dataIdMap.get(t.dataId)!.memoryOffset;
+  // emscripten hands out addresses as signed 32-bit numbers; above 2 GiB they come back negative
+  return c.backend.dataIdMap.get(t.dataId)!.memoryOffset >>> 0;
 }
 
 /** A float view of the heap (make it after any allocation: growing the heap detaches old views). */
 export function heapF32(c: WasmContext, byteOffset: number, length: number): Float32Array {
-  return new Float32Array(c.memory.buffer, byteOffset, length);
+  return new Float32Array(c.memory.buffer, byteOffset >>> 0, length);
 }
 
 /** Number of packed operands cached for the active wasm backend (tests and diagnostics). */

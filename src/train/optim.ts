@@ -89,9 +89,9 @@ export abstract class Optimizer<H extends object> {
   /** Number of completed `step()` calls. */
   steps = 0;
   /** Per-parameter state buffers: `param -> buffer name -> variable`. */
-  protected readonly state = new Map<string, Map<string, tf.Variable>>();
+  protected readonly state: Map<string, Map<string, tf.Variable>> = new Map();
   /** Per-parameter step counters. */
-  protected readonly paramSteps = new Map<string, number>();
+  protected readonly paramSteps: Map<string, number> = new Map();
   #disposed = false;
 
   /** `type` names the optimizer in checkpoints; `defaults` fill each group's missing hyper-parameters. */
