@@ -92,6 +92,29 @@ function str(v: unknown): string {
 }
 
 /**
+ * Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" on stderr at every adapter request when
+ * that variable is unset (headless machines, CI). Point it at a private temporary directory first, once,
+ * and only when it is unset, so command-line output stays clean.
+ */
+let xdgChecked = false;
+function quietVulkanLoader(): void {
+  if (xdgChecked) return;
+  xdgChecked = true;
+  try {
+    const deno = (globalThis as { Deno?: typeof Deno }).Deno;
+    if (!deno || deno.build.os !== "linux" || deno.env.get("XDG_RUNTIME_DIR")) return;
+    // one directory per user, reused by every process (not a new one each run)
+    const dir = `${deno.env.get("TMPDIR") ?? "/tmp"}/t2t-vit-xdg-${deno.uid() ?? "user"}`;
+    deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (deno.statSync(dir).uid !== deno.uid()) return;
+    deno.chmodSync(dir, 0o700);
+    deno.env.set("XDG_RUNTIME_DIR", dir);
+  } catch {
+    // no permission to read or set the environment: the message is harmless
+  }
+}
+
+/**
  * Requests a WebGPU adapter and device the way tfjs-backend-webgpu needs them, avoiding its start-up bugs:
  * the adapter info is read (and copied) BEFORE `requestDevice` (tfjs #8518: Deno's adapter is consumed by
  * `requestDevice`), and `requiredFeatures` is a flat list of strings (tfjs pushes `["bgra8unorm-storage"]`,
@@ -106,6 +129,7 @@ export async function requestWebGpuDevice(
   powerPreference: "low-power" | "high-performance" = "high-performance",
 ): Promise<{ device: unknown; adapterInfo: WebGpuAdapterSummary }> {
   if (!gpu) throw new T2tVitError("WebGPU is not available here (navigator.gpu is undefined)");
+  quietVulkanLoader();
   const adapter = await gpu.requestAdapter({ powerPreference });
   if (!adapter) throw new T2tVitError("WebGPU is available but no adapter was found");
   let info: Record<string, unknown> = {};
@@ -371,6 +395,7 @@ export async function setBackend(name?: BackendName, opts: BackendOptions = {}):
       if (!opts.allowSoftwareWebGpu) {
         // look at the adapter first: a software adapter is slower than wasm
         try {
+          quietVulkanLoader();
           const adapter = await gpu.requestAdapter({
             powerPreference: opts.powerPreference ?? "high-performance",
           });
