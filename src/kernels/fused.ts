@@ -39,12 +39,17 @@ export function kernelsEnabled(): boolean {
 
 let wasmGemmState: boolean | undefined;
 
+/** The active backend's name, without starting one (`tf.getBackend()` would start the best available). */
+function activeBackend(): string | undefined {
+  return (tf.engine() as unknown as { backendName?: string | null }).backendName ?? undefined;
+}
+
 /**
  * Installs what applies to the active backend (idempotent, cheap): on wasm the GEMM kernels and the fused
  * kernels. Called by the models before each forward pass; call it yourself when using the kernels directly.
  */
 export function prepareKernels(): void {
-  const be = tf.getBackend();
+  const be = activeBackend();
   if (be === "webgpu") registerWebGpuKernels();
   if (be !== "wasm") return;
   registerWasmKernels();
@@ -54,12 +59,12 @@ export function prepareKernels(): void {
 /** A one-line description of what runs: for profiles and benchmarks. */
 export function kernelStatus(): string {
   if (!kernelsOn()) return "off (tfjs kernels)";
-  const be = tf.getBackend();
+  const be = activeBackend();
   if (be === "wasm") {
     return gemmSupported() ? "on (wasm: relaxed-SIMD GEMM, fused ops)" : "on (no relaxed SIMD)";
   }
   if (be === "webgpu") return "on (webgpu: fused ops)";
-  return `on (none for ${be})`;
+  return `on (none for ${be ?? "no backend yet"})`;
 }
 
 function recording(): boolean {
@@ -69,11 +74,11 @@ function recording(): boolean {
 
 function usable(kernel: string, ...xs: tf.Tensor[]): boolean {
   if (!kernelsOn() || recording()) return false;
-  const be = tf.getBackend();
+  const be = activeBackend();
   if (be !== "wasm" && be !== "webgpu") return false;
   if (be === "wasm" && !gemmSupported()) return false;
   prepareKernels();
-  if (!tf.getKernel(kernel, be)) return false;
+  if (!tf.getKernel(kernel, be!)) return false;
   return xs.every((x) => x.dtype === "float32");
 }
 

@@ -1,5 +1,6 @@
 /**
- * Multi-threaded XNNPACK for tfjs-backend-wasm in Deno.
+ * Multi-threaded wasm in Deno: tfjs-backend-wasm's threaded build (for its shared heap), with our kernel
+ * pool on top.
  *
  * tfjs-backend-wasm ships a threaded SIMD build (emscripten pthreads, XNNPACK's thread pool), but never
  * starts it in Deno: it takes Deno for Node (where it turns threads off, tfjs #3830), and when forced on, its
@@ -7,15 +8,17 @@
  * `Worker` with Node's, and caps the pool at half of `os.cpus()` (one thread on a 2-core machine).
  * {@linkcode enableWasmThreads} wraps the wasm backend's factory so that, while the backend starts:
  *
- * - the threaded build is chosen (`WASM_HAS_MULTITHREAD_SUPPORT`) with `setThreadsCount(threads)`;
+ * - the threaded build is chosen (`WASM_HAS_MULTITHREAD_SUPPORT`);
  * - the pthread workers run `wasm_pthread_worker.js` (a file path, which `node:worker_threads` accepts);
  * - `os.cpus()` reports enough cores for the requested count;
  *
- * and afterwards the global `Worker`, `URL.createObjectURL` and `os.cpus` are restored, the idle pool workers
- * beyond the thread pool are terminated and the pool's workers are `unref`'d (a script ends when its work
- * does). If the threaded build cannot start, the backend starts single-threaded as before.
+ * and afterwards the global `Worker`, `URL.createObjectURL`, `os.cpus` and `WebAssembly.Memory` are
+ * restored, the idle pre-created pthread workers are terminated and the rest `unref`'d (a script ends when
+ * its work does). Where our relaxed-SIMD kernels run (`wasm_gemm.ts`), they get the threads: XNNPACK keeps
+ * one and our pool (`wasm_pool.ts`) splits the GEMMs and attention heads over the shared heap; otherwise
+ * XNNPACK gets them. If the threaded build cannot start, the backend starts single-threaded as before.
  *
- * Results are bit-identical to the single-threaded build (XNNPACK splits work by output tiles).
+ * Results are identical to the single-threaded ones (work is split by output rows, columns or heads).
  *
  * @module
  */
@@ -159,10 +162,12 @@ function tidyWorkers(backend: unknown): void {
 }
 
 /**
- * Makes the wasm backend start tfjs's multi-threaded SIMD build with `threads` threads (capped at
- * {@linkcode MAX_WASM_THREADS}); call it before the wasm backend first starts (`setBackend("wasm")`).
- * `threads` of 1 (or less) keeps the single-threaded build. Calling it again before the start changes the
- * count.
+ * Makes the wasm backend compute with `threads` threads (capped at {@linkcode MAX_WASM_THREADS}): it
+ * starts tfjs's multi-threaded SIMD build and our kernel pool on its shared heap (see the module doc). Call
+ * it before the wasm backend first starts (`setBackend("wasm")`). `threads` of 1 (or less) keeps the
+ * single-threaded build. Calling it again before the start changes the count. On a machine whose cores are
+ * busy with other work, extra threads gain little (the calling thread does whatever the others do not get
+ * to), so leave it at 1 for many parallel single-threaded jobs.
  *
  * @returns whether the threaded build will be tried (false: this runtime cannot run it, or threads <= 1)
  *
