@@ -25,3 +25,4 @@ export * from "./converters/mod.ts";
 export * from "./src/images/mod.ts";
 export * from "./zoo/mod.ts";
 export * from "./src/train/mod.ts";
+export * from "./src/kernels/mod.ts";

@@ -29,12 +29,13 @@ const { values } = parseArgs({
     backend: { type: "string" },
     weights: { type: "string" },
     runs: { type: "string", default: "3" },
+    threads: { type: "string", default: "1" },
     help: { type: "boolean", short: "h" },
   },
 });
 if (values.help) {
   console.log(
-    "usage: deno task demo [--backend webgpu|wasm|cpu] [--weights file.safetensors|.pth] [--runs N]",
+    "usage: deno task demo [--backend webgpu|wasm|cpu] [--threads N (wasm)] [--weights file.safetensors|.pth] [--runs N]",
   );
   Deno.exit(0);
 }
@@ -43,7 +44,9 @@ const ms = (t0: number) => `${(performance.now() - t0).toFixed(0)} ms`;
 
 try {
   let t0 = performance.now();
-  const backend = await setBackend(values.backend as BackendName | undefined);
+  const backend = await setBackend(values.backend as BackendName | undefined, {
+    wasmThreads: Number(values.threads),
+  });
   const adapter = backend === "webgpu" ? ` (${webGpuAdapter()?.description || "adapter"})` : "";
   console.log(`backend      ${backend}${adapter}, ready in ${ms(t0)}`);
 

@@ -12,6 +12,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import { T2tVitError } from "./errors.ts";
+import { enableWasmThreads } from "./kernels/wasm_threads.ts";
 
 /** The backends the zoo runs on. */
 export type BackendName = "webgpu" | "wasm" | "cpu";
@@ -28,6 +29,13 @@ export interface BackendOptions {
    * `@tensorflow/tfjs-backend-wasm` package. Only honoured before the wasm backend first starts.
    */
   wasmPaths?: string | Record<string, string>;
+  /**
+   * Threads for the wasm backend (default 1). Above 1, tfjs's threaded SIMD build is started (it runs in Deno
+   * with the start-up fixes of `enableWasmThreads`) and our matrix-product and attention kernels split their
+   * work over a worker pool in its shared memory. Only helps when the cores are otherwise idle. Only honoured
+   * before the wasm backend first starts.
+   */
+  wasmThreads?: number;
   /** The WebGPU adapter to ask for (default `"high-performance"`). */
   powerPreference?: "low-power" | "high-performance";
   /**
@@ -341,6 +349,7 @@ async function tryBackend(name: BackendName, opts: BackendOptions): Promise<stri
       await registerWebGpu(opts.powerPreference ?? "high-performance");
     } else if (name === "wasm") {
       configureWasm(opts.wasmPaths);
+      if ((opts.wasmThreads ?? 1) > 1) enableWasmThreads(opts.wasmThreads!);
       patchWasmKernels();
     }
     // tf.setBackend logs and returns false when the factory throws; keep the console quiet for auto mode
