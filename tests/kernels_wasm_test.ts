@@ -7,6 +7,7 @@
  * wasm build starts in Deno and computes the same thing.
  */
 import assert from "node:assert/strict";
+import { generic, maxAbs, values } from "./_kernels.ts";
 import { setBackend, tf } from "../zoo/mod.ts";
 import {
   configureKernels,
@@ -26,37 +27,6 @@ prepareKernels();
 const relaxed = gemmSupported();
 if (!relaxed) console.log("this runtime has no WebAssembly relaxed SIMD: the wasm kernel tests are skipped");
 const opts = { ignore: !relaxed };
-
-/** Deterministic values in [-1, 1). */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
-
-/** Runs `f` with our kernels off: the generic tfjs path the layers take without them. */
-function generic<T>(f: () => T): T {
-  configureKernels({ enabled: false });
-  try {
-    return f();
-  } finally {
-    configureKernels({ enabled: true });
-  }
-}
-
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let d = 0;
-  for (let i = 0; i < a.length; i++) {
-    const e = Math.abs(a[i] - b[i]);
-    if (!(e <= d)) d = e;
-  }
-  return d;
-}
 
 /** float64 `a (B, M, K) @ b (B, K, N)` (or `b (B, N, K)` when transposed), batch-broadcast, plus bias. */
 function refMatMul(

@@ -9,6 +9,7 @@
  * Skipped when there is no WebGPU adapter, unless `T2T_REQUIRE_WEBGPU=1` (CI), where that is a failure.
  */
 import assert from "node:assert/strict";
+import { generic, maxAbs, values } from "./_kernels.ts";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
 import { fillInput } from "../src/fill.ts";
 import { configFromKwargs, createModel, setBackend, tf } from "../zoo/mod.ts";
@@ -55,36 +56,6 @@ async function read(t: tf.Tensor): Promise<Float32Array> {
   const v = (await t.data()) as Float32Array;
   t.dispose();
   return v;
-}
-
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
-
-/** Runs `f` with our kernels off: the generic tfjs path the layers take without them. */
-function generic<T>(f: () => T): T {
-  configureKernels({ enabled: false });
-  try {
-    return f();
-  } finally {
-    configureKernels({ enabled: true });
-  }
-}
-
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let d = 0;
-  for (let i = 0; i < a.length; i++) {
-    const e = Math.abs(a[i] - b[i]);
-    if (!(e <= d)) d = e;
-  }
-  return d;
 }
 
 Deno.test({
