@@ -289,3 +289,29 @@ Deno.test("cifarBatches: per-epoch shuffle, resumable at any batch, no leaks", (
   assert.deepEqual(test.map((b) => b.idx), [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9]]);
   assert.equal(tf.memory().numTensors, start);
 });
+
+Deno.test("cifarBatches refuses a hand-built split whose buffers are shorter than its count", () => {
+  const split = {
+    dataset: "cifar10" as const,
+    split: "train" as const,
+    count: 4,
+    images: new Uint8Array(3 * 3072),
+    labels: new Uint8Array(4),
+    numClasses: 10,
+    files: [] as string[],
+  };
+  assert.throws(
+    () => cifarBatches(split, { batchSize: 2, imgSize: 32, train: false }).next(),
+    (e: unknown) =>
+      e instanceof DatasetError && /4 images need 12288 bytes, the split holds 9216/.test(e.message),
+  );
+  assert.throws(
+    () =>
+      cifarBatches({ ...split, images: new Uint8Array(4 * 3072), labels: new Uint8Array(3) }, {
+        batchSize: 2,
+        imgSize: 32,
+        train: false,
+      }).next(),
+    (e: unknown) => e instanceof DatasetError && /4 images but 3 labels/.test(e.message),
+  );
+});

@@ -253,6 +253,21 @@ export function* cifarBatches(split: CifarSplit, opts: CifarBatchOptions): Gener
   if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) {
     throw new DatasetError(`batchSize must be a positive integer, got ${opts.batchSize}`);
   }
+  const where = `${split.dataset} ${split.split}`;
+  if (!Number.isSafeInteger(split.count) || split.count < 0) {
+    throw new DatasetError(`image count ${split.count} is not a non-negative integer`, { file: where });
+  }
+  if (split.images.length < split.count * CIFAR_IMAGE_BYTES) {
+    throw new DatasetError(
+      `${split.count} images need ${
+        split.count * CIFAR_IMAGE_BYTES
+      } bytes, the split holds ${split.images.length}`,
+      { file: where },
+    );
+  }
+  if (split.labels.length < split.count) {
+    throw new DatasetError(`${split.count} images but ${split.labels.length} labels`, { file: where });
+  }
   const shuffle = opts.shuffle ?? opts.train;
   let order: Int32Array;
   if (shuffle) order = Rng.derive(seed, "shuffle", epoch).permutation(split.count);
