@@ -10,7 +10,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import { ATTENTION, GELU, LAYER_NORM, SOFTMAX, UNFOLD } from "./names.ts";
+import { ATTENTION, GELU, LAYER_NORM, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
 import { registerWebGpuKernels } from "./webgpu_kernels.ts";
 import { gemmSupported } from "./wasm_gemm.ts";
 import { registerWasmKernels } from "./wasm_kernels.ts";
@@ -132,4 +132,20 @@ export function fusedUnfold(
 ): tf.Tensor4D | undefined {
   if (!usable(UNFOLD, x)) return undefined;
   return tf.engine().runKernel(UNFOLD, { x }, { kernel, stride, padding }) as tf.Tensor4D;
+}
+
+/**
+ * The token performer's attention (`Token_performer.single_attn` up to, not including, the projection) from
+ * its fused projection `kqv (B * T, 3 emb)` (per token: k, q, v) and random features `w (m, emb)`:
+ * `(B * T, emb)`, `y = qp (v^T kp)^T / (qp . sum_t kp + eps)` with `prm_exp` features `kp`, `qp`, by the
+ * fused kernel, or `undefined`.
+ */
+export function fusedPerformer(
+  kqv: tf.Tensor2D,
+  w: tf.Tensor2D,
+  batch: number,
+  eps: number,
+): tf.Tensor2D | undefined {
+  if (!usable(PERFORMER, kqv, w)) return undefined;
+  return tf.engine().runKernel(PERFORMER, { kqv, w }, { batch, eps }) as tf.Tensor2D;
 }

@@ -4,7 +4,8 @@
  * - wasm: a relaxed-SIMD (fused multiply-add) GEMM replacing tfjs-backend-wasm's XNNPACK matrix products,
  *   fused GELU, LayerNorm, scaled softmax and multi-head attention in WebAssembly SIMD, and tfjs's
  *   multi-threaded build started in Deno ({@linkcode enableWasmThreads}).
- * - webgpu: fused WGSL kernels for the same operations, and the soft split as a gather.
+ * - webgpu: fused WGSL kernels for the same operations, the soft split as a gather, and the token
+ *   performer's attention in four dispatches.
  *
  * The layers use them by themselves (the fused operations in `fused.ts` are internal); this module controls
  * them: turn them off for comparisons ({@linkcode configureKernels}), start wasm multi-threaded

@@ -15,3 +15,5 @@ export const SOFTMAX = "T2tSoftmax";
 export const ATTENTION = "T2tAttention";
 /** `T2tUnfold`: `{x}` NHWC, `{kernel, stride, padding}` -> `(B, Ho, Wo, C*k*k)`, `nn.Unfold` order per pixel. */
 export const UNFOLD = "T2tUnfold";
+/** `T2tPerformer`: `{kqv}` `(B*T, 3 emb)`, `{w}` `(m, emb)`, `{batch, eps}` -> the performer's `(B*T, emb)`. */
+export const PERFORMER = "T2tPerformer";

@@ -11,14 +11,17 @@
  *   values go through workgroup memory in tiles, and the `N x N` score matrix is never written (tfjs: two
  *   transposes, three slices, two batched products, a scale, a softmax and a transpose per layer);
  * - `T2tUnfold`: the soft split (`nn.Unfold` + `transpose(1, 2)` on NHWC maps) as a gather (tfjs: a
- *   depthwise convolution with a 0/1 filter).
+ *   depthwise convolution with a 0/1 filter);
+ * - `T2tPerformer`: the token performer's attention from its `kqv` projection in four dispatches
+ *   (`webgpu_performer.ts`).
  *
  * @module
  */
 
 import * as tf from "@tensorflow/tfjs-core";
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu";
-import { ATTENTION, GELU, LAYER_NORM, SOFTMAX, UNFOLD } from "./names.ts";
+import { ATTENTION, GELU, LAYER_NORM, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
+import { performerKernel } from "./webgpu_performer.ts";
 
 type Args = Parameters<tf.KernelFunc>[0];
 type Uniform = { type: string; data: number[] };
@@ -341,6 +344,7 @@ export function registerWebGpuKernels(): void {
     [SOFTMAX, softmaxKernel],
     [ATTENTION, attentionKernel],
     [UNFOLD, unfoldKernel],
+    [PERFORMER, performerKernel],
   ];
   for (const [kernelName, fn] of kernels) {
     if (!tf.getKernel(kernelName, "webgpu")) {

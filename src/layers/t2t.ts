@@ -9,7 +9,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { splitFused } from "./attention.ts";
 import { Mlp } from "./blocks.ts";
 import { LayerNorm, Linear, linear2d, TransposedCache } from "./linear.ts";
-import { fusedAttention } from "../kernels/fused.ts";
+import { fusedAttention, fusedPerformer } from "../kernels/fused.ts";
 import { attentionCore, bmm, type Ctx, dropout, gelu } from "./ops.ts";
 import type { ParamStore } from "./params.ts";
 import { SoftSplit, unfoldSize } from "./soft_split.ts";
@@ -70,13 +70,20 @@ export class TokenPerformer implements TokenLayer {
   apply(x: tf.Tensor, batch: number, ctx: Ctx): tf.Tensor {
     const t = x.shape[0] / batch;
     const { emb, m } = this;
-    const [k, q, v] = splitFused(this.kqv.apply(this.norm1.apply(x)), batch, t, 3, 1); // (B, T, emb) each
-    const kp = tf.reshape(this.#prm(tf.reshape(k, [batch * t, emb])), [batch, t, m]) as tf.Tensor3D;
-    const qp = tf.reshape(this.#prm(tf.reshape(q, [batch * t, emb])), [batch, t, m]) as tf.Tensor3D;
-    const d = bmm(qp, tf.reshape(tf.sum(kp, 1), [batch, m, 1])); // (B, T, 1)
-    const kptv = bmm(v, kp, true, false); // (B, emb, m)
-    const y = tf.div(bmm(qp, kptv, false, true), tf.add(d, this.epsilon)); // (B, T, emb)
-    const v2 = tf.reshape(v, [batch * t, emb]);
+    const kqv = this.kqv.apply(this.norm1.apply(x)) as tf.Tensor2D;
+    let y: tf.Tensor | undefined = fusedPerformer(kqv, this.w as tf.Tensor2D, batch, this.epsilon);
+    let v2: tf.Tensor;
+    if (y) {
+      v2 = tf.slice(kqv, [0, 2 * emb], [batch * t, emb]);
+    } else {
+      const [k, q, v] = splitFused(kqv, batch, t, 3, 1); // (B, T, emb) each
+      const kp = tf.reshape(this.#prm(tf.reshape(k, [batch * t, emb])), [batch, t, m]) as tf.Tensor3D;
+      const qp = tf.reshape(this.#prm(tf.reshape(q, [batch * t, emb])), [batch, t, m]) as tf.Tensor3D;
+      const d = bmm(qp, tf.reshape(tf.sum(kp, 1), [batch, m, 1])); // (B, T, 1)
+      const kptv = bmm(v, kp, true, false); // (B, emb, m)
+      y = tf.div(bmm(qp, kptv, false, true), tf.add(d, this.epsilon)); // (B, T, emb)
+      v2 = tf.reshape(v, [batch * t, emb]);
+    }
     const a = tf.add(v2, dropout(this.proj.apply(tf.reshape(y, [batch * t, emb])), this.dp1, ctx));
     const h = this.mlp2.apply(gelu(this.mlp0.apply(this.norm2.apply(a))));
     return tf.add(a, dropout(h, this.dp2, ctx));
