@@ -12,43 +12,15 @@ import assert from "node:assert/strict";
 import { generic, maxAbs, values } from "./_kernels.ts";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
 import { fillInput } from "../src/fill.ts";
-import { configFromKwargs, createModel, setBackend, tf } from "../zoo/mod.ts";
-import { configureKernels } from "../src/kernels/mod.ts";
+import { configFromKwargs, createModel, tf } from "../zoo/mod.ts";
 import { fusedPerformer } from "../src/kernels/fused.ts";
 import { ParamStore } from "../src/layers/params.ts";
 import { TokenPerformer } from "../src/layers/t2t.ts";
 import { ref } from "./_fixtures.ts";
+import { checked, read, startWebGpu, webgpuTestOptions } from "./_webgpu.ts";
 
-const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
-const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
-const requireWebGpu = Deno.env.get("T2T_REQUIRE_WEBGPU") === "1";
-if (!adapter && !requireWebGpu) console.log("no WebGPU adapter here: the webgpu performer tests are skipped");
-// WebGPU devices and their polling are process-wide; Deno's per-test sanitizers would flag them
-const opts = { ignore: !adapter && !requireWebGpu, sanitizeOps: false, sanitizeResources: false };
-
-async function start(): Promise<GPUDevice> {
-  assert.ok(
-    adapter,
-    "T2T_REQUIRE_WEBGPU=1 but navigator.gpu has no adapter (is mesa-vulkan-drivers installed?)",
-  );
-  await setBackend("webgpu");
-  configureKernels({ enabled: true });
-  return (tf.backend() as unknown as { device: GPUDevice }).device;
-}
-
-async function checked<T>(device: GPUDevice, f: () => Promise<T>): Promise<T> {
-  device.pushErrorScope("validation");
-  const out = await f();
-  const err = await device.popErrorScope();
-  assert.equal(err, null, `WebGPU validation error: ${err?.message}`);
-  return out;
-}
-
-async function read(t: tf.Tensor): Promise<Float32Array> {
-  const v = (await t.data()) as Float32Array;
-  t.dispose();
-  return v;
-}
+const opts = webgpuTestOptions("webgpu performer");
+const start = startWebGpu;
 
 /** float64 `single_attn` (before the projection) of `kqv (B T, 3 e)` with features `w (m, e)`. */
 function performer64(kqv: Float32Array, w: Float32Array, batch: number, e: number, m: number): Float64Array {

@@ -12,8 +12,7 @@ import assert from "node:assert/strict";
 import { generic, maxAbs, values } from "./_kernels.ts";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
 import { fillInput } from "../src/fill.ts";
-import { configFromKwargs, createModel, setBackend, tf } from "../zoo/mod.ts";
-import { configureKernels } from "../src/kernels/mod.ts";
+import { configFromKwargs, createModel, tf } from "../zoo/mod.ts";
 import {
   fusedAttention,
   fusedGelu,
@@ -25,38 +24,10 @@ import { attentionCore, gelu, layerNorm } from "../src/layers/ops.ts";
 import { mergeHeads, splitFused } from "../src/layers/attention.ts";
 import { SoftSplit } from "../src/layers/soft_split.ts";
 import { ref } from "./_fixtures.ts";
+import { checked, read, startWebGpu, webgpuTestOptions } from "./_webgpu.ts";
 
-const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
-const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
-const requireWebGpu = Deno.env.get("T2T_REQUIRE_WEBGPU") === "1";
-if (!adapter && !requireWebGpu) console.log("no WebGPU adapter here: the webgpu kernel tests are skipped");
-// WebGPU devices and their polling are process-wide; Deno's per-test sanitizers would flag them
-const opts = { ignore: !adapter && !requireWebGpu, sanitizeOps: false, sanitizeResources: false };
-
-async function start(): Promise<GPUDevice> {
-  assert.ok(
-    adapter,
-    "T2T_REQUIRE_WEBGPU=1 but navigator.gpu has no adapter (is mesa-vulkan-drivers installed?)",
-  );
-  await setBackend("webgpu");
-  configureKernels({ enabled: true });
-  return (tf.backend() as unknown as { device: GPUDevice }).device;
-}
-
-/** Runs `f` inside a validation error scope; fails on any WebGPU validation error (e.g. a bad shader). */
-async function checked<T>(device: GPUDevice, f: () => Promise<T>): Promise<T> {
-  device.pushErrorScope("validation");
-  const out = await f();
-  const err = await device.popErrorScope();
-  assert.equal(err, null, `WebGPU validation error: ${err?.message}`);
-  return out;
-}
-
-async function read(t: tf.Tensor): Promise<Float32Array> {
-  const v = (await t.data()) as Float32Array;
-  t.dispose();
-  return v;
-}
+const opts = webgpuTestOptions("webgpu kernel");
+const start = startWebGpu;
 
 Deno.test({
   name: "webgpu fused LayerNorm, GELU and softmax match float64 and the generic ops",
