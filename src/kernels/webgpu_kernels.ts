@@ -20,26 +20,11 @@
 
 import * as tf from "@tensorflow/tfjs-core";
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu";
+import { type Args, flat, MAIN } from "./webgpu_program.ts";
 import { ATTENTION, GELU, LAYER_NORM, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
 import { performerKernel } from "./webgpu_performer.ts";
 
-type Args = Parameters<tf.KernelFunc>[0];
 type Uniform = { type: string; data: number[] };
-
-/** The entry point tfjs generates calls `main(globalIndex)` for flat dispatch layouts. */
-const MAIN = "fn main(index : i32)";
-
-function flat(outputShape: number[], workgroup: number, invocations: number): Pick<
-  WebGPUProgram,
-  "outputShape" | "dispatchLayout" | "dispatch" | "workgroupSize"
-> {
-  return {
-    outputShape,
-    dispatchLayout: { x: outputShape.map((_, i) => i) },
-    dispatch: [Math.ceil(invocations / workgroup), 1, 1],
-    workgroupSize: [workgroup, 1, 1],
-  };
-}
 
 /** Power-of-two workgroup size for row reductions over `cols` values. */
 function rowWorkgroup(cols: number): number {

@@ -17,24 +17,10 @@
 
 import type * as tf from "@tensorflow/tfjs-core";
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu";
+import { type Args, flat, MAIN } from "./webgpu_program.ts";
 
-type Args = Parameters<tf.KernelFunc>[0];
-
-const MAIN = "fn main(index : i32)";
 /** Workgroup size of the flat passes (1 and 3). */
 const WG = 64;
-
-function flat(outputShape: number[], workgroup: number, invocations: number): Pick<
-  WebGPUProgram,
-  "outputShape" | "dispatchLayout" | "dispatch" | "workgroupSize"
-> {
-  return {
-    outputShape,
-    dispatchLayout: { x: outputShape.map((_, i) => i) },
-    dispatch: [Math.ceil(invocations / workgroup), 1, 1],
-    workgroupSize: [workgroup, 1, 1],
-  };
-}
 
 /** `vec4<f32>` when `n` is a multiple of 4, else `f32`: the width rows are read in. */
 function lanes(n: number): { c: number; type: string; dot: (a: string, b: string) => string } {
