@@ -62,7 +62,8 @@ const workers = Number(args.values.workers);
 const kernels = args.values.kernels !== "off";
 if (Number(args.values.threads) > 1) enableWasmThreads(Number(args.values.threads));
 
-interface Row {
+/** One measured configuration, as written to the JSON output (read back by bench/run.ts). */
+export interface InferRow {
   backend: string;
   kernels: boolean;
   threads: number;
@@ -74,7 +75,7 @@ interface Row {
   runs: number;
 }
 
-const rows: Row[] = [];
+const rows: InferRow[] = [];
 const fmt = (v: number, d = 0) => v.toFixed(d).padStart(8);
 
 console.log(

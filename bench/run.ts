@@ -18,6 +18,8 @@
  */
 
 import { parseArgs } from "node:util";
+import type { InferRow as InferBenchRow } from "./infer_bench.ts";
+import type { TrainRow as TrainBenchRow } from "./train_bench.ts";
 
 const { values } = parseArgs({
   options: {
@@ -103,17 +105,8 @@ async function child(script: string, args: string[]): Promise<{ ok: boolean; out
   return { ok: r.success, out };
 }
 
-interface InferRow {
+interface InferRow extends InferBenchRow {
   config: string;
-  backend: string;
-  kernels: boolean;
-  threads: number;
-  model: string;
-  batch: number;
-  firstMs: number;
-  medianMs: number;
-  imagesPerSecond: number;
-  runs: number;
 }
 
 interface InferConfig {
@@ -185,19 +178,8 @@ for (const cfg of configs) {
   }
 }
 
-interface TrainRow {
+interface TrainRow extends TrainBenchRow {
   config: string;
-  backend: string;
-  kernels: boolean;
-  threads: number;
-  model: string;
-  batch: number;
-  microBatch: number;
-  imgSize: number;
-  firstStepS: number;
-  stepS: number;
-  imagesPerSecond: number;
-  error?: string;
 }
 
 const train: TrainRow[] = [];

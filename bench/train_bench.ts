@@ -36,7 +36,8 @@ const { values } = parseArgs({
   },
 });
 
-interface Row {
+/** One measured configuration, as written to the JSON output (read back by bench/run.ts). */
+export interface TrainRow {
   backend: string;
   kernels: boolean;
   threads: number;
@@ -59,7 +60,7 @@ function microFor(backend: string, model: string): number {
   return batch;
 }
 
-async function child(spec: string): Promise<Row> {
+async function child(spec: string): Promise<TrainRow> {
   const [backend, model] = spec.split(":") as [BackendName, ModelName];
   if (backend === "wasm" && Number(values.threads) > 1) enableWasmThreads(Number(values.threads));
   await setBackend(backend);
@@ -126,7 +127,7 @@ if (values.help) {
   const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
   const hasWebGpu = gpu ? (await gpu.requestAdapter().catch(() => null)) !== null : false;
   const backends = values.backends?.split(",") ?? [...(hasWebGpu ? ["webgpu"] : []), "wasm"];
-  const rows: Row[] = [];
+  const rows: TrainRow[] = [];
   console.log(`deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} logical cores`);
   console.log("backend  model        batch  micro  first step s  step s   img/s");
   for (const backend of backends) {
@@ -155,7 +156,7 @@ if (values.help) {
         stderr: "inherit",
       }).output();
       const line = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
-      let row: Row;
+      let row: TrainRow;
       try {
         row = JSON.parse(line);
       } catch {

@@ -81,3 +81,30 @@ export async function checkGradients(
   assert.equal(tf.memory().numTensors, start, `${entry}/${backend}: leaked tensors`);
   return { seconds, errors };
 }
+
+/**
+ * Registers one test per manifest entry: gradients on `backend` equal the reference's (see checkGradients).
+ * `testOptions` adds `Deno.test` options (the WebGPU gate).
+ */
+export function gradientTests(
+  entries: string[],
+  backend: BackendName,
+  opts: { microBatch?: number } = {},
+  testOptions: Partial<Deno.TestDefinition> = {},
+): void {
+  for (const entry of entries) {
+    Deno.test({
+      name: `gradients = official PyTorch: ${entry} (${backend})`,
+      sanitizeResources: false,
+      ...testOptions,
+      fn: async () => {
+        const r = await checkGradients(entry, backend, opts);
+        console.log(
+          `${entry} ${backend}: ${r.seconds.toFixed(1)} s, max relative error ${
+            Math.max(...Object.values(r.errors)).toExponential(1)
+          }`,
+        );
+      },
+    });
+  }
+}

@@ -1,4 +1,4 @@
-/** Shared set-up of the WebGPU kernel tests: the adapter gate, backend start, validation scopes. */
+/** Shared set-up of the WebGPU tests: the adapter gate, backend start, validation scopes. */
 import assert from "node:assert/strict";
 import { configureKernels } from "../src/kernels/mod.ts";
 import { setBackend, tf } from "../zoo/mod.ts";
@@ -18,12 +18,17 @@ export function webgpuTestOptions(
   return { ignore: !adapter && !requireWebGpu, sanitizeOps: false, sanitizeResources: false };
 }
 
-/** Starts the webgpu backend with our kernels on and returns its device. */
-export async function startWebGpu(): Promise<GPUDevice> {
+/** Fails the test when there is no adapter (reached only with `T2T_REQUIRE_WEBGPU=1`). */
+export function assertAdapter(): void {
   assert.ok(
     adapter,
     "T2T_REQUIRE_WEBGPU=1 but navigator.gpu has no adapter (is mesa-vulkan-drivers installed?)",
   );
+}
+
+/** Starts the webgpu backend with our kernels on and returns its device. */
+export async function startWebGpu(): Promise<GPUDevice> {
+  assertAdapter();
   await setBackend("webgpu");
   configureKernels({ enabled: true });
   return (tf.backend() as unknown as { device: GPUDevice }).device;

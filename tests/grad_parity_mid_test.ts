@@ -1,27 +1,16 @@
 // Gradients of the mean cross-entropy equal PyTorch's (reference outputs) on wasm: t2t_vit_19, t2t_vit_14_resnext, t2t_vit_14_wide, t2t_vit_14_se, t2t_vit_16_ghost, t2t_vit_dense.
 // Computed with micro-batches of 1 (the heap holds one sample's activations). See tests/_grad_parity.ts.
-import { checkGradients } from "./_grad_parity.ts";
+import { gradientTests } from "./_grad_parity.ts";
 
-for (
-  const entry of [
+gradientTests(
+  [
     "t2t_vit_19",
     "t2t_vit_14_resnext",
     "t2t_vit_14_wide",
     "t2t_vit_14_se",
     "t2t_vit_16_ghost",
     "t2t_vit_dense",
-  ]
-) {
-  Deno.test({
-    name: `gradients = official PyTorch: ${entry} (wasm)`,
-    sanitizeResources: false,
-    fn: async () => {
-      const r = await checkGradients(entry, "wasm", { microBatch: 1 });
-      console.log(
-        `${entry}: ${r.seconds.toFixed(1)} s, max relative error ${
-          Math.max(...Object.values(r.errors)).toExponential(1)
-        }`,
-      );
-    },
-  });
-}
+  ],
+  "wasm",
+  { microBatch: 1 },
+);

@@ -1,21 +1,8 @@
 // Gradients of the mean cross-entropy equal PyTorch's (reference outputs) on wasm: t2t_vit_7, t2t_vit_10, t2t_vit_12, t2t_vit_14.
 // Computed with the whole batch of 2. See tests/_grad_parity.ts.
-import { checkGradients } from "./_grad_parity.ts";
+import { checkGradients, gradientTests } from "./_grad_parity.ts";
 
-for (const entry of ["t2t_vit_7", "t2t_vit_10", "t2t_vit_12", "t2t_vit_14"]) {
-  Deno.test({
-    name: `gradients = official PyTorch: ${entry} (wasm)`,
-    sanitizeResources: false,
-    fn: async () => {
-      const r = await checkGradients(entry, "wasm");
-      console.log(
-        `${entry}: ${r.seconds.toFixed(1)} s, max relative error ${
-          Math.max(...Object.values(r.errors)).toExponential(1)
-        }`,
-      );
-    },
-  });
-}
+gradientTests(["t2t_vit_7", "t2t_vit_10", "t2t_vit_12", "t2t_vit_14"], "wasm");
 
 Deno.test({
   name: "gradient accumulation in micro-batches of 1 gives the same gradients: t2t_vit_7 (wasm)",

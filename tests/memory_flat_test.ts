@@ -14,13 +14,9 @@ import { parseSafetensors, readSafetensors } from "../converters/safetensors.ts"
 import { type BackendName, createModel, readWeights, setBackend, type T2tVit, tf } from "../zoo/mod.ts";
 import { AdamW, loadCheckpoint, saveCheckpoint, SGD, Trainer } from "../src/train/mod.ts";
 import { ref } from "./_fixtures.ts";
+import { assertAdapter, webgpuTestOptions } from "./_webgpu.ts";
 
 const TINY = { imgSize: 32, embedDim: 32, depth: 2, numHeads: 2, mlpRatio: 2, tokenDim: 16, numClasses: 10 };
-
-const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
-const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
-const requireWebGpu = Deno.env.get("T2T_REQUIRE_WEBGPU") === "1";
-if (!adapter && !requireWebGpu) console.log("no WebGPU adapter here: the webgpu memory test is skipped");
 
 interface Snapshot {
   numTensors: number;
@@ -127,15 +123,9 @@ Deno.test("memory flat: wasm", () => flat("wasm"));
 
 Deno.test({
   name: "memory flat: webgpu",
-  ignore: !adapter && !requireWebGpu,
-  // WebGPU devices and their polling are process-wide; Deno's per-test sanitizers would flag them
-  sanitizeOps: false,
-  sanitizeResources: false,
+  ...webgpuTestOptions("webgpu memory"),
   fn: async () => {
-    assert.ok(
-      adapter,
-      "T2T_REQUIRE_WEBGPU=1 but navigator.gpu has no adapter (is mesa-vulkan-drivers installed?)",
-    );
+    assertAdapter();
     await flat("webgpu");
   },
 });

@@ -2,23 +2,21 @@
  * The webgpu backend: started through our own adapter/device creation (tfjs's own start-up fails in Deno on
  * adapters offering bgra8unorm-storage, and reads adapter.info after requestDevice), then forward parity with
  * the official PyTorch code for t2t_vit_7 and t2t_vit_t_14 within 2e-4 (first sample of the reference input:
- * a software adapter such as Mesa's llvmpipe runs at a few GFLOP/s). Skipped where no WebGPU adapter exists.
+ * a software adapter such as Mesa's llvmpipe runs at a few GFLOP/s). Skipped where no WebGPU adapter exists, unless
+ * `T2T_REQUIRE_WEBGPU=1` (CI), where that is a failure.
  */
 import assert from "node:assert/strict";
 import { setBackend, tf, webGpuAdapter } from "../zoo/mod.ts";
 import { checkForwardParity, summary } from "./_zoo.ts";
+import { assertAdapter, webgpuTestOptions } from "./_webgpu.ts";
 
-const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
-const adapter = gpu ? await gpu.requestAdapter() : null;
-const ignore = adapter === null;
-if (ignore) console.log("no WebGPU adapter here: webgpu tests skipped");
-// WebGPU devices and their polling are process-wide; Deno's per-test sanitizers would flag them
-const opts = { ignore, sanitizeOps: false, sanitizeResources: false };
+const opts = webgpuTestOptions("webgpu parity");
 
 Deno.test({
   name: "webgpu: our device creation starts the backend and computes correctly",
   ...opts,
   fn: async () => {
+    assertAdapter();
     assert.equal(await setBackend("webgpu"), "webgpu");
     assert.equal(tf.getBackend(), "webgpu");
     const info = webGpuAdapter();
@@ -40,6 +38,7 @@ for (const entry of ["t2t_vit_7", "t2t_vit_t_14"]) {
     name: `webgpu parity: ${entry} (first sample)`,
     ...opts,
     fn: async () => {
+      assertAdapter();
       console.log(summary(entry, await checkForwardParity(entry, "webgpu", 2e-4, { batch: 1 })));
     },
   });
