@@ -5,7 +5,7 @@
  * ```sh
  * deno run -A convert.ts 81.5_T2T_ViT_14.pth.tar            # writes 81.5_T2T_ViT_14.safetensors
  * deno run -A convert.ts ckpt.pth --list                     # keys, shapes, dtypes; writes nothing
- * deno run -A convert.ts ckpt.pth -o w.safetensors --dtype f16 --verify
+ * deno run -A convert.ts ckpt.pth -o w.safetensors --dtype f16
  * ```
  *
  * @module
@@ -39,7 +39,8 @@ Options:
                        top level
   --dtype <dtype>      keep | f32 | f16 | bf16: floating-point tensors only, integers are kept;
                        narrowing rounds to nearest even (default keep)
-  --verify             re-read the output and compare every tensor bit for bit
+  --no-verify          skip re-reading the output (by default every tensor is compared bit for bit
+                       with the checkpoint before the file takes its name; a mismatch leaves nothing)
   --list               print the keys, dtypes and shapes that would be written; write nothing
   --json               print the result (or the listing) as JSON on stdout
   --force              overwrite an existing output file
@@ -115,7 +116,8 @@ export async function main(args: string[]): Promise<number> {
         output: { type: "string", short: "o" },
         key: { type: "string" },
         dtype: { type: "string", default: "keep" },
-        verify: { type: "boolean", default: false },
+        verify: { type: "boolean", default: true },
+        "no-verify": { type: "boolean", default: false },
         list: { type: "boolean", default: false },
         json: { type: "boolean", default: false },
         force: { type: "boolean", default: false },
@@ -140,8 +142,8 @@ export async function main(args: string[]): Promise<number> {
     console.error(`error: --dtype must be one of ${DTYPE_OPTIONS.join(", ")}, not '${o.dtype}'`);
     return 2;
   }
-  if (o.list && (o.output !== undefined || o.verify || o.force)) {
-    console.error("error: --list writes nothing; it cannot be combined with --output, --verify or --force");
+  if (o.list && (o.output !== undefined || o.force)) {
+    console.error("error: --list writes nothing; it cannot be combined with --output or --force");
     return 2;
   }
   const input = positionals[0];
@@ -188,7 +190,7 @@ export async function main(args: string[]): Promise<number> {
       key: o.key,
       dtype,
       force: o.force,
-      verify: o.verify,
+      verify: !o["no-verify"],
       onProgress,
     });
     if (showProgress && tty) Deno.stderr.writeSync(enc.encode("\n"));

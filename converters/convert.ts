@@ -11,6 +11,7 @@ import { CheckpointError, SafetensorsError, T2tVitError } from "../src/errors.ts
 import { type ArchitectureInfo, detectArchitecture } from "./arch.ts";
 import { type Checkpoint, openCheckpoint, parseCheckpoint } from "./checkpoint.ts";
 import { FileSource } from "./source.ts";
+import { StagedWriter } from "./staged_writer.ts";
 import { parseSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
 import { castFloatInto, type FloatDType } from "./dtype.ts";
 import type { TorchTensor } from "./torch_globals.ts";
@@ -267,7 +268,10 @@ export interface ConvertFileOptions extends ConvertOptions {
   output?: string;
   /** Overwrite an existing output (default: refuse). */
   force?: boolean;
-  /** Re-read the output and compare every tensor bit for bit with the checkpoint (default false). */
+  /**
+   * Re-read the written file and compare every tensor bit for bit with the checkpoint before it is renamed
+   * into place (default true; a failure removes it).
+   */
   verify?: boolean;
   /** Called after each tensor is written. */
   onProgress?: (p: ConvertProgress) => void;
@@ -279,7 +283,7 @@ export interface ConvertResult extends ConversionPlan {
   output: string;
   /** Its size in bytes. */
   outputBytes: number;
-  /** True when `verify` was asked for and passed. */
+  /** True when the output was verified (the default). */
   verified: boolean;
 }
 
@@ -337,6 +341,7 @@ function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
   const ckpt = openCheckpoint(input);
   try {
     const plan = planConversion(ckpt, opts);
+    const verify = opts.verify !== false;
     const dir = output.includes("/") ? output.slice(0, output.lastIndexOf("/") + 1) : "";
     const tmp = `${dir}.${basename(output)}.${crypto.randomUUID().slice(0, 8)}.tmp`;
     let f: Deno.FsFile;
@@ -349,20 +354,8 @@ function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
     try {
       try {
         const header = headerBytes(plan);
-        const stage = new Uint8Array(4 << 20);
-        let staged = 0;
-        const flush = () => {
-          if (staged) writeAll(f, stage.subarray(0, staged));
-          staged = 0;
-        };
-        const put = (b: Uint8Array) => {
-          if (b.length > stage.length - staged) flush();
-          if (b.length >= stage.length >> 2) writeAll(f, b);
-          else {
-            stage.set(b, staged);
-            staged += b.length;
-          }
-        };
+        const writer = new StagedWriter((b) => writeAll(f, b));
+        const put = (b: Uint8Array) => writer.put(b);
         put(header);
         size = header.length;
         const progress: ConvertProgress = {
@@ -393,11 +386,13 @@ function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
           progress.bytesDone += raw.data.length;
           opts.onProgress?.({ ...progress });
         }
-        flush();
+        writer.flush();
       } finally {
         if (ckpt.source instanceof FileSource) ckpt.source.reuseBuffers = false;
         f.close();
       }
+      // Prove the file before it takes the output's name: a failed check leaves nothing behind.
+      if (verify) verifyOutput(tmp, plan, ckpt.file, output);
       if (opts.force) Deno.renameSync(tmp, output);
       else {
         // link() fails if the output appeared meanwhile: never clobber without force.
@@ -419,12 +414,7 @@ function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
       if (e instanceof T2tVitError) throw e;
       throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
     }
-    let verified = false;
-    if (opts.verify) {
-      verifyOutput(output, plan, ckpt.file);
-      verified = true;
-    }
-    return { ...plan, output, outputBytes: size, verified };
+    return { ...plan, output, outputBytes: size, verified: verify };
   } finally {
     ckpt.close();
   }
@@ -436,10 +426,10 @@ function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
  *
  * @throws {SafetensorsError} naming the first tensor that differs
  */
-export function verifyOutput(output: string, plan: ConversionPlan, file?: string): void {
-  const st = parseSafetensors(Deno.readFileSync(output), output);
+export function verifyOutput(output: string, plan: ConversionPlan, file?: string, name = output): void {
+  const st = parseSafetensors(Deno.readFileSync(output), name);
   function fail(msg: string, key?: string): never {
-    throw new SafetensorsError(`verify failed: ${msg}`, { file: output, key });
+    throw new SafetensorsError(`verify failed: ${msg}`, { file: name, key });
   }
   if (JSON.stringify(st.metadata) !== JSON.stringify(plan.metadata)) {
     const a = Object.entries(st.metadata).sort();
