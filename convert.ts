@@ -1,11 +1,12 @@
 /**
  * `convert.ts`: convert a PyTorch checkpoint to safetensors from the command line, without Python and
- * without executing any pickle code.
+ * without executing any pickle code, and a safetensors file back to a `torch.save` file.
  *
  * ```sh
  * deno run -A convert.ts 81.5_T2T_ViT_14.pth.tar            # writes 81.5_T2T_ViT_14.safetensors
  * deno run -A convert.ts ckpt.pth --list                     # keys, shapes, dtypes; writes nothing
  * deno run -A convert.ts ckpt.pth -o w.safetensors --dtype f16
+ * deno run -A convert.ts best.safetensors -o best.pth        # back to PyTorch (torch.load-able)
  * ```
  *
  * @module
@@ -13,34 +14,43 @@
 
 import { parseArgs } from "node:util";
 import { T2tVitError } from "./src/errors.ts";
-import { openCheckpoint } from "./converters/checkpoint.ts";
+import { openCheckpoint, sniffFormat } from "./converters/checkpoint.ts";
 import {
   type ConversionPlan,
   convertCheckpoint,
   type ConvertProgress,
   defaultOutputPath,
+  defaultTorchOutputPath,
   DTYPE_OPTIONS,
   type DTypeOption,
+  exportTorchCheckpoint,
   planConversion,
 } from "./converters/convert.ts";
+import { readSafetensors } from "./converters/safetensors.ts";
 
 /** The `--help` text. */
-export const USAGE: string = `Usage: deno run -A convert.ts <checkpoint> [options]
+export const USAGE: string = `Usage: deno run -A convert.ts <checkpoint | file.safetensors> [options]
 
 Converts a PyTorch checkpoint (.pth, .pth.tar, .pt, .bin; zip or legacy torch.save format, detected from
 its bytes) to a .safetensors file, without Python and without executing any pickle code: only an allowlist
 of inert globals is accepted, anything else is refused by name.
 
+Given a .safetensors file (detected from its bytes), writes the other direction: a torch.save zip file
+that torch.load(f, weights_only=True) reads, an OrderedDict of the tensors in the official names (for
+fine-tuning with the official PyTorch code).
+
 Options:
   -o, --output <file>  output path (default: the input with .pth.tar/.pth/.pt/.bin/.tar/.ckpt
-                       replaced by .safetensors)
+                       replaced by .safetensors; a .safetensors input's with .pth)
   --key <key>          take the weights from this key (a/b reaches nested dicts); default: the
                        official loader's choice: state_dict_ema, state_dict, model, net, else the
                        top level
   --dtype <dtype>      keep | f32 | f16 | bf16: floating-point tensors only, integers are kept;
                        narrowing rounds to nearest even (default keep)
+  --wrap <key>         (.safetensors input) put the weights under this key, e.g. state_dict_ema
+                       (the official release files' layout); default: a bare state dict
   --no-verify          skip re-reading the output (by default every tensor is compared bit for bit
-                       with the checkpoint before the file takes its name; a mismatch leaves nothing)
+                       with the input before the file takes its name; a mismatch leaves nothing)
   --list               print the keys, dtypes and shapes that would be written; write nothing
   --json               print the result (or the listing) as JSON on stdout
   --force              overwrite an existing output file
@@ -115,6 +125,7 @@ export async function main(args: string[]): Promise<number> {
       options: {
         output: { type: "string", short: "o" },
         key: { type: "string" },
+        wrap: { type: "string" },
         dtype: { type: "string", default: "keep" },
         verify: { type: "boolean", default: true },
         "no-verify": { type: "boolean", default: false },
@@ -149,6 +160,11 @@ export async function main(args: string[]): Promise<number> {
   const input = positionals[0];
   const dtype = o.dtype as DTypeOption;
   try {
+    if (isSafetensors(input)) return await exportMain(input, o);
+    if (o.wrap !== undefined) {
+      console.error("error: --wrap is for a .safetensors input (writing a .pth); this input is a checkpoint");
+      return 2;
+    }
     if (o.list) {
       using ckpt = openCheckpoint(input);
       const plan = planConversion(ckpt, { key: o.key, dtype });
@@ -229,6 +245,88 @@ export async function main(args: string[]): Promise<number> {
     console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
     return 3;
   }
+}
+
+/** True when the file's first bytes are a safetensors header. */
+function isSafetensors(path: string): boolean {
+  const f = Deno.openSync(path, { read: true });
+  try {
+    const head = new Uint8Array(4096);
+    let n = 0;
+    while (n < head.length) {
+      const got = f.readSync(head.subarray(n));
+      if (got === null || got === 0) break;
+      n += got;
+    }
+    return sniffFormat(head.subarray(0, n)) === "safetensors";
+  } finally {
+    f.close();
+  }
+}
+
+interface ExportFlags {
+  output?: string;
+  key?: string;
+  wrap?: string;
+  dtype?: string;
+  "no-verify"?: boolean;
+  list?: boolean;
+  json?: boolean;
+  force?: boolean;
+  quiet?: boolean;
+}
+
+/** safetensors -> .pth (the CLI's other direction). */
+async function exportMain(input: string, o: ExportFlags): Promise<number> {
+  if (o.key !== undefined || (o.dtype !== undefined && o.dtype !== "keep")) {
+    console.error("error: --key and --dtype apply to checkpoints; a .safetensors input is written as it is");
+    return 2;
+  }
+  if (o.list) {
+    const st = await readSafetensors(input);
+    if (o.json) {
+      console.log(JSON.stringify(
+        {
+          file: input,
+          format: "safetensors",
+          metadata: st.metadata,
+          tensors: [...st.tensors].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })),
+        },
+        null,
+        1,
+      ));
+      return 0;
+    }
+    console.log(
+      `${input}: safetensors file; ${st.tensors.size} tensors${
+        st.metadata.architecture ? `; ${st.metadata.architecture}` : ""
+      }`,
+    );
+    const w = Math.max(0, ...[...st.tensors.keys()].map((k) => k.length));
+    for (const [name, t] of st.tensors) {
+      console.log(`${name.padEnd(w)}  ${t.dtype.padEnd(4)}  [${t.shape.join(", ")}]`);
+    }
+    return 0;
+  }
+  const t0 = performance.now();
+  const r = await exportTorchCheckpoint(input, {
+    output: o.output ?? defaultTorchOutputPath(input),
+    wrap: o.wrap,
+    force: o.force,
+    verify: !o["no-verify"],
+  });
+  const secs = (performance.now() - t0) / 1000;
+  if (o.json) {
+    console.log(JSON.stringify({ ...r, seconds: secs }, null, 1));
+    return 0;
+  }
+  const where = r.wrap === null ? "a bare state dict" : `{'${r.wrap}': state dict}`;
+  console.log(
+    `wrote ${r.output}: torch.save zip, ${r.tensors} tensors (${mb(r.dataBytes)}) as ${where}` +
+      `${r.metadata.architecture ? `; ${r.metadata.architecture}` : ""}; ${secs.toFixed(2)} s` +
+      `${r.verified ? ", verified bit for bit" : ""}`,
+  );
+  return 0;
 }
 
 if (import.meta.main) {

@@ -12,9 +12,11 @@ import { type ArchitectureInfo, detectArchitecture } from "./arch.ts";
 import { type Checkpoint, openCheckpoint, parseCheckpoint } from "./checkpoint.ts";
 import { FileSource } from "./source.ts";
 import { StagedWriter } from "./staged_writer.ts";
-import { parseSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
+import { parseSafetensors, readSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
 import { castFloatInto, type FloatDType } from "./dtype.ts";
-import type { TorchTensor } from "./torch_globals.ts";
+import { TorchTensor } from "./torch_globals.ts";
+import { PyDict } from "./pickle.ts";
+import { torchArchiveName, TorchZipWriter } from "./torch_writer.ts";
 import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "./types.ts";
 import { type DroppedEntry, selectWeights } from "./weights.ts";
 
@@ -342,31 +344,19 @@ function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
   try {
     const plan = planConversion(ckpt, opts);
     const verify = opts.verify !== false;
-    const dir = output.includes("/") ? output.slice(0, output.lastIndexOf("/") + 1) : "";
-    const tmp = `${dir}.${basename(output)}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-    let f: Deno.FsFile;
-    try {
-      f = Deno.openSync(tmp, { write: true, createNew: true });
-    } catch (e) {
-      throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
-    }
-    let size = 0;
-    try {
+    const size = writeVerified(output, opts.force ?? false, (put) => {
+      const header = headerBytes(plan);
+      put(header);
+      const progress: ConvertProgress = {
+        tensorsDone: 0,
+        tensorsTotal: plan.tensors.length,
+        bytesDone: 0,
+        bytesTotal: plan.dataBytes,
+      };
+      // Each tensor is written before the next is read, so file reads and dtype conversions can each
+      // reuse one buffer: memory stays at about the largest tensor.
+      if (ckpt.source instanceof FileSource) ckpt.source.reuseBuffers = true;
       try {
-        const header = headerBytes(plan);
-        const writer = new StagedWriter((b) => writeAll(f, b));
-        const put = (b: Uint8Array) => writer.put(b);
-        put(header);
-        size = header.length;
-        const progress: ConvertProgress = {
-          tensorsDone: 0,
-          tensorsTotal: plan.tensors.length,
-          bytesDone: 0,
-          bytesTotal: plan.dataBytes,
-        };
-        // Each tensor is written before the next is read, so file reads and dtype conversions can each
-        // reuse one buffer: memory stays at about the largest tensor.
-        if (ckpt.source instanceof FileSource) ckpt.source.reuseBuffers = true;
         const largest = plan.tensors.reduce(
           (m, p) => Math.max(m, p.tensor.dtype === p.dtype ? 0 : p.nbytes),
           0,
@@ -381,43 +371,73 @@ function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
             });
           }
           put(raw.data);
-          size += raw.data.length;
           progress.tensorsDone++;
           progress.bytesDone += raw.data.length;
           opts.onProgress?.({ ...progress });
         }
-        writer.flush();
       } finally {
         if (ckpt.source instanceof FileSource) ckpt.source.reuseBuffers = false;
-        f.close();
       }
-      // Prove the file before it takes the output's name: a failed check leaves nothing behind.
-      if (verify) verifyOutput(tmp, plan, ckpt.file, output);
-      if (opts.force) Deno.renameSync(tmp, output);
-      else {
-        // link() fails if the output appeared meanwhile: never clobber without force.
-        try {
-          Deno.linkSync(tmp, output);
-          Deno.removeSync(tmp);
-        } catch (e) {
-          if (e instanceof Deno.errors.AlreadyExists) {
-            throw new SafetensorsError("already exists (use --force to overwrite)", { file: output });
-          }
-          if (exists(output)) throw e;
-          Deno.renameSync(tmp, output);
-        }
-      }
-    } catch (e) {
-      try {
-        Deno.removeSync(tmp);
-      } catch { /* already gone */ }
-      if (e instanceof T2tVitError) throw e;
-      throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
-    }
+    }, verify ? (tmp) => verifyOutput(tmp, plan, ckpt.file, output) : undefined);
     return { ...plan, output, outputBytes: size, verified: verify };
   } finally {
     ckpt.close();
   }
+}
+
+/**
+ * Writes a file the safe way: `write` streams its bytes (through a {@link StagedWriter}) into a temporary
+ * file next to `output`, `check` (when given) proves the temporary file, and only then does it take the
+ * output's name; any failure removes it, so nothing half-written or unproven is left. Returns the size.
+ */
+function writeVerified(
+  output: string,
+  force: boolean,
+  write: (put: (bytes: Uint8Array) => void) => void,
+  check?: (tmp: string) => void,
+): number {
+  const dir = output.includes("/") ? output.slice(0, output.lastIndexOf("/") + 1) : "";
+  const tmp = `${dir}.${basename(output)}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  let f: Deno.FsFile;
+  try {
+    f = Deno.openSync(tmp, { write: true, createNew: true });
+  } catch (e) {
+    throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
+  }
+  let size = 0;
+  try {
+    try {
+      const writer = new StagedWriter((b) => writeAll(f, b));
+      write((b) => writer.put(b));
+      writer.flush();
+      size = writer.written;
+    } finally {
+      f.close();
+    }
+    // Prove the file before it takes the output's name: a failed check leaves nothing behind.
+    check?.(tmp);
+    if (force) Deno.renameSync(tmp, output);
+    else {
+      // link() fails if the output appeared meanwhile: never clobber without force.
+      try {
+        Deno.linkSync(tmp, output);
+        Deno.removeSync(tmp);
+      } catch (e) {
+        if (e instanceof Deno.errors.AlreadyExists) {
+          throw new SafetensorsError("already exists (use --force to overwrite)", { file: output });
+        }
+        if (exists(output)) throw e;
+        Deno.renameSync(tmp, output);
+      }
+    }
+  } catch (e) {
+    try {
+      Deno.removeSync(tmp);
+    } catch { /* already gone */ }
+    if (e instanceof T2tVitError) throw e;
+    throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
+  }
+  return size;
 }
 
 /**
@@ -464,4 +484,161 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   }
   for (let i = n4; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/** Options of {@link exportTorchCheckpoint}. */
+export interface ExportOptions {
+  /** Output path (default {@link defaultTorchOutputPath} of the input). */
+  output?: string;
+  /**
+   * Put the weights under this key (`state_dict_ema`, the official release layout; `state_dict`); default: a
+   * bare `OrderedDict`, what `torch.save(model.state_dict(), f)` writes.
+   */
+  wrap?: string | null;
+  /** Overwrite an existing output (default: refuse). */
+  force?: boolean;
+  /**
+   * Re-read the written file with the checkpoint reader and compare every tensor bit for bit with the input
+   * before it is renamed into place (default true; a failure removes it).
+   */
+  verify?: boolean;
+  /** Called after each tensor is written. */
+  onProgress?: (p: ConvertProgress) => void;
+}
+
+/** What {@link exportTorchCheckpoint} did. */
+export interface ExportResult {
+  /** The safetensors file read. */
+  input: string;
+  /** The `.pth` file written. */
+  output: string;
+  /** Its size in bytes. */
+  outputBytes: number;
+  /** The name of its records (`<archiveName>/data.pkl`): the output's stem, as PyTorch names them. */
+  archiveName: string;
+  /** The key the weights were put under, or null for a bare state dict. */
+  wrap: string | null;
+  /** Tensors written. */
+  tensors: number;
+  /** Tensor data bytes. */
+  dataBytes: number;
+  /** The input's metadata (`architecture`, … when it was converted or trained here). */
+  metadata: Record<string, string>;
+  /** True when the output was verified (the default). */
+  verified: boolean;
+}
+
+/**
+ * The default `.pth` path for a safetensors input: `.safetensors` replaced by `.pth`.
+ *
+ * @example
+ * ```ts
+ * import { defaultTorchOutputPath } from "./convert.ts";
+ * defaultTorchOutputPath("out/best.safetensors"); // "out/best.pth"
+ * ```
+ */
+export function defaultTorchOutputPath(input: string): string {
+  return input.replace(/\.safetensors$/i, "") + ".pth";
+}
+
+/**
+ * Converts a safetensors file to a `torch.save` zip file (`.pth`) that `torch.load(f, weights_only=True)`
+ * reads and the official model's `load_state_dict` accepts: an `OrderedDict` of the tensors in file order,
+ * each in its own typed storage, optionally under `opts.wrap` (`{"state_dict_ema": …}`, the layout of the
+ * official release files). Streams through a temporary file that is verified (every tensor re-read with the
+ * checkpoint reader and compared bit for bit) and renamed into place only when complete. Memory: the input
+ * file, read once.
+ *
+ * @throws {SafetensorsError} when the input is not a valid safetensors file, the output exists (without
+ *   `force`), cannot be written, or fails verification
+ *
+ * @example
+ * ```ts ignore
+ * import { exportTorchCheckpoint } from "./mod.ts";
+ * const r = await exportTorchCheckpoint("best.safetensors", { wrap: "state_dict_ema" }); // best.pth
+ * console.log(r.output, r.tensors, r.verified);
+ * ```
+ */
+export async function exportTorchCheckpoint(input: string, opts: ExportOptions = {}): Promise<ExportResult> {
+  const output = opts.output ?? defaultTorchOutputPath(input);
+  if (output === input) throw new SafetensorsError("output would overwrite the input", { file: output });
+  if (!opts.force && exists(output)) {
+    throw new SafetensorsError("already exists (use --force to overwrite)", { file: output });
+  }
+  const wrap = opts.wrap ?? null;
+  if (wrap === "") throw new T2tVitError("the key to put the weights under is empty");
+  const st = await readSafetensors(input);
+  const archiveName = torchArchiveName(output);
+  const verify = opts.verify !== false;
+  let dataBytes = 0;
+  for (const t of st.tensors.values()) dataBytes += t.data.length;
+  const size = writeVerified(output, opts.force ?? false, (put) => {
+    const w = new TorchZipWriter(put, archiveName, { wrap });
+    w.begin([...st.tensors].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })));
+    const progress: ConvertProgress = {
+      tensorsDone: 0,
+      tensorsTotal: st.tensors.size,
+      bytesDone: 0,
+      bytesTotal: dataBytes,
+    };
+    for (const t of st.tensors.values()) {
+      w.tensor(t);
+      progress.tensorsDone++;
+      progress.bytesDone += t.data.length;
+      opts.onProgress?.({ ...progress });
+    }
+    w.end();
+  }, verify ? (tmp) => verifyTorchOutput(tmp, st.tensors, wrap, output) : undefined);
+  return {
+    input,
+    output,
+    outputBytes: size,
+    archiveName,
+    wrap,
+    tensors: st.tensors.size,
+    dataBytes,
+    metadata: st.metadata,
+    verified: verify,
+  };
+}
+
+/**
+ * Re-reads a written `.pth` file with the checkpoint reader and checks that it holds exactly `tensors`: an
+ * `OrderedDict` (under `wrap` when given) with the same names in the same order, dtypes, shapes and bytes.
+ *
+ * @throws {SafetensorsError} naming the first tensor that differs
+ */
+export function verifyTorchOutput(
+  path: string,
+  tensors: ReadonlyMap<string, RawTensor>,
+  wrap: string | null,
+  name = path,
+): void {
+  function fail(msg: string, key?: string): never {
+    throw new SafetensorsError(`verify failed: ${msg}`, { file: name, key });
+  }
+  using ckpt = openCheckpoint(path);
+  let dict = ckpt.root;
+  if (wrap !== null) {
+    if (!(dict instanceof PyDict) || dict.size !== 1 || !dict.has(wrap)) {
+      fail(`not a dict holding only '${wrap}'`);
+    }
+    dict = dict.get(wrap)!;
+  }
+  if (!(dict instanceof PyDict) || dict.pyClass !== "collections.OrderedDict") fail("not an OrderedDict");
+  if (dict.size !== tensors.size) fail(`${dict.size} entries, expected ${tensors.size}`);
+  const names = [...tensors.keys()];
+  let i = 0;
+  for (const [k, v] of dict) {
+    const key = names[i++];
+    if (k !== key) fail(`entry ${i - 1} is ${JSON.stringify(k)}, expected '${key}'`);
+    if (!(v instanceof TorchTensor)) fail("not a tensor", key);
+    const want = tensors.get(key)!;
+    const got = v.read(name);
+    if (got.dtype !== want.dtype) fail(`dtype ${got.dtype}, expected ${want.dtype}`, key);
+    if (got.shape.join(",") !== want.shape.join(",")) {
+      fail(`shape [${got.shape}], expected [${want.shape}]`, key);
+    }
+    if (!bytesEqual(got.data, want.data)) fail("bytes differ", key);
+  }
 }
