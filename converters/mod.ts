@@ -1,6 +1,7 @@
 /**
  * Converters: read PyTorch checkpoints (zip and legacy `torch.save` files) without executing pickle code,
- * pick the weights, recognise the T2T-ViT architecture, and write safetensors.
+ * pick the weights, recognise the T2T-ViT architecture, and write safetensors; and write safetensors weights
+ * back as `torch.save` files.
  *
  * @example
  * ```ts ignore
@@ -93,12 +94,27 @@ export {
   type ConvertResult,
   convertToSafetensorsBytes,
   defaultOutputPath,
+  defaultTorchOutputPath,
   DTYPE_OPTIONS,
   type DTypeOption,
+  type ExportOptions,
+  type ExportResult,
+  exportTorchCheckpoint,
   materialize,
   MAX_OUTPUT_FACTOR,
   MAX_OUTPUT_SLACK,
   planConversion,
   type PlannedTensor,
   verifyOutput,
+  verifyTorchOutput,
 } from "./convert.ts";
+export {
+  type PickledTensor,
+  serializeTorchCheckpoint,
+  STORAGE_CLASS_OF,
+  TORCH_RECORD_ALIGNMENT,
+  torchArchiveName,
+  type TorchSaveOptions,
+  torchStateDictPickle,
+  TorchZipWriter,
+} from "./torch_writer.ts";
