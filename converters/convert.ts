@@ -354,8 +354,13 @@ function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
         bytesTotal: plan.dataBytes,
       };
       // Each tensor is written before the next is read, so file reads and dtype conversions can each
-      // reuse one buffer: memory stays at about the largest tensor.
-      if (ckpt.source instanceof FileSource) ckpt.source.reuseBuffers = true;
+      // reuse one buffer: memory stays at about the largest tensor. Not when tensors share a storage (views
+      // of one flat buffer): the checkpoint then keeps the storage it read last, so each storage is read
+      // (and its CRC checked) once instead of once per tensor, which made such files quadratic.
+      const uses = new Map<unknown, number>();
+      for (const p of plan.tensors) uses.set(p.tensor.storage, (uses.get(p.tensor.storage) ?? 0) + 1);
+      const shared = [...uses.values()].some((n) => n > 1);
+      if (ckpt.source instanceof FileSource && !shared) ckpt.source.reuseBuffers = true;
       try {
         const largest = plan.tensors.reduce(
           (m, p) => Math.max(m, p.tensor.dtype === p.dtype ? 0 : p.nbytes),
