@@ -15,6 +15,7 @@
 
 import { parseArgs } from "node:util";
 import { fromFloat32, writeFileAtomic, writeSafetensors } from "./converters/safetensors.ts";
+import { architectureOf } from "./converters/metadata.ts";
 import type { TensorMap } from "./converters/types.ts";
 import { T2tVitError } from "./src/errors.ts";
 import { fill } from "./src/fill.ts";
@@ -216,7 +217,7 @@ async function loadModel(o: Options): Promise<T2tVit> {
   if (o.model !== undefined) {
     return await createModel(o.model as ModelName, { weights: tensors, imgSize: o.imgSize });
   }
-  const arch = metadata.architecture;
+  const arch = architectureOf(metadata);
   if (arch && (MODEL_NAMES as readonly string[]).includes(arch) && !metadata.architecture_candidates) {
     return await createModel(arch as ModelName, { weights: tensors, imgSize: o.imgSize });
   }

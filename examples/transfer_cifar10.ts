@@ -374,7 +374,7 @@ async function main(argv: string[]): Promise<number> {
     if (improved) {
       best = ev.accuracy;
       await saveWeights(`${a.out}/best.safetensors`, model, {
-        arch: a.model,
+        architecture: a.model,
         dataset: a.dataset,
         epoch: String(epoch),
         acc: (100 * ev.accuracy).toFixed(3),
@@ -386,7 +386,7 @@ async function main(argv: string[]): Promise<number> {
       seed,
       schedule: schedule.toJSON(),
       extra: { transfer, model: a.model, dataset: a.dataset, imgSize: a.imgSize, args: argv },
-    }, { arch: a.model, dataset: a.dataset });
+    }, { architecture: a.model, dataset: a.dataset });
     const line: LogLine = {
       epoch,
       lr: lrs,

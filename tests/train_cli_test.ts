@@ -90,7 +90,7 @@ Deno.test({
       assert.equal(log1[0].step, 2);
       if (log1[0].test_acc > 0) {
         const best = await readSafetensors(`${dir}/run/best.safetensors`);
-        assert.equal(best.metadata.arch, "t2t_vit_7");
+        assert.equal(best.metadata.architecture, "t2t_vit_7");
         assert.ok(best.tensors.has("tokens_to_token.attention1.w"));
         assert.deepEqual(best.tensors.get("head.weight")!.shape, [10, 256]);
       }

@@ -11,6 +11,7 @@ import type { tf } from "../src/tf.ts";
 import { parseCheckpoint, sniffFormat } from "../converters/checkpoint.ts";
 import { materialize, planConversion } from "../converters/convert.ts";
 import { parseSafetensors } from "../converters/safetensors.ts";
+import { architectureOf } from "../converters/metadata.ts";
 import type { RawTensor, TensorMap } from "../converters/types.ts";
 import { ensureBackend } from "../src/backend.ts";
 import { ModelError, T2tVitError, WeightsError } from "../src/errors.ts";
@@ -338,8 +339,9 @@ export function createModel(
 }
 
 /**
- * Builds the model a weights file describes: a converted file names its architecture (`architecture` and
- * `config` metadata, written by the converter) and a PyTorch checkpoint is recognised from its tensors, so
+ * Builds the model a weights file describes: a converted or trained file names its architecture
+ * (`architecture` metadata, `arch` in older training checkpoints; `config` for custom models) and a PyTorch
+ * checkpoint is recognised from its tensors, so
  * no name is needed. Options as {@linkcode createModel} (class count and image size default to the weights').
  *
  * @throws {ModelError} when the file does not say which architecture it holds
@@ -356,7 +358,7 @@ export async function loadModel(
   opts: Omit<CreateOptions, "weights"> = {},
 ): Promise<T2tVit> {
   const { tensors, file, metadata } = await readWeights(weights);
-  const arch = metadata.architecture;
+  const arch = architectureOf(metadata);
   if (arch !== undefined && (MODEL_NAMES as readonly string[]).includes(arch)) {
     return createModel(arch as ModelName, { ...opts, weights: tensors });
   }

@@ -70,7 +70,7 @@ export async function modelTensors(model: TrainableModel): Promise<TensorMap> {
  * @example
  * ```ts ignore
  * import { saveWeights } from "./checkpoint.ts";
- * await saveWeights("best.safetensors", model, { arch: "t2t_vit_14", acc: "98.1" });
+ * await saveWeights("best.safetensors", model, { architecture: "t2t_vit_14", acc: "98.1" });
  * ```
  */
 export async function saveWeights(
