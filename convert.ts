@@ -29,7 +29,8 @@ import {
 import { readSafetensors } from "./converters/safetensors.ts";
 
 /** The `--help` text. */
-export const USAGE: string = `Usage: deno run -A convert.ts <checkpoint | file.safetensors> [options]
+export const USAGE: string = `Usage: deno run -A convert.ts <checkpoint> [options]
+       deno run -A convert.ts <file.safetensors> [-o out.pth] [--wrap KEY] [options]
 
 Converts a PyTorch checkpoint (.pth, .pth.tar, .pt, .bin; zip or legacy torch.save format, detected from
 its bytes) to a .safetensors file, without Python and without executing any pickle code: only an allowlist
@@ -308,9 +309,16 @@ async function exportMain(input: string, o: ExportFlags): Promise<number> {
     }
     return 0;
   }
+  const output = o.output ?? defaultTorchOutputPath(input);
+  if (/\.safetensors$/i.test(output)) {
+    throw new T2tVitError(
+      `${input} is already a safetensors file; to write PyTorch's format give an output such as ` +
+        `${defaultTorchOutputPath(input)}`,
+    );
+  }
   const t0 = performance.now();
   const r = await exportTorchCheckpoint(input, {
-    output: o.output ?? defaultTorchOutputPath(input),
+    output,
     wrap: o.wrap,
     force: o.force,
     verify: !o["no-verify"],

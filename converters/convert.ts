@@ -12,7 +12,7 @@ import { type ArchitectureInfo, detectArchitecture } from "./arch.ts";
 import { type Checkpoint, openCheckpoint, parseCheckpoint } from "./checkpoint.ts";
 import { FileSource } from "./source.ts";
 import { StagedWriter } from "./staged_writer.ts";
-import { parseSafetensors, readSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
+import { readSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
 import { castFloatInto, type FloatDType } from "./dtype.ts";
 import { TorchTensor } from "./torch_globals.ts";
 import { PyDict } from "./pickle.ts";
@@ -446,33 +446,44 @@ function writeVerified(
 }
 
 /**
- * Re-reads a written safetensors file with the strict reader and compares its metadata and every tensor
- * (dtype, shape, bytes) with the plan's source tensors.
+ * Re-reads a written safetensors file and compares it with the plan: the header (tensor names, dtypes, shapes,
+ * offsets and metadata) must be byte for byte the one the plan serialises to, the file exactly as long as the
+ * header and data, and every tensor's bytes equal to the source tensor materialised again from the checkpoint.
+ * Streams with positioned reads: memory stays at about two tensors, not the file.
  *
  * @throws {SafetensorsError} naming the first tensor that differs
  */
 export function verifyOutput(output: string, plan: ConversionPlan, file?: string, name = output): void {
-  const st = parseSafetensors(Deno.readFileSync(output), name);
   function fail(msg: string, key?: string): never {
     throw new SafetensorsError(`verify failed: ${msg}`, { file: name, key });
   }
-  if (JSON.stringify(st.metadata) !== JSON.stringify(plan.metadata)) {
-    const a = Object.entries(st.metadata).sort();
-    const b = Object.entries(plan.metadata).sort();
-    if (JSON.stringify(a) !== JSON.stringify(b)) fail("metadata differs");
-  }
-  if (st.tensors.size !== plan.tensors.length) {
-    fail(`${st.tensors.size} tensors, expected ${plan.tensors.length}`);
-  }
-  for (const p of plan.tensors) {
-    const got = st.tensors.get(p.name);
-    if (!got) fail("missing", p.name);
-    const want = materialize(p, file);
-    if (got.dtype !== want.dtype) fail(`dtype ${got.dtype}, expected ${want.dtype}`, p.name);
-    if (got.shape.join(",") !== want.shape.join(",")) {
-      fail(`shape [${got.shape}], expected [${want.shape}]`, p.name);
+  const src = FileSource.open(output);
+  try {
+    const header = headerBytes(plan);
+    if (src.size !== header.length + plan.dataBytes) {
+      fail(`file is ${src.size} bytes, expected ${header.length + plan.dataBytes}`);
     }
-    if (!bytesEqual(got.data, want.data)) fail("bytes differ", p.name);
+    if (!bytesEqual(src.read(0, header.length), header)) {
+      // say what differs: the strict reader on the header alone, or the metadata/entries
+      const n = Number(new DataView(src.read(0, 8).buffer).getBigUint64(0, true));
+      fail(
+        n === header.length - 8
+          ? "header differs (names, dtypes, shapes or metadata)"
+          : `header length ${n}, expected ${header.length - 8}`,
+      );
+    }
+    src.reuseBuffers = true;
+    let pos = header.length;
+    for (const p of plan.tensors) {
+      const want = materialize(p, file);
+      if (want.data.length !== p.nbytes) {
+        fail(`source materialised ${want.data.length} bytes, expected ${p.nbytes}`, p.name);
+      }
+      if (!bytesEqual(src.read(pos, p.nbytes), want.data)) fail("bytes differ", p.name);
+      pos += p.nbytes;
+    }
+  } finally {
+    src.close();
   }
 }
 
@@ -623,6 +634,8 @@ export function verifyTorchOutput(
     throw new SafetensorsError(`verify failed: ${msg}`, { file: name, key });
   }
   using ckpt = openCheckpoint(path);
+  // each tensor is compared before the next is read: one reused read buffer
+  if (ckpt.source instanceof FileSource) ckpt.source.reuseBuffers = true;
   let dict = ckpt.root;
   if (wrap !== null) {
     if (!(dict instanceof PyDict) || dict.size !== 1 || !dict.has(wrap)) {

@@ -279,11 +279,31 @@ export function parseSafetensors(bytes: Uint8Array, file?: string): Safetensors 
 export async function readSafetensors(path: string): Promise<Safetensors> {
   let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
+    bytes = await readWhole(path);
   } catch (e) {
     throw new SafetensorsError(`cannot read: ${(e as Error).message}`, { file: path, cause: e });
   }
   return parseSafetensors(bytes, path);
+}
+
+/**
+ * A file's bytes in one buffer of exactly its size (`Deno.readFile` peaks at twice the size of a large file
+ * while it gathers the chunks).
+ */
+async function readWhole(path: string): Promise<Uint8Array> {
+  using f = await Deno.open(path, { read: true });
+  const size = (await f.stat()).size;
+  const out = new Uint8Array(size);
+  let n = 0;
+  while (n < size) {
+    const got = await f.read(out.subarray(n));
+    if (got === null) break;
+    n += got;
+  }
+  // a file that grew or shrank meanwhile: take what is there now
+  if (n < size) return out.subarray(0, n);
+  const more = await f.read(new Uint8Array(1));
+  return more === null ? out : await Deno.readFile(path);
 }
 
 /** One tensor's entry in a safetensors header. */
