@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { StagedWriter } from "../converters/staged_writer.ts";
+import { bytesEqual } from "../converters/convert.ts";
 import { safetensorsHeader, serializeSafetensors } from "../converters/safetensors.ts";
 import type { RawTensor } from "../converters/types.ts";
 
@@ -50,6 +51,33 @@ Deno.test("StagedWriter: output equals serializeSafetensors for every buffering 
   for (const c of cases) check(c);
   // Every size from 0 to 3 chunks after a few staged bytes.
   for (let n = 0; n <= 3 * CHUNK; n++) check([5, n, 7]);
+});
+
+Deno.test("StagedWriter: the default 4 MiB chunk around the 1 MiB pass-through size that broke the old writer", () => {
+  const MiB = 1 << 20;
+  for (
+    const sizes of [
+      [100, MiB - 1, MiB, MiB + 1, 7],
+      [3, 4 * MiB - 1, 5, 4 * MiB, 5, 4 * MiB + 1, 0, 9],
+      [MiB, 1, 2, 3],
+      Array.from({ length: 40 }, (_, i) => (i % 7 === 6 ? MiB + i : 1000 + i)),
+    ]
+  ) {
+    const tensors = new Map<string, RawTensor>();
+    sizes.forEach((n, i) => tensors.set(`t${i}`, { dtype: "U8", shape: [n], data: bytes(n, i) }));
+    const want = serializeSafetensors(tensors, { format: "pt" });
+    const got = new Uint8Array(want.length);
+    let o = 0;
+    const w = new StagedWriter((b) => {
+      got.set(b, o);
+      o += b.length;
+    });
+    w.put(want.subarray(0, want.length - sizes.reduce((a, b) => a + b, 0))); // the header
+    for (const t of tensors.values()) w.put(t.data);
+    w.flush();
+    assert.equal(o, want.length);
+    assert.ok(bytesEqual(got, want), `sizes ${sizes}`);
+  }
 });
 
 Deno.test("StagedWriter: rejects a non-positive chunk", () => {
