@@ -446,9 +446,10 @@ function writeVerified(
 }
 
 /**
- * Re-reads a written safetensors file and compares it with the plan: the header (tensor names, dtypes, shapes,
- * offsets and metadata) must be byte for byte the one the plan serialises to, the file exactly as long as the
- * header and data, and every tensor's bytes equal to the source tensor materialised again from the checkpoint.
+ * Re-reads a written safetensors file and compares it with the plan: the header, parsed back as JSON, must put
+ * every tensor (name, dtype, shape, offsets) where the plan does and hold the planned metadata, and be byte for
+ * byte the header the plan serialises to; the file exactly as long as header and data; and every tensor's
+ * bytes equal to the source tensor materialised again from the checkpoint.
  * Streams with positioned reads: memory stays at about two tensors, not the file.
  *
  * @throws {SafetensorsError} naming the first tensor that differs
@@ -463,15 +464,32 @@ export function verifyOutput(output: string, plan: ConversionPlan, file?: string
     if (src.size !== header.length + plan.dataBytes) {
       fail(`file is ${src.size} bytes, expected ${header.length + plan.dataBytes}`);
     }
-    if (!bytesEqual(src.read(0, header.length), header)) {
-      // say what differs: the strict reader on the header alone, or the metadata/entries
-      const n = Number(new DataView(src.read(0, 8).buffer).getBigUint64(0, true));
-      fail(
-        n === header.length - 8
-          ? "header differs (names, dtypes, shapes or metadata)"
-          : `header length ${n}, expected ${header.length - 8}`,
-      );
+    const onDisk = src.read(0, header.length).slice();
+    const n = Number(new DataView(onDisk.buffer).getBigUint64(0, true));
+    if (n !== header.length - 8) fail(`header length ${n}, expected ${header.length - 8}`);
+    // Read the header back as JSON, independently of the code that wrote it: every entry where the plan
+    // puts it, the metadata as planned, nothing else.
+    let parsed: Record<string, unknown>;
+    try {
+      parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(onDisk.subarray(8)));
+    } catch (e) {
+      fail(`header is not JSON: ${(e as Error).message}`);
     }
+    if (JSON.stringify(parsed.__metadata__ ?? {}) !== JSON.stringify(plan.metadata)) fail("metadata differs");
+    if (Object.keys(parsed).filter((k) => k !== "__metadata__").length !== plan.tensors.length) {
+      fail(`header lists ${Object.keys(parsed).length} entries, expected ${plan.tensors.length} tensors`);
+    }
+    let at = 0;
+    for (const p of plan.tensors) {
+      const e = Object.hasOwn(parsed, p.name) ? parsed[p.name] as Record<string, unknown> : undefined;
+      if (!e) fail("missing from the header", p.name);
+      const want = JSON.stringify([p.dtype, p.shape, [at, at + p.nbytes]]);
+      const got = JSON.stringify([e.dtype, e.shape, e.data_offsets]);
+      if (got !== want) fail(`header entry ${got} (dtype, shape, offsets), expected ${want}`, p.name);
+      at += p.nbytes;
+    }
+    // and byte for byte the header the writer's serialiser makes (padding included)
+    if (!bytesEqual(onDisk, header)) fail("header bytes differ from the serialised plan");
     src.reuseBuffers = true;
     let pos = header.length;
     for (const p of plan.tensors) {

@@ -175,11 +175,36 @@ Deno.test("convert: verifyOutput catches a changed byte", async () => {
   try {
     const output = `${dir}/v.safetensors`;
     await convertCheckpoint(CK("tiny-state-dict.pth"), { output });
-    const b = Deno.readFileSync(output);
+    const good = Deno.readFileSync(output);
+    const b = good.slice();
     b[b.length - 1] ^= 0x80;
     Deno.writeFileSync(output, b);
     using ck = openCheckpoint(CK("tiny-state-dict.pth"));
     assert.throws(() => verifyOutput(output, planConversion(ck), ck.file), /verify failed: bytes differ/);
+    // the header is read back too: metadata, an entry's shape, its length, and the file's length
+    const n = Number(new DataView(good.buffer).getBigUint64(0, true));
+    const text = new TextDecoder().decode(good.subarray(8, 8 + n));
+    const damaged = (edit: (t: string) => string) => {
+      const t = edit(text);
+      assert.notEqual(t, text);
+      const b = good.slice();
+      b.set(new TextEncoder().encode(t), 8);
+      return b;
+    };
+    for (
+      const [bytes, re] of [
+        [damaged((t) => t.replace('"format":"pt"', '"format":"pu"')), /metadata differs/],
+        [damaged((t) => t.replace("[1,1,32]", "[1,32,1]")), /cls_token.*expected/],
+        [good.subarray(0, good.length - 1), /file is \d+ bytes, expected/],
+      ] as const
+    ) {
+      Deno.writeFileSync(output, bytes);
+      assert.throws(() => verifyOutput(output, planConversion(ck), ck.file), re);
+    }
+    const short = good.slice();
+    new DataView(short.buffer).setBigUint64(0, BigInt(n - 8), true);
+    Deno.writeFileSync(output, short);
+    assert.throws(() => verifyOutput(output, planConversion(ck), ck.file), /header length/);
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }

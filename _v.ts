@@ -1,0 +1,10 @@
+import { buildCheckpoint } from "./tests/_big_checkpoints.ts";
+import { readWeights } from "./zoo/mod.ts";
+const man = JSON.parse(Deno.readTextFileSync("tests/fixtures/reference/manifest.json"));
+const dir = Deno.makeTempDirSync();
+const m = man["t2t_vit_14_wide"];
+const b = buildCheckpoint(`${dir}/w.pth`, "views", m.state_dict, { arch: m.factory, imgSize: 224 });
+const t0 = performance.now();
+const r = await readWeights(b.path);
+console.log("readWeights of a views file:", r.tensors.size, "tensors,", ((performance.now() - t0) / 1000).toFixed(2), "s");
+Deno.removeSync(dir, { recursive: true });
