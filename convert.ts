@@ -183,23 +183,8 @@ export async function main(args: string[]): Promise<number> {
       }
       return 0;
     }
-    const size = Deno.statSync(input).size;
-    const showProgress = !o.quiet && size > PROGRESS_MIN_BYTES;
-    const tty = Deno.stderr.isTerminal();
-    const enc = new TextEncoder();
-    let lastShown = -1;
-    const onProgress = showProgress
-      ? (p: ConvertProgress) => {
-        const pct = p.bytesTotal ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 100;
-        const step = tty ? pct : Math.floor(pct / 10) * 10;
-        if (step === lastShown) return;
-        lastShown = step;
-        const line = `converting ${input}: ${pct}% (${p.tensorsDone}/${p.tensorsTotal} tensors, ${
-          mb(p.bytesDone)
-        })`;
-        Deno.stderr.writeSync(enc.encode(tty ? `\r${line}` : `${line}\n`));
-      }
-      : undefined;
+    const progress = progressReporter(input, o.quiet);
+    const onProgress = progress?.update;
     const t0 = performance.now();
     const output = o.output ?? defaultOutputPath(input);
     const r = await convertCheckpoint(input, {
@@ -210,7 +195,7 @@ export async function main(args: string[]): Promise<number> {
       verify: !o["no-verify"],
       onProgress,
     });
-    if (showProgress && tty) Deno.stderr.writeSync(enc.encode("\n"));
+    progress?.done();
     const secs = (performance.now() - t0) / 1000;
     if (o.json) {
       console.log(
@@ -246,6 +231,35 @@ export async function main(args: string[]): Promise<number> {
     console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
     return 3;
   }
+}
+
+/**
+ * Progress on stderr for inputs over 50 MB (unless quiet): a line rewritten in place on a terminal, every 10%
+ * on its own line otherwise.
+ */
+function progressReporter(
+  input: string,
+  quiet: boolean | undefined,
+): { update: (p: ConvertProgress) => void; done: () => void } | undefined {
+  if (quiet || Deno.statSync(input).size <= PROGRESS_MIN_BYTES) return undefined;
+  const tty = Deno.stderr.isTerminal();
+  const enc = new TextEncoder();
+  let lastShown = -1;
+  return {
+    update: (p) => {
+      const pct = p.bytesTotal ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 100;
+      const step = tty ? pct : Math.floor(pct / 10) * 10;
+      if (step === lastShown) return;
+      lastShown = step;
+      const line = `converting ${input}: ${pct}% (${p.tensorsDone}/${p.tensorsTotal} tensors, ${
+        mb(p.bytesDone)
+      })`;
+      Deno.stderr.writeSync(enc.encode(tty ? `\r${line}` : `${line}\n`));
+    },
+    done: () => {
+      if (tty) Deno.stderr.writeSync(enc.encode("\n"));
+    },
+  };
 }
 
 /** True when the file's first bytes are a safetensors header. */
@@ -316,13 +330,16 @@ async function exportMain(input: string, o: ExportFlags): Promise<number> {
         `${defaultTorchOutputPath(input)}`,
     );
   }
+  const progress = progressReporter(input, o.quiet);
   const t0 = performance.now();
   const r = await exportTorchCheckpoint(input, {
     output,
     wrap: o.wrap,
     force: o.force,
     verify: !o["no-verify"],
+    onProgress: progress?.update,
   });
+  progress?.done();
   const secs = (performance.now() - t0) / 1000;
   if (o.json) {
     console.log(JSON.stringify({ ...r, seconds: secs }, null, 1));
