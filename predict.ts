@@ -15,7 +15,7 @@
 
 import { parseArgs } from "node:util";
 import { fromFloat32, writeFileAtomic, writeSafetensors } from "./converters/safetensors.ts";
-import { architectureOf } from "./converters/metadata.ts";
+import { architectureOf } from "./zoo/metadata.ts";
 import type { TensorMap } from "./converters/types.ts";
 import { T2tVitError } from "./src/errors.ts";
 import { fill } from "./src/fill.ts";

@@ -15,7 +15,6 @@
 
 export * from "./types.ts";
 export * from "./safetensors.ts";
-export { ARCHITECTURE_KEY, architectureOf } from "./metadata.ts";
 export { type ByteSource, FileSource, MemorySource } from "./source.ts";
 export { isZip, ZipArchive, type ZipEntry, type ZipReadOptions } from "./zip.ts";
 export {

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { convertCheckpoint, exportTorchCheckpoint } from "../converters/convert.ts";
-import { architectureOf } from "../converters/metadata.ts";
+import { architectureOf } from "../zoo/metadata.ts";
 import { readSafetensors, serializeSafetensors } from "../converters/safetensors.ts";
 import { writeCifar } from "../src/train/mod.ts";
 import { loadModel, setBackend, tf } from "../zoo/mod.ts";

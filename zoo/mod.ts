@@ -73,5 +73,6 @@ export {
   T2tVit,
 } from "../src/model.ts";
 export { resizePosEmbed, sinusoidTable } from "../src/layers/position.ts";
+export { ARCHITECTURE_KEY, architectureOf } from "./metadata.ts";
 export type { DType, RawTensor, TensorMap } from "../converters/types.ts";
 export { ParallelModel, type ParallelOptions } from "./parallel.ts";

@@ -11,7 +11,7 @@ import type { tf } from "../src/tf.ts";
 import { parseCheckpoint, sniffFormat } from "../converters/checkpoint.ts";
 import { materialize, planConversion } from "../converters/convert.ts";
 import { parseSafetensors } from "../converters/safetensors.ts";
-import { architectureOf } from "../converters/metadata.ts";
+import { architectureOf } from "./metadata.ts";
 import type { RawTensor, TensorMap } from "../converters/types.ts";
 import { ensureBackend } from "../src/backend.ts";
 import { ModelError, T2tVitError, WeightsError } from "../src/errors.ts";

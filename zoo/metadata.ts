@@ -1,6 +1,7 @@
 /**
- * The metadata vocabulary of the safetensors files this package writes (converted checkpoints, training
- * checkpoints, the transfer script's `best`/`last` files), in one place:
+ * The metadata vocabulary of the T2T-ViT safetensors files this package writes (converted checkpoints,
+ * training checkpoints, the transfer script's `best`/`last` files), in one place (the converter writes the
+ * keys it knows from file formats: `format`, `source`, `weights_key`, `dtype`; the rest describe the model):
  *
  * | key | meaning |
  * | --- | --- |
