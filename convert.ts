@@ -12,7 +12,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { T2tVitError } from "./src/errors.ts";
+import { T2tVitError } from "./src/core/errors.ts";
 import { openCheckpoint } from "./converters/checkpoint.ts";
 import {
   type ConversionPlan,

@@ -17,12 +17,12 @@
  * @module
  */
 
-export * from "./src/errors.ts";
-export * from "./converters/types.ts";
+export * from "./src/core/errors.ts";
+export * from "./src/core/types.ts";
 export * from "./converters/safetensors.ts";
-export * from "./src/fill.ts";
+export * from "./src/core/fill.ts";
 export * from "./converters/mod.ts";
 export * from "./src/images/mod.ts";
 export * from "./zoo/mod.ts";
 export * from "./src/train/mod.ts";
-export * from "./src/kernels/mod.ts";
+export * from "./zoo/kernels/mod.ts";

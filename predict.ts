@@ -15,9 +15,9 @@
 
 import { parseArgs } from "node:util";
 import { fromFloat32, writeFileAtomic, writeSafetensors } from "./converters/safetensors.ts";
-import type { TensorMap } from "./converters/types.ts";
-import { T2tVitError } from "./src/errors.ts";
-import { fill } from "./src/fill.ts";
+import type { TensorMap } from "./src/core/types.ts";
+import { T2tVitError } from "./src/core/errors.ts";
+import { fill } from "./src/core/fill.ts";
 import {
   attentionRollout,
   attentionStacks,
@@ -35,7 +35,7 @@ import {
   type TransformKind,
 } from "./src/images/mod.ts";
 import { labelsFor, readLabels } from "./src/labels.ts";
-import type { T2tVit } from "./src/model.ts";
+import type { T2tVit } from "./zoo/model.ts";
 import {
   type BackendName,
   configFromKwargs,

@@ -7,15 +7,15 @@
  * @module
  */
 
-import { CheckpointError, SafetensorsError, T2tVitError } from "../src/errors.ts";
-import { type ArchitectureInfo, detectArchitecture } from "./arch.ts";
+import { CheckpointError, SafetensorsError, T2tVitError } from "../src/core/errors.ts";
+import { type ArchitectureInfo, detectArchitecture } from "../zoo/arch.ts";
 import { type Checkpoint, openCheckpoint, parseCheckpoint } from "./checkpoint.ts";
 import { FileSource } from "./source.ts";
 import { StagedWriter } from "./staged_writer.ts";
 import { parseSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
-import { castFloatInto, type FloatDType } from "./dtype.ts";
+import { castFloatInto, type FloatDType } from "../src/core/dtype.ts";
 import type { TorchTensor } from "./torch_globals.ts";
-import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "./types.ts";
+import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "../src/core/types.ts";
 import { type DroppedEntry, selectWeights } from "./weights.ts";
 
 /** `--dtype`: keep each tensor's dtype, or convert floating-point tensors (integer tensors are always kept). */

@@ -12,7 +12,7 @@
  * @module
  */
 
-export * from "./types.ts";
+export * from "../src/core/types.ts";
 export * from "./safetensors.ts";
 export { type ByteSource, FileSource, MemorySource } from "./source.ts";
 export { isZip, ZipArchive, type ZipEntry, type ZipReadOptions } from "./zip.ts";
@@ -73,7 +73,7 @@ export {
   KNOWN_ARCHITECTURES,
   type KnownArchitecture,
   type ShapeMap,
-} from "./arch.ts";
+} from "../zoo/arch.ts";
 export {
   castFloatInto,
   f16BitsToF32,
@@ -81,7 +81,7 @@ export {
   f32BitsToF16,
   type FloatDType,
   isFloatDType,
-} from "./dtype.ts";
+} from "../src/core/dtype.ts";
 export {
   bytesEqual,
   configKwargs,

@@ -8,9 +8,9 @@
  * @module
  */
 
-import { SafetensorsError } from "../src/errors.ts";
-import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "./types.ts";
-import { castFloatInto, f32BitsToBf16, f32BitsToF16 } from "./dtype.ts";
+import { SafetensorsError } from "../src/core/errors.ts";
+import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "../src/core/types.ts";
+import { castFloatInto, f32BitsToBf16, f32BitsToF16 } from "../src/core/dtype.ts";
 
 /** The largest header the reader accepts (100 MB, as the reference implementation does). */
 export const MAX_HEADER_BYTES = 100_000_000;

@@ -20,7 +20,7 @@
 
 import { parseArgs } from "node:util";
 import { createModel, MODEL_NAMES, type ModelName, setBackend } from "../zoo/mod.ts";
-import { T2tVitError } from "../src/errors.ts";
+import { T2tVitError } from "../src/core/errors.ts";
 import { writeFileAtomic } from "../converters/safetensors.ts";
 import {
   AdamW,

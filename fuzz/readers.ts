@@ -8,7 +8,7 @@
  * @module
  */
 
-import { T2tVitError } from "../src/errors.ts";
+import { T2tVitError } from "../src/core/errors.ts";
 import {
   type Checkpoint,
   openCheckpoint,
@@ -33,7 +33,7 @@ import {
   serializeSafetensors,
   toFloat32,
 } from "../converters/safetensors.ts";
-import type { RawTensor, TensorMap } from "../converters/types.ts";
+import type { RawTensor, TensorMap } from "../src/core/types.ts";
 import type { Target } from "./mutate.ts";
 
 /** A broken invariant (as opposed to a typed error, which is a correct outcome). */

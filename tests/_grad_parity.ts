@@ -9,8 +9,8 @@
  */
 import assert from "node:assert/strict";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
-import type { TensorMap } from "../converters/types.ts";
-import { fill, fillInput } from "../src/fill.ts";
+import type { TensorMap } from "../src/core/types.ts";
+import { fill, fillInput } from "../src/core/fill.ts";
 import { disposeGradients, lossAndGradients } from "../src/train/mod.ts";
 import { type BackendName, createModel, type ModelName, setBackend, tf } from "../zoo/mod.ts";
 import { manifest, ref } from "./_fixtures.ts";

@@ -1,6 +1,6 @@
 /** Shared helpers of the kernel tests (wasm and WebGPU). */
 import assert from "node:assert/strict";
-import { configureKernels } from "../src/kernels/mod.ts";
+import { configureKernels } from "../zoo/kernels/mod.ts";
 
 /** Deterministic values in [-1, 1). */
 export function values(n: number, seed: number): Float32Array {

@@ -3,9 +3,9 @@
  * build for a shared heap, our kernel pool on it), runs t2t_vit_7 against the official outputs with our
  * kernels, checks that both threads of the pool run, and prints one JSON line.
  */
-import { enableWasmThreads, prepareKernels, wasmGemmCounters, wasmThreadsCount } from "../src/kernels/mod.ts";
+import { enableWasmThreads, prepareKernels, wasmGemmCounters, wasmThreadsCount } from "../zoo/kernels/mod.ts";
 import { setBackend, tf } from "../zoo/mod.ts";
-import { wasmPoolBarrier, wasmPoolChunks } from "../src/kernels/wasm_runtime.ts";
+import { wasmPoolBarrier, wasmPoolChunks } from "../zoo/kernels/wasm_runtime.ts";
 import { checkForwardParity } from "./_zoo.ts";
 
 const worker = globalThis.Worker;

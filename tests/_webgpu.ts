@@ -1,6 +1,6 @@
 /** Shared set-up of the WebGPU tests: the adapter gate, backend start, validation scopes. */
 import assert from "node:assert/strict";
-import { configureKernels } from "../src/kernels/mod.ts";
+import { configureKernels } from "../zoo/kernels/mod.ts";
 import { setBackend, tf } from "../zoo/mod.ts";
 
 const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;

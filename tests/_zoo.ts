@@ -4,9 +4,9 @@
  */
 import assert from "node:assert/strict";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
-import type { TensorMap } from "../converters/types.ts";
-import { fill, fillInput } from "../src/fill.ts";
-import { traceForward } from "../src/model.ts";
+import type { TensorMap } from "../src/core/types.ts";
+import { fill, fillInput } from "../src/core/fill.ts";
+import { traceForward } from "../zoo/model.ts";
 import { type BackendName, createModel, type ModelName, setBackend, type T2tVit, tf } from "../zoo/mod.ts";
 import { manifest, ref } from "./_fixtures.ts";
 

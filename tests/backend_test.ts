@@ -4,8 +4,8 @@
  * info unreadable after requestDevice), clear errors, and the faster wasm Slice kernel.
  */
 import assert from "node:assert/strict";
-import { T2tVitError } from "../src/errors.ts";
-import { type AdapterLike, type GpuLike, requestWebGpuDevice } from "../src/backend.ts";
+import { T2tVitError } from "../src/core/errors.ts";
+import { type AdapterLike, type GpuLike, requestWebGpuDevice } from "../zoo/backend/backend.ts";
 import { currentBackend, locateWasmBinaries, setBackend, tf } from "../zoo/mod.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { decodeBase64 } from "./_base64.ts";
-import { CheckpointError, UnsafePickleError } from "../src/errors.ts";
+import { CheckpointError, UnsafePickleError } from "../src/core/errors.ts";
 import {
   type Checkpoint,
   openCheckpoint,
@@ -10,11 +10,11 @@ import {
 } from "../converters/checkpoint.ts";
 import { type PyDict, PyObject } from "../converters/pickle.ts";
 import { selectWeights } from "../converters/weights.ts";
-import { detectArchitecture } from "../converters/arch.ts";
+import { detectArchitecture } from "../zoo/arch.ts";
 import { configKwargs, convertToSafetensorsBytes, planConversion } from "../converters/convert.ts";
 import { configFromKwargs, MODEL_CONFIGS, type ModelName } from "../zoo/configs.ts";
 import { parseSafetensors, readSafetensors } from "../converters/safetensors.ts";
-import type { RawTensor, TensorMap } from "../converters/types.ts";
+import type { RawTensor, TensorMap } from "../src/core/types.ts";
 import {
   f32bytes,
   makeLegacyCheckpoint,

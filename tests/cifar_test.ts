@@ -15,7 +15,7 @@ import {
   transformTensor,
   writeCifar,
 } from "../src/train/mod.ts";
-import { DatasetError } from "../src/errors.ts";
+import { DatasetError } from "../src/core/errors.ts";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
 import { ref } from "./_fixtures.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { castFloatInto, f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from "../converters/dtype.ts";
+import { castFloatInto, f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from "../src/core/dtype.ts";
 import { f16ToNumber } from "../converters/safetensors.ts";
-import type { RawTensor } from "../converters/types.ts";
+import type { RawTensor } from "../src/core/types.ts";
 
 const u32 = new Uint32Array(1);
 const f32 = new Float32Array(u32.buffer);

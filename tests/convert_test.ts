@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { CheckpointError, SafetensorsError, UnsafePickleError } from "../src/errors.ts";
+import { CheckpointError, SafetensorsError, UnsafePickleError } from "../src/core/errors.ts";
 import {
   convertCheckpoint,
   convertToSafetensorsBytes,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { fill, fillInput, fnv1a32, unit } from "../src/fill.ts";
+import { fill, fillInput, fnv1a32, unit } from "../src/core/fill.ts";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
 import { ref } from "./_fixtures.ts";
 

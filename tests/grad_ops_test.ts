@@ -1,4 +1,4 @@
-// Every gradient registered by src/train/gradients.ts against central finite differences (cpu backend).
+// Every gradient registered by zoo/backend/gradients.ts against central finite differences (cpu backend).
 import "@tensorflow/tfjs-backend-cpu";
 import * as tf from "@tensorflow/tfjs-core";
 import assert from "node:assert/strict";

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { CheckpointError, UnsafePickleError } from "../src/errors.ts";
+import { CheckpointError, UnsafePickleError } from "../src/core/errors.ts";
 import { type PyValue, unpickle } from "../converters/pickle.ts";
 import {
   ALLOWED_GLOBALS,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { readSafetensors } from "../converters/safetensors.ts";
-import { ImageError } from "../src/errors.ts";
+import { ImageError } from "../src/core/errors.ts";
 import {
   attentionRollout,
   type AttentionStack,

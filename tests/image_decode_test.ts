@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ImageError } from "../src/errors.ts";
+import { ImageError } from "../src/core/errors.ts";
 import {
   decodeImage,
   decodeJpeg,

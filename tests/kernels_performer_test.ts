@@ -1,5 +1,5 @@
 /**
- * The fused token performer (`T2tPerformer`, src/kernels/webgpu_performer.ts) on whatever WebGPU adapter is
+ * The fused token performer (`T2tPerformer`, zoo/kernels/webgpu_performer.ts) on whatever WebGPU adapter is
  * here (in CI: Mesa's software llvmpipe, so sizes are tiny): against a float64 reference of
  * `Token_performer.single_attn` and against the layer's generic path at awkward sizes (odd widths, one
  * random feature, one token, several samples); then the reference's tiny performer model with the fused
@@ -11,11 +11,11 @@
 import assert from "node:assert/strict";
 import { generic, maxAbs, values } from "./_kernels.ts";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
-import { fillInput } from "../src/fill.ts";
+import { fillInput } from "../src/core/fill.ts";
 import { configFromKwargs, createModel, tf } from "../zoo/mod.ts";
-import { fusedPerformer } from "../src/kernels/fused.ts";
-import { ParamStore } from "../src/layers/params.ts";
-import { TokenPerformer } from "../src/layers/t2t.ts";
+import { fusedPerformer } from "../zoo/kernels/fused.ts";
+import { ParamStore } from "../zoo/layers/params.ts";
+import { TokenPerformer } from "../zoo/layers/t2t.ts";
 import { ref } from "./_fixtures.ts";
 import { checked, read, startWebGpu, webgpuTestOptions } from "./_webgpu.ts";
 

@@ -1,5 +1,5 @@
 /**
- * Our wasm kernels (src/kernels): the relaxed-SIMD GEMM that replaces tfjs-backend-wasm's matrix products,
+ * Our wasm kernels (zoo/kernels): the relaxed-SIMD GEMM that replaces tfjs-backend-wasm's matrix products,
  * and the fused GELU, LayerNorm, scaled softmax and attention kernels. Each is checked against a float64
  * reference and against the generic tfjs path the layers use otherwise; the model with the kernels is checked
  * against the official PyTorch outputs (tests/fixtures/reference). Plus: the packed-weight cache follows the
@@ -14,12 +14,12 @@ import {
   prepareKernels,
   resetWasmGemmCounters,
   wasmGemmCounters,
-} from "../src/kernels/mod.ts";
-import { fusedAttention, fusedGelu, fusedLayerNorm, fusedSoftmax } from "../src/kernels/fused.ts";
-import { gemmSupported } from "../src/kernels/wasm_gemm.ts";
-import { wasmPackedCount } from "../src/kernels/wasm_runtime.ts";
-import { attentionCore, gelu, layerNorm } from "../src/layers/ops.ts";
-import { mergeHeads, splitFused } from "../src/layers/attention.ts";
+} from "../zoo/kernels/mod.ts";
+import { fusedAttention, fusedGelu, fusedLayerNorm, fusedSoftmax } from "../zoo/kernels/fused.ts";
+import { gemmSupported } from "../zoo/kernels/wasm_gemm.ts";
+import { wasmPackedCount } from "../zoo/kernels/wasm_runtime.ts";
+import { attentionCore, gelu, layerNorm } from "../zoo/layers/ops.ts";
+import { mergeHeads, splitFused } from "../zoo/layers/attention.ts";
 import { checkForwardParity, summary } from "./_zoo.ts";
 
 await setBackend("wasm");

@@ -1,5 +1,5 @@
 /**
- * Our WebGPU kernels (src/kernels/webgpu_kernels.ts) on whatever adapter is here (in CI: Mesa's software
+ * Our WebGPU kernels (zoo/kernels/webgpu_kernels.ts) on whatever adapter is here (in CI: Mesa's software
  * llvmpipe, so sizes are tiny): LayerNorm, GELU, scaled softmax, flash-style attention and the soft-split
  * gather, each against a float64 reference and the generic tfjs ops; the gather against the official
  * `soft_split0_head`; and the tiny model of the reference with every fused kernel on against the official
@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { generic, maxAbs, values } from "./_kernels.ts";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
-import { fillInput } from "../src/fill.ts";
+import { fillInput } from "../src/core/fill.ts";
 import { configFromKwargs, createModel, tf } from "../zoo/mod.ts";
 import {
   fusedAttention,
@@ -19,10 +19,10 @@ import {
   fusedLayerNorm,
   fusedSoftmax,
   fusedUnfold,
-} from "../src/kernels/fused.ts";
-import { attentionCore, gelu, layerNorm } from "../src/layers/ops.ts";
-import { mergeHeads, splitFused } from "../src/layers/attention.ts";
-import { SoftSplit } from "../src/layers/soft_split.ts";
+} from "../zoo/kernels/fused.ts";
+import { attentionCore, gelu, layerNorm } from "../zoo/layers/ops.ts";
+import { mergeHeads, splitFused } from "../zoo/layers/attention.ts";
+import { SoftSplit } from "../zoo/layers/soft_split.ts";
 import { ref } from "./_fixtures.ts";
 import { checked, read, startWebGpu, webgpuTestOptions } from "./_webgpu.ts";
 

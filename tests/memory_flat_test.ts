@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { ModelError, WeightsError } from "../src/errors.ts";
+import { ModelError, WeightsError } from "../src/core/errors.ts";
 import { convertToSafetensorsBytes } from "../converters/convert.ts";
 import { parseSafetensors, readSafetensors } from "../converters/safetensors.ts";
 import { type BackendName, createModel, readWeights, setBackend, type T2tVit, tf } from "../zoo/mod.ts";

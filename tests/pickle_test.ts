@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Parser } from "pickleparser";
-import { CheckpointError, UnsafePickleError } from "../src/errors.ts";
+import { CheckpointError, UnsafePickleError } from "../src/core/errors.ts";
 import { isTuple, PyDict, PyObject, type PyValue, unpickle } from "../converters/pickle.ts";
 import { ALLOWED_GLOBALS, resolveTorchGlobal, TorchTensor } from "../converters/torch_globals.ts";
 import { parseCheckpoint, walkTensors } from "../converters/checkpoint.ts";

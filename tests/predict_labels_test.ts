@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
-import { T2tVitError } from "../src/errors.ts";
+import { T2tVitError } from "../src/core/errors.ts";
 import { CIFAR100_CLASSES, IMAGENET_CLASSES, labelsFor, parseLabels, readLabels } from "../src/labels.ts";
 
-const DATA = new URL("../data/imagenet_classes.txt", import.meta.url).pathname;
+const DATA = new URL("../src/imagenet_classes.txt", import.meta.url).pathname;
 
-Deno.test("the embedded ImageNet labels are data/imagenet_classes.txt", async () => {
+Deno.test("the embedded ImageNet labels are src/imagenet_classes.txt", async () => {
   // src/imagenet_classes.json is generated from the text file; regenerate it if this fails:
-  // deno eval 'const l = Deno.readTextFileSync("data/imagenet_classes.txt").split("\n").filter(Boolean);
+  // deno eval 'const l = Deno.readTextFileSync("src/imagenet_classes.txt").split("\n").filter(Boolean);
   //   Deno.writeTextFileSync("src/imagenet_classes.json", JSON.stringify(l, null, 2) + "\n")'
   const fromFile = await readLabels(DATA);
   assert.equal(fromFile.length, 1000);

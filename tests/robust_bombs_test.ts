@@ -16,7 +16,7 @@
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import { Buffer } from "node:buffer";
-import { CheckpointError, SafetensorsError } from "../src/errors.ts";
+import { CheckpointError, SafetensorsError } from "../src/core/errors.ts";
 import { unpickle } from "../converters/pickle.ts";
 import { resolveTorchGlobal } from "../converters/torch_globals.ts";
 import { parseCheckpoint, walkTensors } from "../converters/checkpoint.ts";

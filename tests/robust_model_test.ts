@@ -15,9 +15,9 @@ import {
   T2tVitError,
   UnsafePickleError,
   WeightsError,
-} from "../src/errors.ts";
+} from "../src/core/errors.ts";
 import { readSafetensors, serializeSafetensors } from "../converters/safetensors.ts";
-import type { RawTensor, TensorMap } from "../converters/types.ts";
+import type { RawTensor, TensorMap } from "../src/core/types.ts";
 import { createModel, readWeights, setBackend, type T2tVit, tf } from "../zoo/mod.ts";
 import {
   decodeImage,

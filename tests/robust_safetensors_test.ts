@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { CheckpointError, SafetensorsError } from "../src/errors.ts";
+import { CheckpointError, SafetensorsError } from "../src/core/errors.ts";
 import {
   castFloat,
   numberToBf16,
@@ -14,10 +14,10 @@ import {
   safetensorsHeader,
   serializeSafetensors,
 } from "../converters/safetensors.ts";
-import { castFloatInto } from "../converters/dtype.ts";
+import { castFloatInto } from "../src/core/dtype.ts";
 import { keyText, pyRepr, unpickle } from "../converters/pickle.ts";
 import { resolveTorchGlobal } from "../converters/torch_globals.ts";
-import type { RawTensor, TensorMap } from "../converters/types.ts";
+import type { RawTensor, TensorMap } from "../src/core/types.ts";
 import { OP, Pickle } from "./_checkpoint_builders.ts";
 
 const enc = new TextEncoder();

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 // npm:safetensors 0.0.1 ships a UMD bundle (CommonJS to Deno): its exports arrive on the default import.
 import safetensorsJs from "safetensors";
-import { SafetensorsError } from "../src/errors.ts";
+import { SafetensorsError } from "../src/core/errors.ts";
 import {
   parseSafetensors,
   readSafetensors,
@@ -9,7 +9,7 @@ import {
   writeSafetensors,
 } from "../converters/safetensors.ts";
 import { convertCheckpoint } from "../converters/convert.ts";
-import type { TensorMap } from "../converters/types.ts";
+import type { TensorMap } from "../src/core/types.ts";
 import { ref, REFERENCE_DIR } from "./_fixtures.ts";
 
 const enc = new TextEncoder();

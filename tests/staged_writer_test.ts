@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { StagedWriter } from "../converters/staged_writer.ts";
 import { safetensorsHeader, serializeSafetensors } from "../converters/safetensors.ts";
-import type { RawTensor } from "../converters/types.ts";
+import type { RawTensor } from "../src/core/types.ts";
 
 const CHUNK = 64;
 

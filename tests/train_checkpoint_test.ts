@@ -15,8 +15,8 @@ import {
   transferParamGroups,
 } from "../src/train/mod.ts";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
-import type { TensorMap } from "../converters/types.ts";
-import { CheckpointError } from "../src/errors.ts";
+import type { TensorMap } from "../src/core/types.ts";
+import { CheckpointError } from "../src/core/errors.ts";
 
 await tf.setBackend("cpu");
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import { Buffer } from "node:buffer";
-import { CheckpointError } from "../src/errors.ts";
+import { CheckpointError } from "../src/core/errors.ts";
 import { FileSource, MemorySource } from "../converters/source.ts";
 import { ZipArchive } from "../converters/zip.ts";
 import { parseCheckpoint } from "../converters/checkpoint.ts";

@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
-import { ModelError } from "../src/errors.ts";
-import { resizePosEmbedTensor } from "../src/model.ts";
+import { ModelError } from "../src/core/errors.ts";
+import { resizePosEmbedTensor } from "../zoo/model.ts";
 import {
   configFromKwargs,
   createModel,

@@ -5,9 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { readSafetensors, serializeSafetensors, toFloat32 } from "../converters/safetensors.ts";
-import type { TensorMap } from "../converters/types.ts";
-import { ModelError, SafetensorsError, WeightsError } from "../src/errors.ts";
-import { fill, fillInput } from "../src/fill.ts";
+import type { TensorMap } from "../src/core/types.ts";
+import { ModelError, SafetensorsError, WeightsError } from "../src/core/errors.ts";
+import { fill, fillInput } from "../src/core/fill.ts";
 import {
   configFromKwargs,
   createModel,

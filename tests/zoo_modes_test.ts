@@ -4,8 +4,8 @@
  * of every trainable parameter (the same on every backend), and the exact-erf GELU.
  */
 import assert from "node:assert/strict";
-import { fillInput } from "../src/fill.ts";
-import { gelu } from "../src/layers/ops.ts";
+import { fillInput } from "../src/core/fill.ts";
+import { gelu } from "../zoo/layers/ops.ts";
 import { type BackendName, createModel, setBackend, type T2tVit, tf } from "../zoo/mod.ts";
 import { maxAbsDiff } from "./_zoo.ts";
 

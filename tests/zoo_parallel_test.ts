@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { serializeSafetensors } from "../converters/safetensors.ts";
-import { ModelError, WeightsError } from "../src/errors.ts";
-import { fillInput } from "../src/fill.ts";
+import { ModelError, WeightsError } from "../src/core/errors.ts";
+import { fillInput } from "../src/core/fill.ts";
 import { createModel, ParallelModel, setBackend, tf } from "../zoo/mod.ts";
 import { ref } from "./_fixtures.ts";
 

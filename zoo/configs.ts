@@ -5,7 +5,7 @@
  * @module
  */
 
-import { ModelError } from "../src/errors.ts";
+import { ModelError } from "../src/core/errors.ts";
 
 /** The factory names the official code registers with timm. */
 export type ModelName =

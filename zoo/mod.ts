@@ -15,7 +15,7 @@
  * @module
  */
 
-export { tf } from "../src/tf.ts";
+export { tf } from "../src/core/tf.ts";
 
 export {
   type BackendName,
@@ -26,7 +26,7 @@ export {
   setBackend,
   webGpuAdapter,
   type WebGpuAdapterSummary,
-} from "../src/backend.ts";
+} from "./backend/backend.ts";
 export {
   type BlockType,
   configFromKwargs,
@@ -65,13 +65,7 @@ export {
   T2tVitT19,
   T2tVitT24,
 } from "./models.ts";
-export {
-  type ForwardOptions,
-  type LoadOptions,
-  type LoadReport,
-  type ModelInit,
-  T2tVit,
-} from "../src/model.ts";
-export { resizePosEmbed, sinusoidTable } from "../src/layers/position.ts";
-export type { DType, RawTensor, TensorMap } from "../converters/types.ts";
+export { type ForwardOptions, type LoadOptions, type LoadReport, type ModelInit, T2tVit } from "./model.ts";
+export { resizePosEmbed, sinusoidTable } from "./layers/position.ts";
+export type { DType, RawTensor, TensorMap } from "../src/core/types.ts";
 export { ParallelModel, type ParallelOptions } from "./parallel.ts";

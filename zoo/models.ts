@@ -7,14 +7,14 @@
  * @module
  */
 
-import type { tf } from "../src/tf.ts";
+import type { tf } from "../src/core/tf.ts";
 import { parseCheckpoint, sniffFormat } from "../converters/checkpoint.ts";
 import { materialize, planConversion } from "../converters/convert.ts";
 import { parseSafetensors } from "../converters/safetensors.ts";
-import type { RawTensor, TensorMap } from "../converters/types.ts";
-import { ensureBackend } from "../src/backend.ts";
-import { ModelError, T2tVitError, WeightsError } from "../src/errors.ts";
-import { paramStoreOf, T2tVit } from "../src/model.ts";
+import type { RawTensor, TensorMap } from "../src/core/types.ts";
+import { ensureBackend } from "./backend/backend.ts";
+import { ModelError, T2tVitError, WeightsError } from "../src/core/errors.ts";
+import { paramStoreOf, T2tVit } from "./model.ts";
 import {
   configFromKwargs,
   MODEL_CONFIGS,

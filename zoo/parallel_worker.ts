@@ -5,9 +5,9 @@
  * @module
  */
 
-import { T2tVitError } from "../src/errors.ts";
-import type { T2tVit } from "../src/model.ts";
-import { type BackendName, setBackend } from "../src/backend.ts";
+import { T2tVitError } from "../src/core/errors.ts";
+import type { T2tVit } from "./model.ts";
+import { type BackendName, setBackend } from "./backend/backend.ts";
 import * as tf from "@tensorflow/tfjs-core";
 import { createModel } from "./models.ts";
 import type { WorkerReply, WorkerRequest } from "./parallel.ts";

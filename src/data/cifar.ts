@@ -15,7 +15,7 @@
  * @module
  */
 
-import { DatasetError } from "../errors.ts";
+import { DatasetError } from "../core/errors.ts";
 import { writeFileAtomic } from "../../converters/safetensors.ts";
 
 /** The two datasets. */

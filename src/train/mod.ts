@@ -46,7 +46,7 @@ export {
   weightDecayParamGroups,
 } from "./optim.ts";
 export { CosineSchedule, type CosineScheduleOptions, type HasLrGroups } from "./schedule.ts";
-export { Rng, withSeededMathRandom } from "./rng.ts";
+export { Rng, withSeededMathRandom } from "../core/rng.ts";
 export {
   type Batch,
   disposeGradients,
@@ -98,5 +98,9 @@ export {
   transformCpu,
   transformTensor,
 } from "../data/transforms.ts";
-export { registerTrainingGradients, shareWasmIdentity, TRAINING_GRADIENTS } from "./gradients.ts";
+export {
+  registerTrainingGradients,
+  shareWasmIdentity,
+  TRAINING_GRADIENTS,
+} from "../../zoo/backend/gradients.ts";
 export { formatDuration, ProgressBar, type ProgressOptions } from "./progress.ts";

@@ -6,13 +6,13 @@
  * @module
  */
 
-import { tf } from "../tf.ts";
-import { shareWasmIdentity } from "./gradients.ts";
-import type { TensorMap } from "../../converters/types.ts";
-import { ModelError } from "../errors.ts";
+import { tf } from "../core/tf.ts";
+import { shareWasmIdentity } from "../../zoo/backend/gradients.ts";
+import type { TensorMap } from "../core/types.ts";
+import { ModelError } from "../core/errors.ts";
 import { crossEntropy, type Labels } from "./loss.ts";
 import { clipGradNorm, type Gradients, type NamedParameters, type Optimizer } from "./optim.ts";
-import { Rng, withSeededMathRandom } from "./rng.ts";
+import { Rng, withSeededMathRandom } from "../core/rng.ts";
 import type { CosineSchedule } from "./schedule.ts";
 
 /**

@@ -11,8 +11,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
-import { T2tVitError } from "./errors.ts";
-import { enableWasmThreads } from "./kernels/wasm_threads.ts";
+import { T2tVitError } from "../../src/core/errors.ts";
+import { enableWasmThreads } from "../kernels/wasm_threads.ts";
 
 /** The backends the zoo runs on. */
 export type BackendName = "webgpu" | "wasm" | "cpu";

@@ -14,7 +14,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import type { tf as publicTf } from "../tf.ts";
+import type { tf as publicTf } from "../../src/core/tf.ts";
 
 type T = tf.Tensor;
 type Attrs = tf.NamedAttrMap;

@@ -14,7 +14,7 @@
  * @example
  * ```ts ignore
  * import { enableWasmThreads, kernelStatus } from "./mod.ts";
- * import { createModel, setBackend, tf } from "../../zoo/mod.ts";
+ * import { createModel, setBackend, tf } from "../mod.ts";
  * enableWasmThreads(navigator.hardwareConcurrency); // before the wasm backend starts
  * await setBackend("wasm");
  * const model = await createModel("t2t_vit_14");

@@ -6,13 +6,13 @@
  * @module
  */
 
-import { tf } from "./tf.ts";
+import { tf } from "../src/core/tf.ts";
 import { toFloat32 } from "../converters/safetensors.ts";
-import { DTYPE_SIZE, type RawTensor, type TensorMap } from "../converters/types.ts";
-import { type PretrainedCfg, pretrainedCfgOf, type T2tVitConfig } from "../zoo/configs.ts";
-import { ModelError, WeightsError } from "./errors.ts";
+import { DTYPE_SIZE, type RawTensor, type TensorMap } from "../src/core/types.ts";
+import { type PretrainedCfg, pretrainedCfgOf, type T2tVitConfig } from "./configs.ts";
+import { ModelError, WeightsError } from "../src/core/errors.ts";
 // tfjs-core registers no gradients of its own; the training module's set covers every kernel used here
-import "./train/gradients.ts";
+import "./backend/gradients.ts";
 import { type BackboneLayer, Block, DenseBlock, Transition } from "./layers/blocks.ts";
 import { LayerNorm, Linear } from "./layers/linear.ts";
 import { type Ctx, dropout } from "./layers/ops.ts";

@@ -174,7 +174,7 @@ function tidyWorkers(backend: unknown): void {
  * @example
  * ```ts ignore
  * import { enableWasmThreads } from "./wasm_threads.ts";
- * import { setBackend } from "../backend.ts";
+ * import { setBackend } from "../backend/backend.ts";
  * enableWasmThreads(navigator.hardwareConcurrency);
  * await setBackend("wasm");
  * ```
