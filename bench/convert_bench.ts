@@ -16,6 +16,7 @@
 
 import { parseArgs } from "node:util";
 import { convertCheckpoint, type DTypeOption } from "../converters/convert.ts";
+import { describeWeights } from "../zoo/arch.ts";
 
 function vm(field: "VmHWM" | "VmRSS"): number | null {
   try {
@@ -60,6 +61,7 @@ for (let i = 0; i < runs; i++) {
     output,
     force: true,
     dtype: values.dtype as DTypeOption,
+    describe: describeWeights,
     onProgress: () => {
       const rss = Deno.memoryUsage().rss;
       if (rss > rssPeak) rssPeak = rss;

@@ -1,11 +1,13 @@
 /**
  * Converters: read PyTorch checkpoints (zip and legacy `torch.save` files) without executing pickle code,
- * pick the weights, recognise the T2T-ViT architecture, and write safetensors.
+ * pick the weights and write safetensors. File formats only: recognising a T2T-ViT is the zoo's
+ * `describeWeights`, passed in as the `describe` option.
  *
  * @example
  * ```ts ignore
  * import { convertCheckpoint } from "./mod.ts";
- * const r = await convertCheckpoint("81.5_T2T_ViT_14.pth.tar");
+ * import { describeWeights } from "../zoo/mod.ts";
+ * const r = await convertCheckpoint("81.5_T2T_ViT_14.pth.tar", { describe: describeWeights });
  * console.log(r.output, r.architecture.name, r.tensors.length);
  * ```
  *
@@ -65,16 +67,6 @@ export {
   type WeightSelection,
 } from "./weights.ts";
 export {
-  type ArchFamily,
-  type ArchitectureInfo,
-  detectArchitecture,
-  type DetectedTokensType,
-  type DetectOptions,
-  KNOWN_ARCHITECTURES,
-  type KnownArchitecture,
-  type ShapeMap,
-} from "../zoo/arch.ts";
-export {
   castFloatInto,
   f16BitsToF32,
   f32BitsToBf16,
@@ -84,7 +76,6 @@ export {
 } from "../src/core/dtype.ts";
 export {
   bytesEqual,
-  configKwargs,
   type ConversionPlan,
   convertCheckpoint,
   type ConvertFileOptions,
@@ -93,6 +84,7 @@ export {
   type ConvertResult,
   convertToSafetensorsBytes,
   defaultOutputPath,
+  type Describe,
   DTYPE_OPTIONS,
   type DTypeOption,
   materialize,

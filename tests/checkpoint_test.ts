@@ -10,8 +10,8 @@ import {
 } from "../converters/checkpoint.ts";
 import { type PyDict, PyObject } from "../converters/pickle.ts";
 import { selectWeights } from "../converters/weights.ts";
-import { detectArchitecture } from "../zoo/arch.ts";
-import { configKwargs, convertToSafetensorsBytes, planConversion } from "../converters/convert.ts";
+import { configKwargs, describeWeights, detectArchitecture } from "../zoo/arch.ts";
+import { convertToSafetensorsBytes, planConversion } from "../converters/convert.ts";
 import { configFromKwargs, MODEL_CONFIGS, type ModelName } from "../zoo/configs.ts";
 import { parseSafetensors, readSafetensors } from "../converters/safetensors.ts";
 import type { RawTensor, TensorMap } from "../src/core/types.ts";
@@ -195,7 +195,7 @@ Deno.test("checkpoint: strided, offset and shared-storage views are materialised
 Deno.test("checkpoint: t2t_vit_7.pth.tar is t2t_vit_7, EMA picked, 111 tensors = state_dict + 1e-3", () => {
   const m = manifest()["t2t_vit_7"];
   for (const c of both("t2t_vit_7.pth.tar")) {
-    const plan = planConversion(c);
+    const plan = planConversion(c, { describe: describeWeights });
     assert.equal(plan.weightsKey, "state_dict_ema");
     assert.equal(plan.tensors.length, 111);
     assert.equal(plan.architecture.name, "t2t_vit_7");

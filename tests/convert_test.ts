@@ -12,6 +12,7 @@ import { parseSafetensors, readSafetensors } from "../converters/safetensors.ts"
 import { f32bytes, makeLegacyCheckpoint, makeZipCheckpoint, torchPickle } from "./_checkpoint_builders.ts";
 import { ref } from "./_fixtures.ts";
 import { ZipArchive } from "../converters/zip.ts";
+import { describeWeights } from "../zoo/arch.ts";
 import { MemorySource } from "../converters/source.ts";
 
 const CK = (f: string) => ref(`checkpoints/${f}`);
@@ -70,7 +71,12 @@ Deno.test("convert: library conversion of every fixture, metadata, streaming = i
     for (const [file, key, arch] of cases) {
       const output = `${dir}/${file}.safetensors`;
       let calls = 0;
-      const r = await convertCheckpoint(CK(file), { output, verify: true, onProgress: () => calls++ });
+      const r = await convertCheckpoint(CK(file), {
+        output,
+        verify: true,
+        describe: describeWeights,
+        onProgress: () => calls++,
+      });
       assert.equal(r.verified, true);
       assert.equal(calls, r.tensors.length, `${file}: progress after each tensor`);
       const bytes = Deno.readFileSync(output);
@@ -81,7 +87,10 @@ Deno.test("convert: library conversion of every fixture, metadata, streaming = i
       assert.equal(st.metadata.weights_key, key);
       assert.equal(st.metadata.architecture, arch, file);
       // the streaming writer and the in-memory path (the shared serializer) produce identical files
-      const mem = convertToSafetensorsBytes(Deno.readFileSync(CK(file)), { file: CK(file) });
+      const mem = convertToSafetensorsBytes(Deno.readFileSync(CK(file)), {
+        file: CK(file),
+        describe: describeWeights,
+      });
       assert.deepEqual(mem.bytes, bytes, `${file}: streamed bytes = serializeSafetensors bytes`);
       if (arch === "custom" && !file.includes("16")) {
         assert.equal(st.metadata.img_size, "32");

@@ -21,6 +21,7 @@ import { unpickle } from "../converters/pickle.ts";
 import { resolveTorchGlobal } from "../converters/torch_globals.ts";
 import { parseCheckpoint, walkTensors } from "../converters/checkpoint.ts";
 import { convertToSafetensorsBytes, planConversion } from "../converters/convert.ts";
+import { describeWeights } from "../zoo/arch.ts";
 import { selectWeights } from "../converters/weights.ts";
 import { parseSafetensors } from "../converters/safetensors.ts";
 import { MemorySource } from "../converters/source.ts";
@@ -329,8 +330,8 @@ group("deeply nested pickle structures never overflow the stack anywhere downstr
         for (const [, t] of walkTensors(ck.root)) t.read();
         selectWeights(ck.root, { key: "state_dict" });
         assert.throws(() => selectWeights(ck.root, { key: "nope" }), /no key 'nope'/);
-        planConversion(ck);
-        convertToSafetensorsBytes(ck);
+        planConversion(ck, { describe: describeWeights });
+        convertToSafetensorsBytes(ck, { describe: describeWeights });
       } catch (e) {
         // a clear refusal is fine; a RangeError (stack overflow) is not
         assert.ok(e instanceof CheckpointError, `${what}: ${e}`);
@@ -354,7 +355,7 @@ group("shared memo references (a billion laughs) stay a DAG, never expanded", ()
   bomb("billion laughs", () => {
     const ck = parseCheckpoint(bytes, "laughs.pth");
     assert.equal([...walkTensors(ck.root, 100)].length, 2, "each reachable tensor is visited once");
-    const r = convertToSafetensorsBytes(ck);
+    const r = convertToSafetensorsBytes(ck, { describe: describeWeights });
     assert.equal(r.plan.tensors.length, 1);
   });
 });

@@ -6,6 +6,10 @@
  * @module
  */
 
+import type { ShapeMap } from "../src/core/types.ts";
+
+export type { ShapeMap };
+
 /** Block families of the official code. */
 export type ArchFamily = "t2t_vit" | "t2t_vit_se" | "t2t_vit_ghost" | "t2t_vit_dense";
 
@@ -195,9 +199,6 @@ export interface ArchitectureInfo {
   growthRate?: number;
 }
 
-/** Anything with a shape, keyed by state_dict name: a TensorMap, selected checkpoint tensors, or plain shapes. */
-export type ShapeMap = ReadonlyMap<string, { readonly shape: readonly number[] }>;
-
 /** Options of {@link detectArchitecture}. */
 export interface DetectOptions {
   /**
@@ -337,4 +338,67 @@ export function detectArchitecture(tensors: ShapeMap, opts: DetectOptions = {}):
   info.name = chosen.name;
   info.numHeads = chosen.numHeads;
   return info;
+}
+
+/**
+ * The architecture as the official constructor's keyword arguments (snake_case, the form of the reference
+ * files' `config` metadata and of the zoo's `configFromKwargs`). Unknown values are left out rather than
+ * guessed: a custom model's head count cannot be read from its weights.
+ *
+ * @example
+ * ```ts ignore
+ * import { configKwargs, detectArchitecture } from "./arch.ts";
+ * configKwargs(detectArchitecture(shapes)); // { img_size: 224, tokens_type: "performer", embed_dim: 256, ... }
+ * ```
+ */
+export function configKwargs(arch: ArchitectureInfo): Record<string, unknown> {
+  const blockType = {
+    t2t_vit: "vit",
+    t2t_vit_se: "se",
+    t2t_vit_ghost: "ghost",
+    t2t_vit_dense: "dense",
+  } as const;
+  const out: Record<string, unknown> = {
+    img_size: arch.imgSize,
+    tokens_type: arch.tokensType,
+    embed_dim: arch.embedDim,
+    // dense models count blocks through block_config; the official factory leaves depth at its default
+    depth: arch.family === "t2t_vit_dense" ? null : arch.depth,
+    num_heads: arch.numHeads,
+    mlp_ratio: arch.mlpRatio,
+    token_dim: arch.tokenDim,
+    num_classes: arch.numClasses,
+    in_chans: arch.inChans,
+  };
+  if (arch.family !== null && arch.family !== "t2t_vit") out.block_type = blockType[arch.family];
+  if (arch.blockConfig) out.block_config = arch.blockConfig;
+  if (arch.growthRate !== undefined) out.growth_rate = arch.growthRate;
+  for (const k of Object.keys(out)) if (out[k] === null || out[k] === undefined) delete out[k];
+  return out;
+}
+
+/**
+ * The converter's `describe` hook for T2T-ViT checkpoints: detects the architecture and records it in the
+ * output's metadata (`architecture`, `img_size`, `num_classes`, `architecture_candidates` when the weights fit
+ * several variants, and `config`: {@link configKwargs} as JSON, which `loadModel` builds the model from).
+ *
+ * @example
+ * ```ts ignore
+ * import { convertCheckpoint } from "../converters/mod.ts";
+ * import { describeWeights } from "./arch.ts";
+ * const r = await convertCheckpoint("71.7_T2T_ViT_7.pth.tar", { describe: describeWeights });
+ * r.architecture.name; // "t2t_vit_7"
+ * ```
+ */
+export function describeWeights(
+  tensors: ShapeMap,
+  hints: (string | null | undefined)[],
+): { architecture: ArchitectureInfo; metadata: Record<string, string> } {
+  const arch = detectArchitecture(tensors, { hints });
+  const metadata: Record<string, string> = { architecture: arch.name };
+  if (arch.imgSize !== null) metadata.img_size = String(arch.imgSize);
+  metadata.num_classes = String(arch.numClasses);
+  if (arch.candidates.length > 1) metadata.architecture_candidates = arch.candidates.join(",");
+  if (arch.family !== null) metadata.config = JSON.stringify(configKwargs(arch));
+  return { architecture: arch, metadata };
 }

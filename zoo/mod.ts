@@ -18,6 +18,18 @@
 export { tf } from "../src/core/tf.ts";
 
 export {
+  type ArchFamily,
+  type ArchitectureInfo,
+  configKwargs,
+  describeWeights,
+  detectArchitecture,
+  type DetectedTokensType,
+  type DetectOptions,
+  KNOWN_ARCHITECTURES,
+  type KnownArchitecture,
+  type ShapeMap,
+} from "./arch.ts";
+export {
   type BackendName,
   type BackendOptions,
   currentBackend,

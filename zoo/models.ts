@@ -10,6 +10,7 @@
 import type { tf } from "../src/core/tf.ts";
 import { parseCheckpoint, sniffFormat } from "../converters/checkpoint.ts";
 import { materialize, planConversion } from "../converters/convert.ts";
+import { describeWeights } from "./arch.ts";
 import { parseSafetensors } from "../converters/safetensors.ts";
 import type { RawTensor, TensorMap } from "../src/core/types.ts";
 import { ensureBackend } from "./backend/backend.ts";
@@ -93,7 +94,7 @@ export async function readWeights(
   if (kind === "zip" || kind === "legacy") {
     const ckpt = parseCheckpoint(bytes, file);
     try {
-      const plan = planConversion(ckpt);
+      const plan = planConversion(ckpt, { describe: describeWeights });
       const tensors: TensorMap = new Map();
       for (const p of plan.tensors) tensors.set(p.name, materialize(p, ckpt.file));
       return { tensors, file, metadata: plan.metadata };

@@ -8,7 +8,7 @@
 import { T2tVitError } from "../src/core/errors.ts";
 import type { T2tVit } from "./model.ts";
 import { type BackendName, setBackend } from "./backend/backend.ts";
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../src/core/tf.ts";
 import { createModel } from "./models.ts";
 import type { WorkerReply, WorkerRequest } from "./parallel.ts";
 

@@ -46,6 +46,8 @@ export declare namespace tf {
   export type TensorContainer = tfc.TensorContainer;
   /** A kernel gradient registration (`tf.registerGradient`). */
   export type GradConfig = tfc.GradConfig;
+  /** What a custom gradient's forward function receives to keep tensors for its backward pass. */
+  export type GradSaveFunc = tfc.GradSaveFunc;
   /** A tfjs optimizer (`tf.train.adam(...)` etc.). */
   export type Optimizer = tfc.Optimizer;
 }

@@ -37,3 +37,6 @@ export interface RawTensor {
 
 /** An ordered map of PyTorch key to tensor (insertion order is the checkpoint's order). */
 export type TensorMap = Map<string, RawTensor>;
+
+/** Anything with a shape, keyed by state_dict name: a TensorMap, selected checkpoint tensors, or plain shapes. */
+export type ShapeMap = ReadonlyMap<string, { readonly shape: readonly number[] }>;

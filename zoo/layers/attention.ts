@@ -6,7 +6,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../../src/core/tf.ts";
 import { Linear } from "./linear.ts";
 import { fusedAttention } from "../kernels/fused.ts";
 import { attentionCore, type Ctx, dropout } from "./ops.ts";

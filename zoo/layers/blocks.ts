@@ -6,7 +6,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../../src/core/tf.ts";
 import { Attention, type AttentionOptions, GhostAttention } from "./attention.ts";
 import { LayerNorm, Linear } from "./linear.ts";
 import { type Ctx, dropout, dropPath, gelu } from "./ops.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../../src/core/tf.ts";
 import type { Init, ParamStore } from "./params.ts";
 import { layerNorm } from "./ops.ts";
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../../src/core/tf.ts";
 import { fusedGelu, fusedLayerNorm, fusedSoftmax } from "../kernels/fused.ts";
 
 /** Per-call state of a forward pass. */

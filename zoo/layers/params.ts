@@ -5,7 +5,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../../src/core/tf.ts";
 
 /** A seeded pseudo-random generator (SplitMix32-style) for reproducible initialisation. */
 export class Rng {

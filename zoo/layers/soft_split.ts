@@ -10,7 +10,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../../src/core/tf.ts";
 import { fusedUnfold } from "../kernels/fused.ts";
 
 /** The `(k, k, C, k*k)` depthwise kernel picking offset `(i, j)` into multiplier channel `i * k + j`. */

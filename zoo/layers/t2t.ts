@@ -5,7 +5,7 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs-core";
+import { tf } from "../../src/core/tf.ts";
 import { splitFused } from "./attention.ts";
 import { Mlp } from "./blocks.ts";
 import { LayerNorm, Linear, linear2d, TransposedCache } from "./linear.ts";
