@@ -14,7 +14,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { fromFloat32, writeFileAtomic, writeSafetensors } from "./converters/safetensors.ts";
+import { fromFloat32, writeSafetensors } from "./converters/safetensors.ts";
+import { writeFileAtomic } from "./src/core/atomic.ts";
 import type { TensorMap } from "./src/core/types.ts";
 import { T2tVitError } from "./src/core/errors.ts";
 import { fill } from "./src/core/fill.ts";

@@ -16,6 +16,7 @@
 
 export * from "../src/core/types.ts";
 export * from "./safetensors.ts";
+export { writeFileAtomic, type WriteOptions } from "../src/core/atomic.ts";
 export { type ByteSource, FileSource, MemorySource } from "./source.ts";
 export { isZip, ZipArchive, type ZipEntry, type ZipReadOptions } from "./zip.ts";
 export {

@@ -9,6 +9,7 @@
  */
 
 import { SafetensorsError } from "../src/core/errors.ts";
+import { writeFileAtomic, type WriteOptions } from "../src/core/atomic.ts";
 import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "../src/core/types.ts";
 import { castFloatInto, f32BitsToBf16, f32BitsToF16 } from "../src/core/dtype.ts";
 
@@ -374,40 +375,6 @@ export function serializeSafetensors(tensors: TensorMap, metadata: Record<string
   return out;
 }
 
-/** Options of {@link writeSafetensors} and {@link writeFileAtomic}. */
-export interface WriteOptions {
-  /** Overwrite an existing file (default false: an existing file is an error). */
-  force?: boolean;
-}
-
-/**
- * Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a failure never
- * leaves a half-written file. Refuses to overwrite unless `force`.
- */
-export async function writeFileAtomic(
-  path: string,
-  bytes: Uint8Array,
-  opts: WriteOptions = {},
-): Promise<void> {
-  if (!opts.force) {
-    try {
-      await Deno.lstat(path);
-      throw new SafetensorsError("already exists (use force to overwrite)", { file: path });
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-  }
-  const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  try {
-    await Deno.writeFile(tmp, bytes, { createNew: true });
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    if (e instanceof SafetensorsError) throw e;
-    throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: path, cause: e });
-  }
-}
-
 /**
  * Writes tensors as a safetensors file, atomically (temporary file + rename).
  *
@@ -425,7 +392,7 @@ export async function writeSafetensors(
   metadata: Record<string, string> = {},
   opts: WriteOptions = {},
 ): Promise<void> {
-  await writeFileAtomic(path, serializeSafetensors(tensors, metadata), opts);
+  await writeFileAtomic(path, serializeSafetensors(tensors, metadata), opts, SafetensorsError);
 }
 
 const f32buf = new Float32Array(1);

@@ -21,7 +21,7 @@
 import { parseArgs } from "node:util";
 import { createModel, MODEL_NAMES, type ModelName, setBackend } from "../zoo/mod.ts";
 import { T2tVitError } from "../src/core/errors.ts";
-import { writeFileAtomic } from "../converters/safetensors.ts";
+import { writeFileAtomic } from "../src/core/atomic.ts";
 import {
   AdamW,
   type AdamWOptions,

@@ -16,7 +16,7 @@
  */
 
 import { DatasetError } from "../core/errors.ts";
-import { writeFileAtomic } from "../../converters/safetensors.ts";
+import { writeFileAtomic } from "../core/atomic.ts";
 
 /** The two datasets. */
 export type CifarName = "cifar10" | "cifar100";
