@@ -42,6 +42,7 @@ import {
   configFromKwargs,
   createModel,
   currentBackend,
+  isModelName,
   MODEL_NAMES,
   type ModelName,
   readWeights,
@@ -156,7 +157,7 @@ function parse(args: string[]): Options | "help" {
   if (o.backend !== undefined && !["webgpu", "wasm", "cpu"].includes(o.backend)) {
     throw new UsageError(`--backend must be webgpu, wasm or cpu, not '${o.backend}'`);
   }
-  if (o.model !== undefined && !(MODEL_NAMES as readonly string[]).includes(o.model)) {
+  if (o.model !== undefined && !isModelName(o.model)) {
     throw new UsageError(`unknown model '${o.model}' (known: ${MODEL_NAMES.join(", ")})`);
   }
   if (o.transform !== "eval" && o.transform !== "cifar") {
@@ -218,7 +219,7 @@ async function loadModel(o: Options): Promise<T2tVit> {
     return await createModel(o.model as ModelName, { weights: tensors, imgSize: o.imgSize });
   }
   const arch = metadata.architecture;
-  if (arch && (MODEL_NAMES as readonly string[]).includes(arch) && !metadata.architecture_candidates) {
+  if (arch && isModelName(arch) && !metadata.architecture_candidates) {
     return await createModel(arch as ModelName, { weights: tensors, imgSize: o.imgSize });
   }
   if (metadata.config) {

@@ -22,6 +22,7 @@ import {
   T2tVit14,
   T2tVit7,
   tf,
+  VARIANTS,
 } from "../zoo/mod.ts";
 import { manifest, ref } from "./_fixtures.ts";
 import { maxAbsDiff } from "./_zoo.ts";
@@ -49,6 +50,9 @@ for (const [entry, m] of Object.entries(manifest())) {
       const ours = [...model.stateDict()].map(([k, v]) => [k, v.shape]);
       assert.deepEqual(ours, m.state_dict);
       assert.equal(model.parameterCount(), m.params_total);
+      if (m.img_size === 224) {
+        assert.equal(VARIANTS[m.factory as ModelName].params, m.params_total, "VARIANTS");
+      }
       assert.equal(model.parameterCount({ trainable: true }), m.params_trainable);
       const trainable = model.trainableVariables();
       let n = 0;

@@ -7,6 +7,7 @@
  */
 
 import type { ShapeMap } from "../src/core/types.ts";
+import { type BlockType, MODEL_CONFIGS, MODEL_NAMES } from "./configs.ts";
 
 export type { ShapeMap };
 
@@ -36,136 +37,32 @@ export interface KnownArchitecture {
   blockConfig?: number[];
 }
 
-/** The official factories (`models/t2t_vit*.py`), in registration order. */
-export const KNOWN_ARCHITECTURES: readonly KnownArchitecture[] = Object.freeze([
-  {
-    name: "t2t_vit_7",
-    family: "t2t_vit",
-    tokensType: "performer",
-    embedDim: 256,
-    depth: 7,
-    numHeads: 4,
-    mlpRatio: 2,
-  },
-  {
-    name: "t2t_vit_10",
-    family: "t2t_vit",
-    tokensType: "performer",
-    embedDim: 256,
-    depth: 10,
-    numHeads: 4,
-    mlpRatio: 2,
-  },
-  {
-    name: "t2t_vit_12",
-    family: "t2t_vit",
-    tokensType: "performer",
-    embedDim: 256,
-    depth: 12,
-    numHeads: 4,
-    mlpRatio: 2,
-  },
-  {
-    name: "t2t_vit_14",
-    family: "t2t_vit",
-    tokensType: "performer",
-    embedDim: 384,
-    depth: 14,
-    numHeads: 6,
-    mlpRatio: 3,
-  },
-  {
-    name: "t2t_vit_19",
-    family: "t2t_vit",
-    tokensType: "performer",
-    embedDim: 448,
-    depth: 19,
-    numHeads: 7,
-    mlpRatio: 3,
-  },
-  {
-    name: "t2t_vit_24",
-    family: "t2t_vit",
-    tokensType: "performer",
-    embedDim: 512,
-    depth: 24,
-    numHeads: 8,
-    mlpRatio: 3,
-  },
-  {
-    name: "t2t_vit_t_14",
-    family: "t2t_vit",
-    tokensType: "transformer",
-    embedDim: 384,
-    depth: 14,
-    numHeads: 6,
-    mlpRatio: 3,
-  },
-  {
-    name: "t2t_vit_t_19",
-    family: "t2t_vit",
-    tokensType: "transformer",
-    embedDim: 448,
-    depth: 19,
-    numHeads: 7,
-    mlpRatio: 3,
-  },
-  {
-    name: "t2t_vit_t_24",
-    family: "t2t_vit",
-    tokensType: "transformer",
-    embedDim: 512,
-    depth: 24,
-    numHeads: 8,
-    mlpRatio: 3,
-  },
-  {
-    name: "t2t_vit_14_resnext",
-    family: "t2t_vit",
-    tokensType: "performer",
-    embedDim: 384,
-    depth: 14,
-    numHeads: 32,
-    mlpRatio: 3,
-  },
-  {
-    name: "t2t_vit_14_wide",
-    family: "t2t_vit",
-    tokensType: "performer",
-    embedDim: 768,
-    depth: 4,
-    numHeads: 12,
-    mlpRatio: 3,
-  },
-  {
-    name: "t2t_vit_14_se",
-    family: "t2t_vit_se",
-    tokensType: "performer",
-    embedDim: 384,
-    depth: 14,
-    numHeads: 6,
-    mlpRatio: 3,
-  },
-  {
-    name: "t2t_vit_16_ghost",
-    family: "t2t_vit_ghost",
-    tokensType: "performer",
-    embedDim: 384,
-    depth: 16,
-    numHeads: 6,
-    mlpRatio: 3,
-  },
-  {
-    name: "t2t_vit_dense",
-    family: "t2t_vit_dense",
-    tokensType: "performer",
-    embedDim: 128,
-    depth: 19,
-    numHeads: 8,
-    mlpRatio: 2,
-    blockConfig: [3, 6, 6, 4],
-  },
-].map((v) => Object.freeze(v as KnownArchitecture)));
+/** The block family of each backbone block type (the official model files' names). */
+const FAMILY_OF: Readonly<Record<BlockType, ArchFamily>> = {
+  vit: "t2t_vit",
+  se: "t2t_vit_se",
+  ghost: "t2t_vit_ghost",
+  dense: "t2t_vit_dense",
+};
+
+/** The official factories (`models/t2t_vit*.py`), in registration order: the zoo's `VARIANTS` as detection sees them. */
+export const KNOWN_ARCHITECTURES: readonly KnownArchitecture[] = Object.freeze(
+  MODEL_NAMES.map((name) => {
+    const c = MODEL_CONFIGS[name];
+    const known: KnownArchitecture = {
+      name,
+      family: FAMILY_OF[c.blockType],
+      tokensType: c.tokensType,
+      // dense: the weights show the dense blocks (the config's depth only sets the drop-path schedule)
+      depth: c.blockConfig ? c.blockConfig.reduce((x, y) => x + y, 0) : c.depth,
+      embedDim: c.embedDim,
+      numHeads: c.numHeads,
+      mlpRatio: c.mlpRatio,
+    };
+    if (c.blockConfig) known.blockConfig = [...c.blockConfig];
+    return Object.freeze(known);
+  }),
+);
 
 /** What the weights say about the model. */
 export interface ArchitectureInfo {

@@ -45,6 +45,7 @@ export {
   DEFAULT_CONFIG,
   IMAGENET_MEAN,
   IMAGENET_STD,
+  isModelName,
   MODEL_CONFIGS,
   MODEL_NAMES,
   type ModelName,
@@ -54,6 +55,7 @@ export {
   type T2tVitConfig,
   type T2tVitConfigInit,
   type TokensType,
+  VARIANTS,
 } from "./configs.ts";
 export {
   createModel,

@@ -18,6 +18,7 @@ import { ModelError, T2tVitError, WeightsError } from "../src/core/errors.ts";
 import { paramStoreOf, T2tVit } from "./model.ts";
 import {
   configFromKwargs,
+  isModelName,
   MODEL_CONFIGS,
   MODEL_NAMES,
   type ModelName,
@@ -325,7 +326,7 @@ export function createModel(
   opts: CreateOptions = {},
 ): Promise<T2tVit> {
   if (typeof name === "string") {
-    if (!(MODEL_NAMES as readonly string[]).includes(name)) {
+    if (!isModelName(name)) {
       return Promise.reject(
         new ModelError(`unknown model '${name}' (known: ${MODEL_NAMES.join(", ")})`, { key: name }),
       );
@@ -358,7 +359,7 @@ export async function loadModel(
 ): Promise<T2tVit> {
   const { tensors, file, metadata } = await readWeights(weights);
   const arch = metadata.architecture;
-  if (arch !== undefined && (MODEL_NAMES as readonly string[]).includes(arch)) {
+  if (arch !== undefined && isModelName(arch)) {
     return createModel(arch as ModelName, { ...opts, weights: tensors });
   }
   if (metadata.config !== undefined) {
