@@ -18,6 +18,9 @@ import { ParamStore } from "../zoo/layers/params.ts";
 import { TokenPerformer } from "../zoo/layers/t2t.ts";
 import { ref } from "./_fixtures.ts";
 import { checked, read, startWebGpu, webgpuTestOptions } from "./_webgpu.ts";
+import { installGradients } from "../zoo/backend/registry.ts";
+
+installGradients(); // the tests below take gradients through the model
 
 const opts = webgpuTestOptions("webgpu performer");
 const start = startWebGpu;

@@ -21,6 +21,9 @@ import { wasmPackedCount } from "../zoo/kernels/wasm_runtime.ts";
 import { attentionCore, gelu, layerNorm } from "../zoo/layers/ops.ts";
 import { mergeHeads, splitFused } from "../zoo/layers/attention.ts";
 import { checkForwardParity, summary } from "./_zoo.ts";
+import { installGradients } from "../zoo/backend/registry.ts";
+
+installGradients(); // the tests below take gradients through the model
 
 await setBackend("wasm");
 prepareKernels();

@@ -8,6 +8,9 @@ import { fillInput } from "../src/core/fill.ts";
 import { gelu } from "../zoo/layers/ops.ts";
 import { type BackendName, createModel, setBackend, type T2tVit, tf } from "../zoo/mod.ts";
 import { maxAbsDiff } from "./_zoo.ts";
+import { installGradients } from "../zoo/backend/registry.ts";
+
+installGradients(); // the tests below take gradients through the model
 
 const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
 const hasWebGpu = gpu ? (await gpu.requestAdapter()) !== null : false;

@@ -40,6 +40,14 @@ export {
   type WebGpuAdapterSummary,
 } from "./backend/backend.ts";
 export {
+  installGradients,
+  installKernels,
+  installTrainingKernels,
+  REGISTRY_PATCHES,
+  type RegistryPatch,
+} from "./backend/registry.ts";
+export { BACKEND_STATE, type BackendState } from "./kernels/state.ts";
+export {
   type BlockType,
   configFromKwargs,
   DEFAULT_CONFIG,

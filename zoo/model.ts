@@ -11,15 +11,12 @@ import { toFloat32 } from "../converters/safetensors.ts";
 import { DTYPE_SIZE, type RawTensor, type TensorMap } from "../src/core/types.ts";
 import { type PretrainedCfg, pretrainedCfgOf, type T2tVitConfig } from "./configs.ts";
 import { ModelError, WeightsError } from "../src/core/errors.ts";
-// tfjs-core registers no gradients of its own; the training module's set covers every kernel used here
-import "./backend/gradients.ts";
 import { type BackboneLayer, Block, DenseBlock, Transition } from "./layers/blocks.ts";
 import { LayerNorm, Linear } from "./layers/linear.ts";
 import { type Ctx, dropout } from "./layers/ops.ts";
 import { ParamStore } from "./layers/params.ts";
 import { resizePosEmbed, sinusoidTable } from "./layers/position.ts";
 import { T2TModule } from "./layers/t2t.ts";
-import { prepareKernels } from "./kernels/fused.ts";
 
 /** Options of the forward passes. */
 export interface ForwardOptions {
@@ -229,8 +226,6 @@ export class T2tVit {
   }
 
   #features(x: tf.Tensor4D, ctx: Ctx): tf.Tensor2D {
-    // our kernels for the active backend (the wasm GEMM, fused kernels): installed once, cheap afterwards
-    prepareKernels();
     const b = x.shape[0];
     const e = this.config.embedDim;
     const { tokens } = this.#t2t.apply(x, ctx);

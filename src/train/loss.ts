@@ -5,7 +5,7 @@
  */
 
 import { tf } from "../core/tf.ts";
-import "../../zoo/backend/gradients.ts";
+import "./install.ts";
 import { ModelError } from "../core/errors.ts";
 
 /** Integer class labels: a plain array, a typed array or an int32 tensor of shape `[batch]`. */

@@ -26,6 +26,8 @@
  * @module
  */
 
+import "./install.ts"; // the train entry installs the kernel gradients
+
 export { countCorrect, crossEntropy, type CrossEntropyOptions, type Labels } from "./loss.ts";
 export {
   AdamW,
@@ -103,4 +105,5 @@ export {
   shareWasmIdentity,
   TRAINING_GRADIENTS,
 } from "../../zoo/backend/gradients.ts";
+export { installGradients, installTrainingKernels } from "../../zoo/backend/registry.ts";
 export { formatDuration, ProgressBar, type ProgressOptions } from "./progress.ts";

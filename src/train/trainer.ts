@@ -7,7 +7,8 @@
  */
 
 import { tf } from "../core/tf.ts";
-import { shareWasmIdentity } from "../../zoo/backend/gradients.ts";
+import "./install.ts";
+import { installTrainingKernels } from "../../zoo/backend/registry.ts";
 import type { TensorMap } from "../core/types.ts";
 import { ModelError } from "../core/errors.ts";
 import { crossEntropy, type Labels } from "./loss.ts";
@@ -76,7 +77,7 @@ export function lossAndGradients(
   labels: Labels,
   opts: LossAndGradientsOptions = {},
 ): LossAndGradients {
-  if (tf.getBackend() === "wasm") shareWasmIdentity();
+  installTrainingKernels(tf.getBackend());
   const params = opts.params ?? model.trainableVariables();
   const vars: tf.Variable[] = [];
   const keyOf = new Map<string, string>();

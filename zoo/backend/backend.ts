@@ -13,6 +13,7 @@ import "@tensorflow/tfjs-backend-cpu";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import { T2tVitError } from "../../src/core/errors.ts";
 import { enableWasmThreads } from "../kernels/wasm_threads.ts";
+import { installKernels } from "./registry.ts";
 
 /** The backends the zoo runs on. */
 export type BackendName = "webgpu" | "wasm" | "cpu";
@@ -269,68 +270,6 @@ function configureWasm(paths: string | Record<string, string> | undefined): void
   wasmConfigured = true;
 }
 
-/** The parts of tfjs-backend-wasm's backend object the slice kernel uses. */
-interface WasmBackendLike {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-}
-
-/**
- * tfjs-backend-wasm's `Slice` copies the WHOLE input out of the wasm heap (`readSync`) before copying the
- * slice, so taking k slices of a tensor costs k full copies (taking the 48 heads of a batch of 8 costs 48).
- * This replacement reads the input through a view of the heap instead: same results, O(output) work.
- * Strings fall back to the original kernel.
- */
-function fastWasmSlice(original: tf.KernelFunc): tf.KernelFunc {
-  const fn = (args: Parameters<tf.KernelFunc>[0]) => {
-    const x = args.inputs.x as tf.TensorInfo;
-    if (x.dtype === "string") return original(args);
-    const { begin, size } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
-    const backend = args.backend as unknown as WasmBackendLike;
-    const [b, s] = tf.slice_util.parseSliceParams(x as unknown as tf.Tensor, begin, size);
-    const out = backend.makeOutput(s, x.dtype);
-    if (tf.util.sizeFromShape(s) === 0) return out;
-    // views only after makeOutput: a heap growth would detach earlier ones
-    const src = backend.typedArrayFromHeap(x);
-    const dst = backend.typedArrayFromHeap(out);
-    const rank = x.shape.length;
-    const strides = tf.util.computeStrides(x.shape);
-    if (tf.slice_util.isSliceContinous(x.shape, b, s)) {
-      const off = tf.slice_util.computeFlatOffset(b, strides);
-      dst.set(src.subarray(off, off + dst.length));
-      return out;
-    }
-    // copy runs along the last axis, walking the outer indices like an odometer
-    const inner = s[rank - 1];
-    const idx = new Array(Math.max(rank - 1, 0)).fill(0);
-    let o = 0;
-    while (o < dst.length) {
-      let off = b[rank - 1];
-      for (let d = 0; d < rank - 1; d++) off += (b[d] + idx[d]) * strides[d];
-      dst.set(src.subarray(off, off + inner), o);
-      o += inner;
-      for (let d = rank - 2; d >= 0; d--) {
-        if (++idx[d] < s[d]) break;
-        idx[d] = 0;
-      }
-    }
-    return out;
-  };
-  return fn as unknown as tf.KernelFunc;
-}
-
-let wasmKernelsPatched = false;
-
-/** Installs the faster wasm `Slice` (idempotent). */
-function patchWasmKernels(): void {
-  if (wasmKernelsPatched) return;
-  const cfg = tf.getKernel(tf.Slice, "wasm");
-  if (!cfg) return;
-  tf.unregisterKernel(tf.Slice, "wasm");
-  tf.registerKernel({ ...cfg, kernelFunc: fastWasmSlice(cfg.kernelFunc) });
-  wasmKernelsPatched = true;
-}
-
 // ---------------------------------------------------------------------------------------------------------
 
 let current: BackendName | undefined;
@@ -350,12 +289,12 @@ async function tryBackend(name: BackendName, opts: BackendOptions): Promise<stri
     } else if (name === "wasm") {
       configureWasm(opts.wasmPaths);
       if ((opts.wasmThreads ?? 1) > 1) enableWasmThreads(opts.wasmThreads!);
-      patchWasmKernels();
     }
     // tf.setBackend logs and returns false when the factory throws; keep the console quiet for auto mode
     const ok = await tf.setBackend(name);
     if (!ok) return `tfjs could not start the ${name} backend`;
     if (name === "cpu") quietCpu();
+    installKernels(name);
     return undefined;
   } catch (e) {
     return (e as Error)?.message ?? String(e);
@@ -438,7 +377,7 @@ export async function ensureBackend(): Promise<string> {
   const engine = tf.engine() as unknown as { backendName?: string | null };
   if (engine.backendName) {
     await tf.ready();
-    if (engine.backendName === "wasm") patchWasmKernels();
+    installKernels(engine.backendName);
     return engine.backendName;
   }
   return await setBackend();

@@ -8,7 +8,8 @@
  * written from the derivatives, in tfjs's gradient-config format. A kernel that already has a gradient
  * (registered by someone else) is left alone.
  *
- * Importing the training API registers them; {@linkcode registerTrainingGradients} is idempotent.
+ * `installGradients()` (`zoo/backend/registry.ts`) registers them; importing the training API calls it.
+ * {@linkcode registerTrainingGradients} is idempotent.
  *
  * @module
  */
@@ -408,8 +409,6 @@ export function shareWasmIdentity(): boolean {
   return true;
 }
 
-let registered = false;
-
 /**
  * Registers {@linkcode TRAINING_GRADIENTS} for every kernel that has no gradient yet. Safe to call repeatedly.
  * Returns the kernel names it registered.
@@ -423,8 +422,6 @@ let registered = false;
  * ```
  */
 export function registerTrainingGradients(): string[] {
-  if (registered) return [];
-  registered = true;
   const done: string[] = [];
   for (const cfg of TRAINING_GRADIENTS) {
     if (tf.getGradient(cfg.kernelName) === undefined) {
@@ -434,5 +431,3 @@ export function registerTrainingGradients(): string[] {
   }
   return done;
 }
-
-registerTrainingGradients();

@@ -11,11 +11,9 @@
 
 import * as tf from "@tensorflow/tfjs-core";
 import { ATTENTION, GELU, LAYER_NORM, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
-import { registerWebGpuKernels } from "./webgpu_kernels.ts";
 import { gemmSupported } from "./wasm_gemm.ts";
-import { registerWasmKernels } from "./wasm_kernels.ts";
-import { installWasmGemm } from "./wasm_matmul.ts";
 import { kernelsOn, setKernelsOn } from "./state.ts";
+import { installKernels } from "../backend/registry.ts";
 
 /** Options of {@linkcode configureKernels}. */
 export interface KernelOptions {
@@ -37,23 +35,18 @@ export function kernelsEnabled(): boolean {
   return kernelsOn();
 }
 
-let wasmGemmState: boolean | undefined;
-
 /** The active backend's name, without starting one (`tf.getBackend()` would start the best available). */
 function activeBackend(): string | undefined {
   return (tf.engine() as unknown as { backendName?: string | null }).backendName ?? undefined;
 }
 
 /**
- * Installs what applies to the active backend (idempotent, cheap): on wasm the GEMM kernels and the fused
- * kernels. Called by the models before each forward pass; call it yourself when using the kernels directly.
+ * Installs our kernels for the active backend (once; `zoo/backend/registry.ts`). `setBackend()` and the
+ * model factories do it when a backend starts; call it after starting one with `tf.setBackend` directly.
  */
 export function prepareKernels(): void {
   const be = activeBackend();
-  if (be === "webgpu") registerWebGpuKernels();
-  if (be !== "wasm") return;
-  registerWasmKernels();
-  if (wasmGemmState === undefined) wasmGemmState = installWasmGemm();
+  if (be) installKernels(be);
 }
 
 /** A one-line description of what runs: for profiles and benchmarks. */
@@ -77,7 +70,6 @@ function usable(kernel: string, ...xs: tf.Tensor[]): boolean {
   const be = activeBackend();
   if (be !== "wasm" && be !== "webgpu") return false;
   if (be === "wasm" && !gemmSupported()) return false;
-  prepareKernels();
   if (!tf.getKernel(kernel, be!)) return false;
   return xs.every((x) => x.dtype === "float32");
 }

@@ -91,11 +91,8 @@ function attentionKernel(args: Args): tf.TensorInfo {
   return out;
 }
 
-let registered = false;
-
-/** Registers the fused kernels for the `wasm` backend (idempotent). */
-export function registerWasmKernels(): void {
-  if (registered) return;
+/** Registers the fused kernels for the `wasm` backend (those not registered yet); `zoo/backend/registry.ts` calls it. */
+export function registerWasmKernels(): boolean {
   const kernels: [string, (args: Args) => tf.TensorInfo][] = [
     [GELU, geluKernel],
     [LAYER_NORM, layerNormKernel],
@@ -107,5 +104,5 @@ export function registerWasmKernels(): void {
       tf.registerKernel({ kernelName, backendName: "wasm", kernelFunc: fn as unknown as tf.KernelFunc });
     }
   }
-  registered = true;
+  return true;
 }

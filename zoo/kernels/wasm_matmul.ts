@@ -152,16 +152,14 @@ function gemmProduct(
   return out;
 }
 
-let installed = false;
-
 /**
  * Replaces the wasm backend's `_FusedMatMul` and `BatchMatMul` kernels with the relaxed-SIMD GEMM (falling
- * back to the originals for what it does not cover). Idempotent; a no-op without tfjs-backend-wasm.
+ * back to the originals for what it does not cover). Wraps the current kernels, so it runs once, from
+ * `zoo/backend/registry.ts`; a no-op without tfjs-backend-wasm.
  *
  * @returns whether the kernels are installed
  */
 export function installWasmGemm(): boolean {
-  if (installed) return true;
   if (!gemmSupported()) return false;
   const fused = tf.getKernel(tf._FusedMatMul, "wasm");
   const batch = tf.getKernel(tf.BatchMatMul, "wasm");
@@ -208,6 +206,5 @@ export function installWasmGemm(): boolean {
       return batchFn(args);
     }) as tf.KernelFunc,
   });
-  installed = true;
   return true;
 }

@@ -318,11 +318,8 @@ function unfoldKernel(args: Args): tf.TensorInfo {
   ]);
 }
 
-let registered = false;
-
-/** Registers the fused kernels for the `webgpu` backend (idempotent). */
-export function registerWebGpuKernels(): void {
-  if (registered) return;
+/** Registers the fused kernels for the `webgpu` backend (those not registered yet); `zoo/backend/registry.ts` calls it. */
+export function registerWebGpuKernels(): boolean {
   const kernels: [string, (args: Args) => tf.TensorInfo][] = [
     [LAYER_NORM, layerNormKernel],
     [GELU, geluKernel],
@@ -336,5 +333,5 @@ export function registerWebGpuKernels(): void {
       tf.registerKernel({ kernelName, backendName: "webgpu", kernelFunc: fn as unknown as tf.KernelFunc });
     }
   }
-  registered = true;
+  return true;
 }
