@@ -22,6 +22,11 @@ import { T2TModule } from "./layers/t2t.ts";
 export interface ForwardOptions {
   /** Training mode: dropout and drop-path active (default false: eval mode). */
   training?: boolean;
+  /**
+   * Where the random ops of training mode get their seeds (one `uniform()` draw per dropout / drop-path op,
+   * passed as the op's seed): the same generator state gives the same masks. Default: tfjs's `Math.random`.
+   */
+  rng?: { uniform(): number };
 }
 
 /** Options of {@linkcode T2tVit.loadStateDict}. */
@@ -73,6 +78,12 @@ const INTERNALS = new WeakMap<object, Internals>();
 function linspace(rate: number, n: number): number[] {
   if (n === 1) return [0];
   return Array.from({ length: n }, (_, i) => Math.fround((rate * i) / (n - 1)));
+}
+
+/** The per-call state of a forward pass with these options. */
+function ctxOf(opts: ForwardOptions): Ctx {
+  const rng = opts.rng;
+  return { training: opts.training ?? false, seed: rng ? () => rng.uniform() : undefined };
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
@@ -257,7 +268,7 @@ export class T2tVit {
    */
   forward(x: tf.Tensor4D, opts: ForwardOptions = {}): tf.Tensor2D {
     this.#check(x, "forward");
-    const ctx: Ctx = { training: opts.training ?? false };
+    const ctx = ctxOf(opts);
     return tf.tidy(() => this.#logits(this.#features(x, ctx)));
   }
 
@@ -268,7 +279,7 @@ export class T2tVit {
    */
   forwardFeatures(x: tf.Tensor4D, opts: ForwardOptions = {}): tf.Tensor2D {
     this.#check(x, "forwardFeatures");
-    const ctx: Ctx = { training: opts.training ?? false };
+    const ctx = ctxOf(opts);
     return tf.tidy(() => this.#features(x, ctx));
   }
 

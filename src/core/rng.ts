@@ -119,33 +119,3 @@ export class Rng {
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
-
-/**
- * Runs `fn` with `Math.random` replaced by the generator `rng`, restoring it afterwards (also on throw).
- *
- * TensorFlow.js draws the seed of an unseeded random op (`tf.dropout`, `tf.randomUniform`) from `Math.random`,
- * so a synchronous training forward/backward pass run inside this gets dropout and drop-path masks that are a
- * pure function of the generator: the same step of a resumed run draws the same masks. `fn` must be synchronous
- * (an `await` inside it would let other code see the replaced `Math.random`).
- *
- * @example
- * ```ts
- * import { Rng, withSeededMathRandom } from "./rng.ts";
- * const a = withSeededMathRandom(Rng.derive(1, "dropout", 7), () => Math.random());
- * const b = withSeededMathRandom(Rng.derive(1, "dropout", 7), () => Math.random());
- * // a === b
- * ```
- */
-export function withSeededMathRandom<T>(rng: Rng, fn: () => T): T {
-  const original = Math.random;
-  Math.random = () => rng.uniform();
-  try {
-    const out = fn();
-    if (out instanceof Promise) {
-      throw new TypeError("withSeededMathRandom: fn must be synchronous");
-    }
-    return out;
-  } finally {
-    Math.random = original;
-  }
-}

@@ -48,7 +48,7 @@ export {
   weightDecayParamGroups,
 } from "./optim.ts";
 export { CosineSchedule, type CosineScheduleOptions, type HasLrGroups } from "./schedule.ts";
-export { Rng, withSeededMathRandom } from "../core/rng.ts";
+export { Rng } from "../core/rng.ts";
 export {
   type Batch,
   disposeGradients,

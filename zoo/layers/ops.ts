@@ -17,6 +17,8 @@ export interface Ctx {
   readonly taps?: Map<string, tf.Tensor>;
   /** Attention probabilities of each backbone block, when requested. */
   readonly attentions?: tf.Tensor[];
+  /** Seeds of the random ops (dropout, drop-path), drawn in call order; unset: tfjs draws from `Math.random`. */
+  readonly seed?: () => number;
 }
 
 /** True when the active backend is tfjs-backend-wasm. */
@@ -52,7 +54,7 @@ export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps 
 /** Dropout with rate `p` (inverted scaling), only in training mode. */
 export function dropout(x: tf.Tensor, p: number, ctx: Ctx): tf.Tensor {
   if (!ctx.training || p <= 0) return x;
-  return tf.dropout(x, p);
+  return tf.dropout(x, p, undefined, ctx.seed?.());
 }
 
 /**
@@ -63,7 +65,7 @@ export function dropPath(x: tf.Tensor, p: number, batch: number, ctx: Ctx): tf.T
   if (!ctx.training || p <= 0) return x;
   return tf.tidy(() => {
     const keep = 1 - p;
-    const mask = tf.floor(tf.add(tf.randomUniform([batch, 1, 1], 0, 1), keep));
+    const mask = tf.floor(tf.add(tf.randomUniform([batch, 1, 1], 0, 1, "float32", ctx.seed?.()), keep));
     const shape = x.shape;
     const x3 = tf.reshape(x, [batch, -1, shape[shape.length - 1]]);
     return tf.reshape(tf.mul(tf.div(x3, keep), mask), shape);
