@@ -22,6 +22,7 @@ import { fill } from "./src/core/fill.ts";
 import {
   attentionRollout,
   attentionStacks,
+  batchTensor,
   classTokenAttention,
   type Colormap,
   encodePng,
@@ -360,7 +361,7 @@ export async function main(args: string[]): Promise<number> {
       }
       if (ok.length) {
         const [h, w] = pre.crop;
-        const x = tf.tensor4d(concatRows(ok.map((v) => v.tensor)), [ok.length, 3, h, w]);
+        const x = batchTensor(ok.map((v) => v.tensor), h, w);
         const owned: tf.Tensor[] = [x];
         try {
           let logits: tf.Tensor2D;
@@ -396,7 +397,7 @@ export async function main(args: string[]): Promise<number> {
           } else if (o.features) {
             // one pass: features, then the head on them (forward = head(forwardFeatures))
             owned.push(feats = model.forwardFeatures(x));
-            owned.push(logits = headLogits(model, feats));
+            owned.push(logits = model.forwardHead(feats));
           } else {
             owned.push(logits = model.forward(x));
           }
@@ -484,14 +485,6 @@ function concatRows(rows: Float32Array[]): Float32Array {
     o += r.length;
   }
   return out;
-}
-
-/** The classifier head applied to features (`forward = head(forwardFeatures)`), sparing a second pass. */
-function headLogits(model: T2tVit, feats: tf.Tensor2D): tf.Tensor2D {
-  const sd = model.stateDict();
-  const w = sd.get("head.weight"), b = sd.get("head.bias");
-  if (!w || !b) throw new T2tVitError("the model has no classifier head");
-  return tf.tidy(() => tf.add(tf.matMul(feats, w as tf.Tensor2D, false, true), b) as tf.Tensor2D);
 }
 
 if (import.meta.main) {

@@ -260,6 +260,14 @@ Deno.test("each variant class builds its own architecture", async () => {
     assert.equal(m.numPatches, 4);
     assert.deepEqual(m.stateDict().get("head.weight")!.shape, [3, 384]);
     assert.deepEqual(m.stateDict().get("pos_embed")!.shape, [1, 5, 384]);
+    // forward = forwardHead(forwardFeatures)
+    const x = tf.randomNormal([2, 3, 32, 32], 0, 1, "float32", 3) as tf.Tensor4D;
+    const feats = m.forwardFeatures(x);
+    const [a, b] = [m.forward(x), m.forwardHead(feats)];
+    assert.deepEqual(b.shape, [2, 3]);
+    assert.ok(maxAbsDiff(a.dataSync(), b.dataSync()) < 1e-5);
+    assert.throws(() => m.forwardHead(x as unknown as tf.Tensor2D), ModelError);
+    tf.dispose([x, feats, a, b]);
   } finally {
     m.dispose();
   }

@@ -284,6 +284,28 @@ export class T2tVit {
   }
 
   /**
+   * The classifier head on features from {@linkcode forwardFeatures}: `(B, numFeatures)` to
+   * `(B, numClasses)` (the features themselves when the model has no head), so that
+   * `forward(x) = forwardHead(forwardFeatures(x))` without a second pass.
+   *
+   * @throws {ModelError} when `features` has the wrong shape or dtype, or the model was disposed
+   */
+  forwardHead(features: tf.Tensor2D): tf.Tensor2D {
+    if (this.#disposed) throw new ModelError("forwardHead: the model was disposed", { key: this.name });
+    const want = `(B, ${this.numFeatures}) float32`;
+    if (!(features instanceof tf.Tensor) || features.isDisposed) {
+      throw new ModelError(`forwardHead: expected a live tf.Tensor2D ${want}`, { key: "features" });
+    }
+    const s = features.shape;
+    if (features.rank !== 2 || s[0] < 1 || s[1] !== this.numFeatures || features.dtype !== "float32") {
+      throw new ModelError(`forwardHead: expected features ${want}, got ${features.dtype} ${fmtShape(s)}`, {
+        key: "features",
+      });
+    }
+    return tf.tidy(() => this.#logits(features));
+  }
+
+  /**
    * Logits and the attention probabilities of every backbone attention layer (eval mode), each
    * `(B, numHeads, N, N)` with `N = numPatches + 1` (row 0 is the class token's attention to all tokens).
    * The caller disposes everything returned.
