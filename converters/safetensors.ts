@@ -11,7 +11,7 @@
 import { SafetensorsError } from "../src/core/errors.ts";
 import { writeFileAtomic, type WriteOptions } from "../src/core/atomic.ts";
 import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "../src/core/types.ts";
-import { castFloatInto, f32BitsToBf16, f32BitsToF16 } from "../src/core/dtype.ts";
+import { castFloatInto, f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from "../src/core/dtype.ts";
 
 /** The largest header the reader accepts (100 MB, as the reference implementation does). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -398,14 +398,10 @@ export async function writeSafetensors(
 const f32buf = new Float32Array(1);
 const u32buf = new Uint32Array(f32buf.buffer);
 
-/** float16 bits to a number. */
+/** float16 bits to a number (exact: through the float32 bits of `f16BitsToF32`). */
 export function f16ToNumber(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
+  u32buf[0] = f16BitsToF32(h);
+  return f32buf[0];
 }
 
 /** A number to float16 bits: rounded to float32 first, then to nearest even, as torch's `.half()` does. */

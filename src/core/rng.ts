@@ -6,22 +6,14 @@
  * @module
  */
 
+import { fnv1a32 as hashString } from "./hash.ts";
+
 function splitmix32(state: { s: number }): number {
   state.s = (state.s + 0x9e3779b9) >>> 0;
   let z = state.s;
   z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
   z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
   return (z ^ (z >>> 16)) >>> 0;
-}
-
-/** FNV-1a 32-bit over the UTF-8 bytes of a string (used to turn a purpose label into a stream id). */
-function hashString(s: string): number {
-  let h = 0x811c9dc5;
-  for (const b of new TextEncoder().encode(s)) {
-    h ^= b;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h >>> 0;
 }
 
 /**
