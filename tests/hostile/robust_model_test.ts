@@ -31,9 +31,10 @@ import { AdamW, cifarBatches, encodeCifar, readCifar, Trainer } from "../../src/
 import { f32bytes, makeZipCheckpoint, torchPickle } from "../support/checkpoint_builders.ts";
 import { ref } from "../support/fixtures.ts";
 import { timeBound } from "../support/timing.ts";
+import { TINY_CONFIG } from "../support/fixtures.ts";
 
 /** The tiny reference configuration (outputs/tiny.safetensors' metadata). */
-const TINY = { imgSize: 32, embedDim: 32, depth: 2, numHeads: 2, mlpRatio: 2, tokenDim: 16, numClasses: 10 };
+const TINY = TINY_CONFIG;
 
 async function tinyWeights(): Promise<TensorMap> {
   return (await readSafetensors(ref("checkpoints/tiny-expected.safetensors"))).tensors;

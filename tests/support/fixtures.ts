@@ -20,3 +20,14 @@ export interface ManifestEntry {
 export function manifest(): Record<string, ManifestEntry> {
   return JSON.parse(Deno.readTextFileSync(ref("manifest.json")));
 }
+
+/** The tiny reference configuration (`outputs/tiny.safetensors`' metadata): the one small model of the tests. */
+export const TINY_CONFIG = {
+  imgSize: 32,
+  embedDim: 32,
+  depth: 2,
+  numHeads: 2,
+  mlpRatio: 2,
+  tokenDim: 16,
+  numClasses: 10,
+};

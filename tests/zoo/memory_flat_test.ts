@@ -15,8 +15,9 @@ import { type BackendName, createModel, readWeights, setBackend, type T2tVit, tf
 import { AdamW, loadCheckpoint, saveCheckpoint, SGD, Trainer } from "../../src/train/mod.ts";
 import { ref } from "../support/fixtures.ts";
 import { assertAdapter, webgpuTestOptions } from "../support/webgpu.ts";
+import { TINY_CONFIG } from "../support/fixtures.ts";
 
-const TINY = { imgSize: 32, embedDim: 32, depth: 2, numHeads: 2, mlpRatio: 2, tokenDim: 16, numClasses: 10 };
+const TINY = TINY_CONFIG;
 
 interface Snapshot {
   numTensors: number;

@@ -22,10 +22,11 @@ import {
 } from "../../zoo/mod.ts";
 import { ref } from "../support/fixtures.ts";
 import { filledWeights, maxAbsDiff } from "../support/zoo.ts";
+import { TINY_CONFIG } from "../support/fixtures.ts";
 
 await setBackend("wasm");
 
-const TINY = { imgSize: 32, embedDim: 32, depth: 2, numHeads: 2, mlpRatio: 2, tokenDim: 16, numClasses: 10 };
+const TINY = TINY_CONFIG;
 
 /** Filled weights for whatever model `m` is. */
 function weightsOf(m: T2tVit): TensorMap {

@@ -9,6 +9,7 @@ import { gelu } from "../../zoo/layers/ops.ts";
 import { type BackendName, createModel, setBackend, type T2tVit, tf } from "../../zoo/mod.ts";
 import { maxAbsDiff } from "../support/zoo.ts";
 import { installGradients } from "../../zoo/backend/registry.ts";
+import { TINY_CONFIG } from "../support/fixtures.ts";
 
 installGradients(); // the tests below take gradients through the model
 
@@ -18,7 +19,7 @@ const BACKENDS: BackendName[] = hasWebGpu ? ["wasm", "cpu", "webgpu"] : ["wasm",
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
 /** A small model with every kind of layer: performer T2T, and SE blocks, so the SE path is covered too. */
-const SMALL = { imgSize: 32, embedDim: 32, depth: 2, numHeads: 2, mlpRatio: 2, tokenDim: 16, numClasses: 10 };
+const SMALL = TINY_CONFIG;
 
 function erf64(x: number): number {
   // Abramowitz-Stegun 7.1.26 is too coarse here: series for |x| < 3, continued fraction beyond

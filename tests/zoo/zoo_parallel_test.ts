@@ -8,9 +8,10 @@ import { ModelError, WeightsError } from "../../src/core/errors.ts";
 import { fillInput } from "../../src/core/fill.ts";
 import { createModel, ParallelModel, setBackend, tf } from "../../zoo/mod.ts";
 import { ref } from "../support/fixtures.ts";
+import { TINY_CONFIG } from "../support/fixtures.ts";
 
 await setBackend("wasm");
-const TINY = { imgSize: 32, embedDim: 32, depth: 2, numHeads: 2, mlpRatio: 2, tokenDim: 16, numClasses: 10 };
+const TINY = TINY_CONFIG;
 
 Deno.test("ParallelModel: split batches equal the single model, for every batch size", async () => {
   const single = await createModel(TINY, { weights: ref("checkpoints/tiny-state-dict.pth") });
