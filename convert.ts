@@ -13,7 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { T2tVitError } from "./src/errors.ts";
+import { T2tVitError } from "./src/core/errors.ts";
 import { openCheckpoint, sniffFormat } from "./converters/checkpoint.ts";
 import {
   type ConversionPlan,
@@ -27,6 +27,7 @@ import {
   planConversion,
 } from "./converters/convert.ts";
 import { readSafetensors } from "./converters/safetensors.ts";
+import { type ArchitectureInfo, describeWeights } from "./zoo/arch.ts";
 
 /** The `--help` text. */
 export const USAGE: string = `Usage: deno run -A convert.ts <checkpoint> [options]
@@ -67,7 +68,7 @@ function mb(n: number): string {
   return `${(n / 1e6).toFixed(1)} MB`;
 }
 
-function planJson(plan: ConversionPlan): Record<string, unknown> {
+function planJson(plan: ConversionPlan<ArchitectureInfo>): Record<string, unknown> {
   return {
     file: plan.file,
     format: plan.format,
@@ -86,7 +87,7 @@ function planJson(plan: ConversionPlan): Record<string, unknown> {
   };
 }
 
-function summary(plan: ConversionPlan): string {
+function summary(plan: ConversionPlan<ArchitectureInfo>): string {
   const a = plan.architecture;
   const arch = a.name === "unknown"
     ? "architecture not recognised"
@@ -99,7 +100,7 @@ function summary(plan: ConversionPlan): string {
   return `${plan.tensors.length} tensors (${mb(plan.dataBytes)}) from ${from}${strip}; ${arch}`;
 }
 
-function droppedLine(plan: ConversionPlan): string | null {
+function droppedLine(plan: ConversionPlan<unknown>): string | null {
   if (!plan.dropped.length) return null;
   const shown = plan.dropped.slice(0, 12).map((d) => `${d.key} (${d.what})`);
   const more = plan.dropped.length > 12 ? `, and ${plan.dropped.length - 12} more` : "";
@@ -168,7 +169,7 @@ export async function main(args: string[]): Promise<number> {
     }
     if (o.list) {
       using ckpt = openCheckpoint(input);
-      const plan = planConversion(ckpt, { key: o.key, dtype });
+      const plan = planConversion(ckpt, { key: o.key, dtype, describe: describeWeights });
       if (o.json) {
         console.log(JSON.stringify(planJson(plan), null, 1));
         return 0;
@@ -191,6 +192,7 @@ export async function main(args: string[]): Promise<number> {
       output,
       key: o.key,
       dtype,
+      describe: describeWeights,
       force: o.force,
       verify: !o["no-verify"],
       onProgress,

@@ -14,14 +14,16 @@
  */
 
 import { parseArgs } from "node:util";
-import { fromFloat32, writeFileAtomic, writeSafetensors } from "./converters/safetensors.ts";
+import { fromFloat32, writeSafetensors } from "./converters/safetensors.ts";
+import { writeFileAtomic } from "./src/core/atomic.ts";
+import type { TensorMap } from "./src/core/types.ts";
+import { T2tVitError } from "./src/core/errors.ts";
+import { fill } from "./src/core/fill.ts";
 import { architectureOf } from "./zoo/metadata.ts";
-import type { TensorMap } from "./converters/types.ts";
-import { T2tVitError } from "./src/errors.ts";
-import { fill } from "./src/fill.ts";
 import {
   attentionRollout,
   attentionStacks,
+  batchTensor,
   classTokenAttention,
   type Colormap,
   encodePng,
@@ -36,12 +38,13 @@ import {
   type TransformKind,
 } from "./src/images/mod.ts";
 import { labelsFor, readLabels } from "./src/labels.ts";
-import type { T2tVit } from "./src/model.ts";
+import type { T2tVit } from "./zoo/model.ts";
 import {
   type BackendName,
   configFromKwargs,
   createModel,
   currentBackend,
+  isModelName,
   MODEL_NAMES,
   type ModelName,
   readWeights,
@@ -156,7 +159,7 @@ function parse(args: string[]): Options | "help" {
   if (o.backend !== undefined && !["webgpu", "wasm", "cpu"].includes(o.backend)) {
     throw new UsageError(`--backend must be webgpu, wasm or cpu, not '${o.backend}'`);
   }
-  if (o.model !== undefined && !(MODEL_NAMES as readonly string[]).includes(o.model)) {
+  if (o.model !== undefined && !isModelName(o.model)) {
     throw new UsageError(`unknown model '${o.model}' (known: ${MODEL_NAMES.join(", ")})`);
   }
   if (o.transform !== "eval" && o.transform !== "cifar") {
@@ -218,7 +221,7 @@ async function loadModel(o: Options): Promise<T2tVit> {
     return await createModel(o.model as ModelName, { weights: tensors, imgSize: o.imgSize });
   }
   const arch = architectureOf(metadata);
-  if (arch && (MODEL_NAMES as readonly string[]).includes(arch) && !metadata.architecture_candidates) {
+  if (arch && isModelName(arch) && !metadata.architecture_candidates) {
     return await createModel(arch as ModelName, { weights: tensors, imgSize: o.imgSize });
   }
   if (metadata.config) {
@@ -359,7 +362,7 @@ export async function main(args: string[]): Promise<number> {
       }
       if (ok.length) {
         const [h, w] = pre.crop;
-        const x = tf.tensor4d(concatRows(ok.map((v) => v.tensor)), [ok.length, 3, h, w]);
+        const x = batchTensor(ok.map((v) => v.tensor), h, w);
         const owned: tf.Tensor[] = [x];
         try {
           let logits: tf.Tensor2D;
@@ -395,7 +398,7 @@ export async function main(args: string[]): Promise<number> {
           } else if (o.features) {
             // one pass: features, then the head on them (forward = head(forwardFeatures))
             owned.push(feats = model.forwardFeatures(x));
-            owned.push(logits = headLogits(model, feats));
+            owned.push(logits = model.forwardHead(feats));
           } else {
             owned.push(logits = model.forward(x));
           }
@@ -483,14 +486,6 @@ function concatRows(rows: Float32Array[]): Float32Array {
     o += r.length;
   }
   return out;
-}
-
-/** The classifier head applied to features (`forward = head(forwardFeatures)`), sparing a second pass. */
-function headLogits(model: T2tVit, feats: tf.Tensor2D): tf.Tensor2D {
-  const sd = model.stateDict();
-  const w = sd.get("head.weight"), b = sd.get("head.bias");
-  if (!w || !b) throw new T2tVitError("the model has no classifier head");
-  return tf.tidy(() => tf.add(tf.matMul(feats, w as tf.Tensor2D, false, true), b) as tf.Tensor2D);
 }
 
 if (import.meta.main) {

@@ -18,6 +18,7 @@
 
 import { parseArgs } from "node:util";
 import { convertCheckpoint, type DTypeOption, exportTorchCheckpoint } from "../converters/convert.ts";
+import { describeWeights } from "../zoo/arch.ts";
 
 function vm(field: "VmHWM" | "VmRSS"): number | null {
   try {
@@ -71,6 +72,7 @@ for (let i = 0; i < runs; i++) {
       force: true,
       verify,
       dtype: values.dtype as DTypeOption,
+      describe: describeWeights,
       onProgress: sample,
     });
     const secs = (performance.now() - t0) / 1000;

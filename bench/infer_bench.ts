@@ -9,7 +9,7 @@
  *
  * With `--workers N` (N > 1), wasm is also measured as a `ParallelModel` of N workers (batches split
  * between them). `--kernels off` runs tfjs's own kernels only (no wasm GEMM, no fused kernels: see
- * src/kernels); `--threads N` starts the wasm backend multi-threaded (`enableWasmThreads`). `bench/run.ts`
+ * zoo/kernels); `--threads N` starts the wasm backend multi-threaded (`enableWasmThreads`). `bench/run.ts`
  * runs this once per configuration, in separate processes.
  * Each configuration runs once untimed-for-throughput (the first call, reported separately), then up to
  * `--reps` timed runs within `--budget` seconds (at least one); the median is reported.
@@ -24,7 +24,7 @@ import {
   tf,
   webGpuAdapter,
 } from "../zoo/mod.ts";
-import { configureKernels, enableWasmThreads, kernelStatus, wasmThreadsCount } from "../src/kernels/mod.ts";
+import { configureKernels, enableWasmThreads, kernelStatus, wasmThreadsCount } from "../zoo/kernels/mod.ts";
 
 const args = parseArgs({
   options: {

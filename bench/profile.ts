@@ -20,8 +20,8 @@ import { parseArgs } from "node:util";
 import process from "node:process";
 import * as tf from "@tensorflow/tfjs-core";
 import { createModel, type ModelName, setBackend } from "../zoo/mod.ts";
-import { configureKernels, kernelStatus } from "../src/kernels/mod.ts";
-import { enableWasmThreads, wasmThreadsCount } from "../src/kernels/wasm_threads.ts";
+import { configureKernels, kernelStatus } from "../zoo/kernels/mod.ts";
+import { enableWasmThreads, wasmThreadsCount } from "../zoo/kernels/wasm_threads.ts";
 
 const { values } = parseArgs({
   options: {

@@ -8,7 +8,7 @@
  *                   [--threads N] [--no-train] [--train-models t2t_vit_7] [--train-batch 16]
  *                   [--webgpu-batches 1] [--quick] [--md bench/out/run.md] [--json bench/out/run.json]
  *
- * Configurations: wasm with tfjs's kernels (the baseline), wasm with ours (src/kernels: relaxed-SIMD GEMM,
+ * Configurations: wasm with tfjs's kernels (the baseline), wasm with ours (zoo/kernels: relaxed-SIMD GEMM,
  * fused kernels), wasm with ours on N threads, wasm with ours in N data-parallel workers (batches > 1),
  * webgpu with tfjs's kernels and with ours (where an adapter exists; on a software adapter only
  * `--webgpu-batches`, default 1), and tfjs's plain JavaScript cpu backend (batch 1). The machine's load

@@ -7,7 +7,7 @@
  *                                    [--batch 16] [--img-size 224] [--steps 2] [--micro-batch auto|N]
  *                                    [--json bench/out/train.json] [--kernels on|off] [--threads N]
  *
- * `--kernels off` runs tfjs's own kernels only (no wasm GEMM: see src/kernels; the fused kernels are never used
+ * `--kernels off` runs tfjs's own kernels only (no wasm GEMM: see zoo/kernels; the fused kernels are never used
  * in training, they have no gradients); `--threads N` starts the wasm backend multi-threaded.
  *
  * Each (backend, model) runs in its own process (the wasm heap never shrinks): one untimed first step
@@ -18,7 +18,7 @@
 import { parseArgs } from "node:util";
 import { type BackendName, createModel, type ModelName, setBackend, tf, webGpuAdapter } from "../zoo/mod.ts";
 import { cifarBatches, type CifarSplit, SGD, Trainer, transferParamGroups } from "../src/train/mod.ts";
-import { configureKernels, enableWasmThreads, wasmThreadsCount } from "../src/kernels/mod.ts";
+import { configureKernels, enableWasmThreads, wasmThreadsCount } from "../zoo/kernels/mod.ts";
 
 const { values } = parseArgs({
   options: {

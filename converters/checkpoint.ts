@@ -9,7 +9,7 @@
  * @module
  */
 
-import { CheckpointError } from "../src/errors.ts";
+import { CheckpointError } from "../src/core/errors.ts";
 import {
   keyText,
   NeedMoreData,

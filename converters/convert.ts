@@ -7,17 +7,16 @@
  * @module
  */
 
-import { CheckpointError, SafetensorsError, T2tVitError } from "../src/errors.ts";
-import { type ArchitectureInfo, detectArchitecture } from "./arch.ts";
+import { CheckpointError, SafetensorsError, T2tVitError } from "../src/core/errors.ts";
 import { type Checkpoint, openCheckpoint, parseCheckpoint } from "./checkpoint.ts";
 import { FileSource } from "./source.ts";
 import { StagedWriter } from "./staged_writer.ts";
 import { readSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
-import { castFloatInto, type FloatDType } from "./dtype.ts";
+import { castFloatInto, type FloatDType } from "../src/core/dtype.ts";
 import { TorchTensor } from "./torch_globals.ts";
 import { PyDict } from "./pickle.ts";
 import { torchArchiveName, TorchZipWriter } from "./torch_writer.ts";
-import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "./types.ts";
+import { type DType, DTYPE_SIZE, type RawTensor, type ShapeMap, type TensorMap } from "../src/core/types.ts";
 import { type DroppedEntry, selectWeights } from "./weights.ts";
 
 /** `--dtype`: keep each tensor's dtype, or convert floating-point tensors (integer tensors are always kept). */
@@ -47,8 +46,23 @@ export interface ConvertProgress {
   bytesTotal: number;
 }
 
+/**
+ * What a model family makes of a checkpoint's weights (the converter knows file formats, not models): the
+ * description the plan records as `architecture`, and the metadata written with the tensors. The zoo's
+ * `describeWeights` is the T2T-ViT one.
+ */
+export type Describe<A> = (
+  tensors: ShapeMap,
+  hints: (string | null | undefined)[],
+) => { architecture: A; metadata: Record<string, string> };
+
 /** Options of {@link planConversion}, {@link convertCheckpoint} and {@link convertToSafetensorsBytes}. */
-export interface ConvertOptions {
+export interface ConvertOptions<A = null> {
+  /**
+   * Recognises the model (default: none; the plan's `architecture` is then null and the metadata only says
+   * where the weights came from). Hints are the checkpoint's `arch`/`args.model` and the source file name.
+   */
+  describe?: Describe<A>;
   /** Take the weights from this key instead of the default choice (see `selectWeights`). */
   key?: string;
   /** Output float dtype (default `keep`). */
@@ -74,7 +88,7 @@ export interface PlannedTensor {
 }
 
 /** What a conversion will do: chosen weights, detected architecture, output tensors and metadata. */
-export interface ConversionPlan {
+export interface ConversionPlan<A = null> {
   /** The checkpoint file. */
   file: string;
   /** Its format. */
@@ -85,8 +99,8 @@ export interface ConversionPlan {
   strippedPrefix: string | null;
   /** What was not converted. */
   dropped: DroppedEntry[];
-  /** The recognised architecture. */
-  architecture: ArchitectureInfo;
+  /** What `describe` recognised (null without it). */
+  architecture: A;
   /** Output tensors in checkpoint order. */
   tensors: PlannedTensor[];
   /** Output metadata (all strings). */
@@ -130,17 +144,17 @@ export function defaultOutputPath(input: string): string {
  * import { openCheckpoint, planConversion } from "./mod.ts";
  * using ckpt = openCheckpoint("t2t_vit_7.pth.tar");
  * const plan = planConversion(ckpt);
- * console.log(plan.weightsKey, plan.architecture.name, plan.tensors.length); // state_dict_ema t2t_vit_7 111
+ * console.log(plan.weightsKey, plan.tensors.length); // state_dict_ema 111
  * ```
  */
-export function planConversion(ckpt: Checkpoint, opts: ConvertOptions = {}): ConversionPlan {
+export function planConversion<A = null>(ckpt: Checkpoint, opts: ConvertOptions<A> = {}): ConversionPlan<A> {
   const dtypeOpt = opts.dtype ?? "keep";
   if (!DTYPE_OPTIONS.includes(dtypeOpt)) {
     throw new T2tVitError(`unknown dtype option '${dtypeOpt}' (use ${DTYPE_OPTIONS.join(", ")})`);
   }
   const sel = selectWeights(ckpt.root, { key: opts.key, file: ckpt.file });
   const source = opts.sourceName ?? basename(ckpt.file);
-  const arch = detectArchitecture(sel.tensors, { hints: [sel.archHint, source] });
+  const described = opts.describe?.(sel.tensors, [sel.archHint, source]);
   const tensors: PlannedTensor[] = [];
   let dataBytes = 0;
   for (const [name, t] of sel.tensors) {
@@ -175,14 +189,10 @@ export function planConversion(ckpt: Checkpoint, opts: ConvertOptions = {}): Con
   }
   const metadata: Record<string, string> = {
     format: "pt",
-    architecture: arch.name,
+    ...described?.metadata,
     source,
     weights_key: sel.key ?? "",
   };
-  if (arch.imgSize !== null) metadata.img_size = String(arch.imgSize);
-  metadata.num_classes = String(arch.numClasses);
-  if (arch.candidates.length > 1) metadata.architecture_candidates = arch.candidates.join(",");
-  if (arch.family !== null) metadata.config = JSON.stringify(configKwargs(arch));
   if (dtypeOpt !== "keep") metadata.dtype = dtypeOpt;
   return {
     file: ckpt.file,
@@ -190,48 +200,11 @@ export function planConversion(ckpt: Checkpoint, opts: ConvertOptions = {}): Con
     weightsKey: sel.key,
     strippedPrefix: sel.strippedPrefix,
     dropped: sel.dropped,
-    architecture: arch,
+    architecture: (described ? described.architecture : null) as A,
     tensors,
     metadata,
     dataBytes,
   };
-}
-
-/**
- * The architecture as the official constructor's keyword arguments (snake_case, the form of the reference
- * files' `config` metadata and of the zoo's `configFromKwargs`). Unknown values are left out rather than
- * guessed: a custom model's head count cannot be read from its weights.
- *
- * @example
- * ```ts ignore
- * import { configKwargs, detectArchitecture } from "./mod.ts";
- * configKwargs(detectArchitecture(shapes)); // { img_size: 224, tokens_type: "performer", embed_dim: 256, ... }
- * ```
- */
-export function configKwargs(arch: ArchitectureInfo): Record<string, unknown> {
-  const blockType = {
-    t2t_vit: "vit",
-    t2t_vit_se: "se",
-    t2t_vit_ghost: "ghost",
-    t2t_vit_dense: "dense",
-  } as const;
-  const out: Record<string, unknown> = {
-    img_size: arch.imgSize,
-    tokens_type: arch.tokensType,
-    embed_dim: arch.embedDim,
-    // dense models count blocks through block_config; the official factory leaves depth at its default
-    depth: arch.family === "t2t_vit_dense" ? null : arch.depth,
-    num_heads: arch.numHeads,
-    mlp_ratio: arch.mlpRatio,
-    token_dim: arch.tokenDim,
-    num_classes: arch.numClasses,
-    in_chans: arch.inChans,
-  };
-  if (arch.family !== null && arch.family !== "t2t_vit") out.block_type = blockType[arch.family];
-  if (arch.blockConfig) out.block_config = arch.blockConfig;
-  if (arch.growthRate !== undefined) out.growth_rate = arch.growthRate;
-  for (const k of Object.keys(out)) if (out[k] === null || out[k] === undefined) delete out[k];
-  return out;
 }
 
 /**
@@ -253,10 +226,10 @@ export function materialize(p: PlannedTensor, file?: string, out?: Uint8Array): 
  * const { bytes, plan } = convertToSafetensorsBytes(await Deno.readFile("tiny-cifar.pth"), { dtype: "f16" });
  * ```
  */
-export function convertToSafetensorsBytes(
+export function convertToSafetensorsBytes<A = null>(
   input: Uint8Array | Checkpoint,
-  opts: ConvertOptions & { file?: string } = {},
-): { bytes: Uint8Array; plan: ConversionPlan } {
+  opts: ConvertOptions<A> & { file?: string } = {},
+): { bytes: Uint8Array; plan: ConversionPlan<A> } {
   const ckpt = input instanceof Uint8Array ? parseCheckpoint(input, opts.file ?? "<memory>") : input;
   const plan = planConversion(ckpt, opts);
   const tensors: TensorMap = new Map();
@@ -265,7 +238,7 @@ export function convertToSafetensorsBytes(
 }
 
 /** Options of {@link convertCheckpoint}. */
-export interface ConvertFileOptions extends ConvertOptions {
+export interface ConvertFileOptions<A = null> extends ConvertOptions<A> {
   /** Output path (default {@link defaultOutputPath} of the input). */
   output?: string;
   /** Overwrite an existing output (default: refuse). */
@@ -280,7 +253,7 @@ export interface ConvertFileOptions extends ConvertOptions {
 }
 
 /** What {@link convertCheckpoint} did. */
-export interface ConvertResult extends ConversionPlan {
+export interface ConvertResult<A = null> extends ConversionPlan<A> {
   /** The file written. */
   output: string;
   /** Its size in bytes. */
@@ -301,10 +274,13 @@ export interface ConvertResult extends ConversionPlan {
  * ```ts ignore
  * import { convertCheckpoint } from "./mod.ts";
  * const r = await convertCheckpoint("81.5_T2T_ViT_14.pth.tar", { verify: true });
- * console.log(r.output, r.architecture.name, r.weightsKey); // 81.5_T2T_ViT_14.safetensors t2t_vit_14 ...
+ * console.log(r.output, r.weightsKey, r.verified); // 81.5_T2T_ViT_14.safetensors state_dict_ema true
  * ```
  */
-export function convertCheckpoint(input: string, opts: ConvertFileOptions = {}): Promise<ConvertResult> {
+export function convertCheckpoint<A = null>(
+  input: string,
+  opts: ConvertFileOptions<A> = {},
+): Promise<ConvertResult<A>> {
   // Synchronous I/O inside; async for callers and future streaming sources.
   return Promise.resolve().then(() => convertSync(input, opts));
 }
@@ -325,14 +301,14 @@ function writeAll(f: Deno.FsFile, bytes: Uint8Array): void {
 }
 
 /** Builds the safetensors header for a plan (the layout `serializeSafetensors` writes). */
-function headerBytes(plan: ConversionPlan): Uint8Array {
+function headerBytes(plan: ConversionPlan<unknown>): Uint8Array {
   return safetensorsHeader(
     plan.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, nbytes: t.nbytes })),
     plan.metadata,
   );
 }
 
-function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
+function convertSync<A>(input: string, opts: ConvertFileOptions<A>): ConvertResult<A> {
   const output = opts.output ?? defaultOutputPath(input);
   if (output === input) {
     throw new SafetensorsError("output would overwrite the input", { file: output });
@@ -454,7 +430,12 @@ function writeVerified(
  *
  * @throws {SafetensorsError} naming the first tensor that differs
  */
-export function verifyOutput(output: string, plan: ConversionPlan, file?: string, name = output): void {
+export function verifyOutput(
+  output: string,
+  plan: ConversionPlan<unknown>,
+  file?: string,
+  name = output,
+): void {
   function fail(msg: string, key?: string): never {
     throw new SafetensorsError(`verify failed: ${msg}`, { file: name, key });
   }

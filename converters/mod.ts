@@ -1,20 +1,22 @@
 /**
  * Converters: read PyTorch checkpoints (zip and legacy `torch.save` files) without executing pickle code,
- * pick the weights, recognise the T2T-ViT architecture, and write safetensors; and write safetensors weights
- * back as `torch.save` files.
+ * pick the weights and write safetensors, and write safetensors weights back as `torch.save` files. File
+ * formats only: recognising a T2T-ViT is the zoo's `describeWeights`, passed in as the `describe` option.
  *
  * @example
  * ```ts ignore
  * import { convertCheckpoint } from "./mod.ts";
- * const r = await convertCheckpoint("81.5_T2T_ViT_14.pth.tar");
+ * import { describeWeights } from "../zoo/mod.ts";
+ * const r = await convertCheckpoint("81.5_T2T_ViT_14.pth.tar", { describe: describeWeights });
  * console.log(r.output, r.architecture.name, r.tensors.length);
  * ```
  *
  * @module
  */
 
-export * from "./types.ts";
+export * from "../src/core/types.ts";
 export * from "./safetensors.ts";
+export { writeFileAtomic, type WriteOptions } from "../src/core/atomic.ts";
 export { type ByteSource, FileSource, MemorySource } from "./source.ts";
 export { isZip, ZipArchive, type ZipEntry, type ZipReadOptions } from "./zip.ts";
 export {
@@ -66,26 +68,15 @@ export {
   type WeightSelection,
 } from "./weights.ts";
 export {
-  type ArchFamily,
-  type ArchitectureInfo,
-  detectArchitecture,
-  type DetectedTokensType,
-  type DetectOptions,
-  KNOWN_ARCHITECTURES,
-  type KnownArchitecture,
-  type ShapeMap,
-} from "./arch.ts";
-export {
   castFloatInto,
   f16BitsToF32,
   f32BitsToBf16,
   f32BitsToF16,
   type FloatDType,
   isFloatDType,
-} from "./dtype.ts";
+} from "../src/core/dtype.ts";
 export {
   bytesEqual,
-  configKwargs,
   type ConversionPlan,
   convertCheckpoint,
   type ConvertFileOptions,
@@ -95,6 +86,7 @@ export {
   convertToSafetensorsBytes,
   defaultOutputPath,
   defaultTorchOutputPath,
+  type Describe,
   DTYPE_OPTIONS,
   type DTypeOption,
   type ExportOptions,

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { CheckpointError, UnsafePickleError } from "../src/errors.ts";
+import { CheckpointError, UnsafePickleError } from "../src/core/errors.ts";
 
 /**
  * An unpickled Python value, as inert data:

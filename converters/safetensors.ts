@@ -8,9 +8,10 @@
  * @module
  */
 
-import { SafetensorsError } from "../src/errors.ts";
-import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "./types.ts";
-import { castFloatInto, f32BitsToBf16, f32BitsToF16 } from "./dtype.ts";
+import { SafetensorsError } from "../src/core/errors.ts";
+import { writeFileAtomic, type WriteOptions } from "../src/core/atomic.ts";
+import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "../src/core/types.ts";
+import { castFloatInto, f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from "../src/core/dtype.ts";
 
 /** The largest header the reader accepts (100 MB, as the reference implementation does). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -394,40 +395,6 @@ export function serializeSafetensors(tensors: TensorMap, metadata: Record<string
   return out;
 }
 
-/** Options of {@link writeSafetensors} and {@link writeFileAtomic}. */
-export interface WriteOptions {
-  /** Overwrite an existing file (default false: an existing file is an error). */
-  force?: boolean;
-}
-
-/**
- * Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a failure never
- * leaves a half-written file. Refuses to overwrite unless `force`.
- */
-export async function writeFileAtomic(
-  path: string,
-  bytes: Uint8Array,
-  opts: WriteOptions = {},
-): Promise<void> {
-  if (!opts.force) {
-    try {
-      await Deno.lstat(path);
-      throw new SafetensorsError("already exists (use force to overwrite)", { file: path });
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-  }
-  const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  try {
-    await Deno.writeFile(tmp, bytes, { createNew: true });
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    if (e instanceof SafetensorsError) throw e;
-    throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: path, cause: e });
-  }
-}
-
 /**
  * Writes tensors as a safetensors file, atomically (temporary file + rename).
  *
@@ -445,20 +412,16 @@ export async function writeSafetensors(
   metadata: Record<string, string> = {},
   opts: WriteOptions = {},
 ): Promise<void> {
-  await writeFileAtomic(path, serializeSafetensors(tensors, metadata), opts);
+  await writeFileAtomic(path, serializeSafetensors(tensors, metadata), opts, SafetensorsError);
 }
 
 const f32buf = new Float32Array(1);
 const u32buf = new Uint32Array(f32buf.buffer);
 
-/** float16 bits to a number. */
+/** float16 bits to a number (exact: through the float32 bits of `f16BitsToF32`). */
 export function f16ToNumber(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
+  u32buf[0] = f16BitsToF32(h);
+  return f32buf[0];
 }
 
 /** A number to float16 bits: rounded to float32 first, then to nearest even, as torch's `.half()` does. */

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { CheckpointError } from "../src/errors.ts";
+import { CheckpointError } from "../src/core/errors.ts";
 
 /** Random access to a file's bytes. */
 export interface ByteSource {

@@ -9,8 +9,8 @@
  * @module
  */
 
-import { CheckpointError } from "../src/errors.ts";
-import type { DType, RawTensor } from "./types.ts";
+import { CheckpointError } from "../src/core/errors.ts";
+import type { DType, RawTensor } from "../src/core/types.ts";
 import {
   type CallContext,
   type GlobalBehaviour,

@@ -17,9 +17,9 @@
 
 import zlib from "node:zlib";
 import { Buffer } from "node:buffer";
-import { T2tVitError } from "../src/errors.ts";
+import { T2tVitError } from "../src/core/errors.ts";
 import type { ByteSink } from "./staged_writer.ts";
-import { type DType, DTYPE_SIZE, type RawTensor } from "./types.ts";
+import { type DType, DTYPE_SIZE, type RawTensor } from "../src/core/types.ts";
 
 /** The typed storage class PyTorch pickles for each dtype (`torch.<name>`). */
 export const STORAGE_CLASS_OF: Readonly<Record<DType, string>> = Object.freeze({

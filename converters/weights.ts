@@ -6,7 +6,7 @@
  * @module
  */
 
-import { CheckpointError } from "../src/errors.ts";
+import { CheckpointError } from "../src/core/errors.ts";
 import { keyText, PyDict, PyObject, pyRepr, pyTypeName, type PyValue } from "./pickle.ts";
 import { TorchTensor } from "./torch_globals.ts";
 

@@ -9,7 +9,7 @@
 
 import zlib from "node:zlib";
 import { Buffer } from "node:buffer";
-import { CheckpointError } from "../src/errors.ts";
+import { CheckpointError } from "../src/core/errors.ts";
 import type { ByteSource } from "./source.ts";
 
 /** One file of a zip archive, as its central directory describes it. */

@@ -17,8 +17,8 @@
 
 import { parseArgs } from "node:util";
 import { readSafetensors, toFloat32 } from "../converters/safetensors.ts";
-import { T2tVitError } from "../src/errors.ts";
-import { fillInput } from "../src/fill.ts";
+import { T2tVitError } from "../src/core/errors.ts";
+import { fillInput } from "../src/core/fill.ts";
 import { IMAGENET_CLASSES } from "../src/labels.ts";
 import { type BackendName, loadModel, setBackend, tf, webGpuAdapter } from "../zoo/mod.ts";
 

@@ -11,7 +11,7 @@
  */
 
 import { fromFloat32 } from "../converters/safetensors.ts";
-import { fill } from "../src/fill.ts";
+import { fill } from "../src/core/fill.ts";
 import {
   attentionRollout,
   attentionStacks,

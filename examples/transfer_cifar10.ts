@@ -20,8 +20,8 @@
 
 import { parseArgs } from "node:util";
 import { createModel, MODEL_NAMES, type ModelName, setBackend } from "../zoo/mod.ts";
-import { T2tVitError } from "../src/errors.ts";
-import { writeFileAtomic } from "../converters/safetensors.ts";
+import { T2tVitError } from "../src/core/errors.ts";
+import { writeFileAtomic } from "../src/core/atomic.ts";
 import {
   AdamW,
   type AdamWOptions,

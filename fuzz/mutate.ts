@@ -9,7 +9,7 @@
  * @module
  */
 
-import { makeZip, OP, type ZipFileSpec } from "../tests/_checkpoint_builders.ts";
+import { makeZip, OP, type ZipFileSpec } from "../tests/support/checkpoint_builders.ts";
 import { sniffFormat } from "../converters/checkpoint.ts";
 import { MemorySource } from "../converters/source.ts";
 import { ZipArchive } from "../converters/zip.ts";

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { T2tVitError } from "../src/errors.ts";
+import { T2tVitError } from "../src/core/errors.ts";
 import {
   type Checkpoint,
   openCheckpoint,
@@ -24,6 +24,7 @@ import {
   planConversion,
 } from "../converters/convert.ts";
 import { describeValue, selectWeights } from "../converters/weights.ts";
+import { describeWeights } from "../zoo/arch.ts";
 import { PyDict, type PyValue, unpickle } from "../converters/pickle.ts";
 import { resolveTorchGlobal, storageClassDType, TorchStorage } from "../converters/torch_globals.ts";
 import {
@@ -33,7 +34,7 @@ import {
   serializeSafetensors,
   toFloat32,
 } from "../converters/safetensors.ts";
-import type { RawTensor, TensorMap } from "../converters/types.ts";
+import type { RawTensor, TensorMap } from "../src/core/types.ts";
 import type { Target } from "./mutate.ts";
 
 /** A broken invariant (as opposed to a typed error, which is a correct outcome). */
@@ -130,7 +131,7 @@ function inspect(root: PyValue): void {
 
 /** Checks that a conversion's output is a valid safetensors file holding exactly what was materialised. */
 function checkConversion(ckpt: Checkpoint, name: string, dtype: DTypeOption): T2tVitError | null {
-  const r = typed("convert", () => convertToSafetensorsBytes(ckpt, { dtype }));
+  const r = typed("convert", () => convertToSafetensorsBytes(ckpt, { dtype, describe: describeWeights }));
   if (r instanceof T2tVitError) return r;
   let st;
   try {
@@ -199,7 +200,8 @@ async function checkFileReaders(
     }
     const conv = await typedAsync(
       "convertCheckpoint",
-      () => convertCheckpoint(path, { output: out, verify: true, dtype: input.dtype }),
+      () =>
+        convertCheckpoint(path, { output: out, verify: true, dtype: input.dtype, describe: describeWeights }),
     );
     const left = ls(input.tmpDir).filter((f) => f !== "case.pth");
     if (conv instanceof T2tVitError) {
@@ -259,7 +261,7 @@ async function checkpointCase(input: CaseInput): Promise<CaseOutcome> {
     typed("inspect", () => inspect(ckpt.root));
     memory = materializeAll(ckpt, name);
     if (memory instanceof T2tVitError) note(memory);
-    const plan = typed("plan", () => planConversion(ckpt, { dtype: input.dtype }));
+    const plan = typed("plan", () => planConversion(ckpt, { dtype: input.dtype, describe: describeWeights }));
     if (plan instanceof T2tVitError) note(plan);
     note(checkConversion(ckpt, name, input.dtype));
   }

@@ -1,6 +1,6 @@
 /**
  * Class names for the models' outputs: the 1000 ImageNet-1k classes (the project's
- * `data/imagenet_classes.txt`, embedded as a JSON module so it ships with the package and works from JSR
+ * `src/imagenet_classes.txt`, embedded as a JSON module so it ships with the package and works from JSR
  * and in browsers), CIFAR-10 and CIFAR-100, and a reader for one-name-per-line label files.
  *
  * @module
@@ -8,11 +8,11 @@
 
 import IMAGENET_JSON from "./imagenet_classes.json" with { type: "json" };
 import { CIFAR10_CLASSES } from "./data/cifar.ts";
-import { T2tVitError } from "./errors.ts";
+import { T2tVitError } from "./core/errors.ts";
 
 /**
  * The ImageNet-1k class names in class-index order (index 0 `tench` … 999 `toilet tissue`), as in
- * `data/imagenet_classes.txt`. Two names occur twice (`crane`, `maillot`), as in the standard list.
+ * `src/imagenet_classes.txt`. Two names occur twice (`crane`, `maillot`), as in the standard list.
  *
  * @example
  * ```ts

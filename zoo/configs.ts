@@ -5,44 +5,160 @@
  * @module
  */
 
-import { ModelError } from "../src/errors.ts";
+import { ModelError } from "../src/core/errors.ts";
 
-/** The factory names the official code registers with timm. */
-export type ModelName =
-  | "t2t_vit_7"
-  | "t2t_vit_10"
-  | "t2t_vit_12"
-  | "t2t_vit_14"
-  | "t2t_vit_19"
-  | "t2t_vit_24"
-  | "t2t_vit_t_14"
-  | "t2t_vit_t_19"
-  | "t2t_vit_t_24"
-  | "t2t_vit_14_resnext"
-  | "t2t_vit_14_wide"
-  | "t2t_vit_14_se"
-  | "t2t_vit_16_ghost"
-  | "t2t_vit_dense";
+/**
+ * THE variant table: every factory the official code registers with timm (in the order of its model files),
+ * with its architecture (the factory's arguments; the rest are the constructor's defaults, {@link DEFAULT_CONFIG}),
+ * its parameter count at 224 px and 1000 classes, and a one-line description. Names ({@link ModelName},
+ * {@link MODEL_NAMES}), configurations ({@link MODEL_CONFIGS}), the variant classes, pretrained configs and
+ * architecture detection (`KNOWN_ARCHITECTURES`) all derive from it.
+ */
+export const VARIANTS = {
+  t2t_vit_7: {
+    tokensType: "performer",
+    embedDim: 256,
+    depth: 7,
+    numHeads: 4,
+    mlpRatio: 2,
+    params: 4_310_222,
+    summary: "T2T-ViT-7: performer tokens, 7 blocks of width 256, 4 heads, MLP ratio 2",
+  },
+  t2t_vit_10: {
+    tokensType: "performer",
+    embedDim: 256,
+    depth: 10,
+    numHeads: 4,
+    mlpRatio: 2,
+    params: 5_889_230,
+    summary: "T2T-ViT-10: performer tokens, 10 blocks of width 256, 4 heads, MLP ratio 2",
+  },
+  t2t_vit_12: {
+    tokensType: "performer",
+    embedDim: 256,
+    depth: 12,
+    numHeads: 4,
+    mlpRatio: 2,
+    params: 6_941_902,
+    summary: "T2T-ViT-12: performer tokens, 12 blocks of width 256, 4 heads, MLP ratio 2",
+  },
+  t2t_vit_14: {
+    tokensType: "performer",
+    embedDim: 384,
+    depth: 14,
+    numHeads: 6,
+    mlpRatio: 3,
+    params: 21_545_550,
+    summary: "T2T-ViT-14: performer tokens, 14 blocks of width 384, 6 heads, MLP ratio 3",
+  },
+  t2t_vit_19: {
+    tokensType: "performer",
+    embedDim: 448,
+    depth: 19,
+    numHeads: 7,
+    mlpRatio: 3,
+    params: 39_177_422,
+    summary: "T2T-ViT-19: performer tokens, 19 blocks of width 448, 7 heads, MLP ratio 3",
+  },
+  t2t_vit_24: {
+    tokensType: "performer",
+    embedDim: 512,
+    depth: 24,
+    numHeads: 8,
+    mlpRatio: 3,
+    params: 64_105_934,
+    summary: "T2T-ViT-24: performer tokens, 24 blocks of width 512, 8 heads, MLP ratio 3",
+  },
+  t2t_vit_t_14: {
+    tokensType: "transformer",
+    embedDim: 384,
+    depth: 14,
+    numHeads: 6,
+    mlpRatio: 3,
+    params: 21_541_070,
+    summary: "T2T-ViT_t-14: transformer tokens, 14 blocks of width 384, 6 heads, MLP ratio 3",
+  },
+  t2t_vit_t_19: {
+    tokensType: "transformer",
+    embedDim: 448,
+    depth: 19,
+    numHeads: 7,
+    mlpRatio: 3,
+    params: 39_172_942,
+    summary: "T2T-ViT_t-19: transformer tokens, 19 blocks of width 448, 7 heads, MLP ratio 3",
+  },
+  t2t_vit_t_24: {
+    tokensType: "transformer",
+    embedDim: 512,
+    depth: 24,
+    numHeads: 8,
+    mlpRatio: 3,
+    params: 64_101_454,
+    summary: "T2T-ViT_t-24: transformer tokens, 24 blocks of width 512, 8 heads, MLP ratio 3",
+  },
+  t2t_vit_14_resnext: {
+    tokensType: "performer",
+    embedDim: 384,
+    depth: 14,
+    numHeads: 32,
+    mlpRatio: 3,
+    params: 21_545_550,
+    summary: "T2T-ViT-14 with ResNeXt-like grouped attention: 32 heads of width 12",
+  },
+  t2t_vit_14_wide: {
+    tokensType: "performer",
+    embedDim: 768,
+    depth: 4,
+    numHeads: 12,
+    mlpRatio: 3,
+    params: 25_156_302,
+    summary: "The wide variant: 4 blocks of width 768, 12 heads, MLP ratio 3",
+  },
+  t2t_vit_14_se: {
+    tokensType: "performer",
+    embedDim: 384,
+    depth: 14,
+    numHeads: 6,
+    mlpRatio: 3,
+    blockType: "se",
+    params: 21_803_598,
+    summary: "T2T-ViT-14 with squeeze-and-excitation after each attention projection",
+  },
+  t2t_vit_16_ghost: {
+    tokensType: "performer",
+    embedDim: 384,
+    depth: 16,
+    numHeads: 6,
+    mlpRatio: 3,
+    blockType: "ghost",
+    params: 16_253_262,
+    summary: "T2T-ViT-16 with ghost attention and MLP (cheap per-channel feature copies)",
+  },
+  t2t_vit_dense: {
+    tokensType: "performer",
+    embedDim: 128,
+    depth: 12,
+    numHeads: 8,
+    mlpRatio: 2,
+    blockType: "dense",
+    growthRate: 64,
+    blockConfig: [3, 6, 6, 4],
+    params: 23_647_062,
+    summary:
+      "The densely connected variant: stages of 3, 6, 6, 4 blocks growing by 64 channels, width 128 to 584",
+  },
+} as const;
+
+/** The factory names the official code registers with timm: the keys of {@link VARIANTS}. */
+export type ModelName = keyof typeof VARIANTS;
 
 /** The 14 official factory names, in the order of the official model files. */
-export const MODEL_NAMES: readonly ModelName[] = Object.freeze(
-  [
-    "t2t_vit_7",
-    "t2t_vit_10",
-    "t2t_vit_12",
-    "t2t_vit_14",
-    "t2t_vit_19",
-    "t2t_vit_24",
-    "t2t_vit_t_14",
-    "t2t_vit_t_19",
-    "t2t_vit_t_24",
-    "t2t_vit_14_resnext",
-    "t2t_vit_14_wide",
-    "t2t_vit_14_se",
-    "t2t_vit_16_ghost",
-    "t2t_vit_dense",
-  ] as const,
-);
+export const MODEL_NAMES: readonly ModelName[] = Object.freeze(Object.keys(VARIANTS) as ModelName[]);
+
+/** Whether a string names an official variant. */
+export function isModelName(name: string): name is ModelName {
+  return Object.hasOwn(VARIANTS, name);
+}
 
 /** The token layers of the T2T module: `Token_performer` or `Token_transformer`. */
 export type TokensType = "performer" | "transformer";
@@ -131,38 +247,16 @@ export const DEFAULT_CONFIG: Readonly<
   tokensType: "performer",
 });
 
-function variant(
-  tokensType: TokensType,
-  embedDim: number,
-  depth: number,
-  numHeads: number,
-  mlpRatio: number,
-  extra: Partial<T2tVitConfig> = {},
-): T2tVitConfig {
-  return Object.freeze({ ...DEFAULT_CONFIG, tokensType, embedDim, depth, numHeads, mlpRatio, ...extra });
-}
-
-/** The architecture of each official factory (at its default 224 input and 1000 classes). */
-export const MODEL_CONFIGS: Readonly<Record<ModelName, T2tVitConfig>> = Object.freeze({
-  t2t_vit_7: variant("performer", 256, 7, 4, 2),
-  t2t_vit_10: variant("performer", 256, 10, 4, 2),
-  t2t_vit_12: variant("performer", 256, 12, 4, 2),
-  t2t_vit_14: variant("performer", 384, 14, 6, 3),
-  t2t_vit_19: variant("performer", 448, 19, 7, 3),
-  t2t_vit_24: variant("performer", 512, 24, 8, 3),
-  t2t_vit_t_14: variant("transformer", 384, 14, 6, 3),
-  t2t_vit_t_19: variant("transformer", 448, 19, 7, 3),
-  t2t_vit_t_24: variant("transformer", 512, 24, 8, 3),
-  t2t_vit_14_resnext: variant("performer", 384, 14, 32, 3),
-  t2t_vit_14_wide: variant("performer", 768, 4, 12, 3),
-  t2t_vit_14_se: variant("performer", 384, 14, 6, 3, { blockType: "se" }),
-  t2t_vit_16_ghost: variant("performer", 384, 16, 6, 3, { blockType: "ghost" }),
-  t2t_vit_dense: variant("performer", 128, 12, 8, 2, {
-    blockType: "dense",
-    growthRate: 64,
-    blockConfig: Object.freeze([3, 6, 6, 4]),
-  }),
-});
+/** The architecture of each official factory (at its default 224 input and 1000 classes), from {@link VARIANTS}. */
+export const MODEL_CONFIGS: Readonly<Record<ModelName, T2tVitConfig>> = Object.freeze(
+  Object.fromEntries(
+    MODEL_NAMES.map((name) => {
+      const { params: _params, summary: _summary, ...arch } = VARIANTS[name];
+      const extra = "blockConfig" in arch ? { blockConfig: Object.freeze([...arch.blockConfig]) } : {};
+      return [name, Object.freeze({ ...DEFAULT_CONFIG, ...arch, ...extra } as T2tVitConfig)];
+    }),
+  ) as Record<ModelName, T2tVitConfig>,
+);
 
 /** ImageNet mean of the RGB channels (timm `IMAGENET_DEFAULT_MEAN`). */
 export const IMAGENET_MEAN: readonly [number, number, number] = [0.485, 0.456, 0.406];

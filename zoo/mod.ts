@@ -15,8 +15,20 @@
  * @module
  */
 
-export { tf } from "../src/tf.ts";
+export { tf } from "../src/core/tf.ts";
 
+export {
+  type ArchFamily,
+  type ArchitectureInfo,
+  configKwargs,
+  describeWeights,
+  detectArchitecture,
+  type DetectedTokensType,
+  type DetectOptions,
+  KNOWN_ARCHITECTURES,
+  type KnownArchitecture,
+  type ShapeMap,
+} from "./arch.ts";
 export {
   type BackendName,
   type BackendOptions,
@@ -26,13 +38,22 @@ export {
   setBackend,
   webGpuAdapter,
   type WebGpuAdapterSummary,
-} from "../src/backend.ts";
+} from "./backend/backend.ts";
+export {
+  installGradients,
+  installKernels,
+  installTrainingKernels,
+  REGISTRY_PATCHES,
+  type RegistryPatch,
+} from "./backend/registry.ts";
+export { BACKEND_STATE, type BackendState } from "./kernels/state.ts";
 export {
   type BlockType,
   configFromKwargs,
   DEFAULT_CONFIG,
   IMAGENET_MEAN,
   IMAGENET_STD,
+  isModelName,
   MODEL_CONFIGS,
   MODEL_NAMES,
   type ModelName,
@@ -42,6 +63,7 @@ export {
   type T2tVitConfig,
   type T2tVitConfigInit,
   type TokensType,
+  VARIANTS,
 } from "./configs.ts";
 export {
   createModel,
@@ -65,14 +87,8 @@ export {
   T2tVitT19,
   T2tVitT24,
 } from "./models.ts";
-export {
-  type ForwardOptions,
-  type LoadOptions,
-  type LoadReport,
-  type ModelInit,
-  T2tVit,
-} from "../src/model.ts";
-export { resizePosEmbed, sinusoidTable } from "../src/layers/position.ts";
+export { type ForwardOptions, type LoadOptions, type LoadReport, type ModelInit, T2tVit } from "./model.ts";
+export { resizePosEmbed, sinusoidTable } from "./layers/position.ts";
 export { ARCHITECTURE_KEY, architectureOf } from "./metadata.ts";
-export type { DType, RawTensor, TensorMap } from "../converters/types.ts";
+export type { DType, RawTensor, TensorMap } from "../src/core/types.ts";
 export { ParallelModel, type ParallelOptions } from "./parallel.ts";

@@ -7,17 +7,19 @@
  * @module
  */
 
-import type { tf } from "../src/tf.ts";
+import type { tf } from "../src/core/tf.ts";
 import { parseCheckpoint, sniffFormat } from "../converters/checkpoint.ts";
 import { materialize, planConversion } from "../converters/convert.ts";
+import { describeWeights } from "./arch.ts";
 import { parseSafetensors } from "../converters/safetensors.ts";
 import { architectureOf } from "./metadata.ts";
-import type { RawTensor, TensorMap } from "../converters/types.ts";
-import { ensureBackend } from "../src/backend.ts";
-import { ModelError, T2tVitError, WeightsError } from "../src/errors.ts";
-import { paramStoreOf, T2tVit } from "../src/model.ts";
+import type { RawTensor, TensorMap } from "../src/core/types.ts";
+import { ensureBackend } from "./backend/backend.ts";
+import { ModelError, T2tVitError, WeightsError } from "../src/core/errors.ts";
+import { paramStoreOf, T2tVit } from "./model.ts";
 import {
   configFromKwargs,
+  isModelName,
   MODEL_CONFIGS,
   MODEL_NAMES,
   type ModelName,
@@ -94,7 +96,7 @@ export async function readWeights(
   if (kind === "zip" || kind === "legacy") {
     const ckpt = parseCheckpoint(bytes, file);
     try {
-      const plan = planConversion(ckpt);
+      const plan = planConversion(ckpt, { describe: describeWeights });
       const tensors: TensorMap = new Map();
       for (const p of plan.tensors) tensors.set(p.name, materialize(p, ckpt.file));
       return { tensors, file, metadata: plan.metadata };
@@ -325,7 +327,7 @@ export function createModel(
   opts: CreateOptions = {},
 ): Promise<T2tVit> {
   if (typeof name === "string") {
-    if (!(MODEL_NAMES as readonly string[]).includes(name)) {
+    if (!isModelName(name)) {
       return Promise.reject(
         new ModelError(`unknown model '${name}' (known: ${MODEL_NAMES.join(", ")})`, { key: name }),
       );
@@ -359,7 +361,7 @@ export async function loadModel(
 ): Promise<T2tVit> {
   const { tensors, file, metadata } = await readWeights(weights);
   const arch = architectureOf(metadata);
-  if (arch !== undefined && (MODEL_NAMES as readonly string[]).includes(arch)) {
+  if (arch !== undefined && isModelName(arch)) {
     return createModel(arch as ModelName, { ...opts, weights: tensors });
   }
   if (metadata.config !== undefined) {

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { tf } from "../src/tf.ts";
-import type { TensorMap } from "../converters/types.ts";
+import { tf } from "../src/core/tf.ts";
+import type { TensorMap } from "../src/core/types.ts";
 import {
   CheckpointError,
   DatasetError,
@@ -18,10 +18,10 @@ import {
   T2tVitError,
   UnsafePickleError,
   WeightsError,
-} from "../src/errors.ts";
+} from "../src/core/errors.ts";
 import type { ModelName, T2tVitConfig, T2tVitConfigInit } from "./configs.ts";
 import type { CreateOptions } from "./models.ts";
-import { ensureBackend } from "../src/backend.ts";
+import { ensureBackend } from "./backend/backend.ts";
 
 /** @internal A message to a worker. */
 export type WorkerRequest =

@@ -5,10 +5,10 @@
  * @module
  */
 
-import { T2tVitError } from "../src/errors.ts";
-import type { T2tVit } from "../src/model.ts";
-import { type BackendName, setBackend } from "../src/backend.ts";
-import * as tf from "@tensorflow/tfjs-core";
+import { T2tVitError } from "../src/core/errors.ts";
+import type { T2tVit } from "./model.ts";
+import { type BackendName, setBackend } from "./backend/backend.ts";
+import { tf } from "../src/core/tf.ts";
 import { createModel } from "./models.ts";
 import type { WorkerReply, WorkerRequest } from "./parallel.ts";
 

@@ -15,8 +15,8 @@
  * @module
  */
 
-import { DatasetError } from "../errors.ts";
-import { writeFileAtomic } from "../../converters/safetensors.ts";
+import { DatasetError } from "../core/errors.ts";
+import { writeFileAtomic } from "../core/atomic.ts";
 
 /** The two datasets. */
 export type CifarName = "cifar10" | "cifar100";

@@ -22,9 +22,9 @@
  * @module
  */
 
-import { tf } from "../tf.ts";
-import { DatasetError } from "../errors.ts";
-import { Rng } from "../train/rng.ts";
+import { tf } from "../core/tf.ts";
+import { DatasetError } from "../core/errors.ts";
+import { Rng } from "../core/rng.ts";
 import { CIFAR_IMAGE_BYTES, CIFAR_MEAN, CIFAR_SIZE, CIFAR_STD, type CifarSplit } from "./cifar.ts";
 import { resizeImage } from "../images/resize.ts";
 

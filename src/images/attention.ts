@@ -15,7 +15,7 @@
  * @module
  */
 
-import { ImageError } from "../errors.ts";
+import { ImageError } from "../core/errors.ts";
 import type { RgbImage } from "./image.ts";
 
 /** One image's attention probabilities: per block, `(numHeads, numTokens, numTokens)` C-order, rows sum to 1. */

@@ -5,10 +5,10 @@
  * @module
  */
 
-import { tf } from "../tf.ts";
-import { ImageError, ModelError } from "../errors.ts";
+import { tf } from "../core/tf.ts";
+import { ImageError, ModelError } from "../core/errors.ts";
 import { labelsFor } from "../labels.ts";
-import type { T2tVit } from "../model.ts";
+import type { T2tVit } from "../../zoo/model.ts";
 import type { AttentionStack } from "./attention.ts";
 import type { RgbImage } from "./image.ts";
 import { cifarTransform, evalTransform, type Preprocess, preprocessImage } from "./transforms.ts";

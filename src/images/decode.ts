@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ImageError } from "../errors.ts";
+import { ImageError } from "../core/errors.ts";
 import type { RgbImage } from "./image.ts";
 import { decodeJpeg } from "./jpeg.ts";
 import { decodePng } from "./png.ts";

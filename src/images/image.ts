@@ -5,7 +5,7 @@
  * @module
  */
 
-import { ImageError } from "../errors.ts";
+import { ImageError } from "../core/errors.ts";
 
 /** An 8-bit RGB image: `data[(y * width + x) * 3 + c]`, c = 0 (red), 1 (green), 2 (blue). */
 export interface RgbImage {

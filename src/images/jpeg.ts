@@ -19,7 +19,7 @@
  */
 
 import jpeg from "jpeg-js";
-import { ImageError } from "../errors.ts";
+import { ImageError } from "../core/errors.ts";
 import { checkImageSize, MAX_IMAGE_PIXELS, type RgbImage } from "./image.ts";
 
 /** What the JPEG's markers say, and the mode Pillow opens it in. */

@@ -18,7 +18,7 @@
 
 import { decode as decodeFastPng } from "fast-png";
 import { unzlibSync } from "fflate";
-import { ImageError } from "../errors.ts";
+import { ImageError } from "../core/errors.ts";
 import { checkImageSize, type RgbImage } from "./image.ts";
 import { type PngChunk, readPngChunks } from "./png_chunks.ts";
 

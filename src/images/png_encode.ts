@@ -7,7 +7,7 @@
  */
 
 import { zlibSync } from "fflate";
-import { ImageError } from "../errors.ts";
+import { ImageError } from "../core/errors.ts";
 import { checkImageSize } from "./image.ts";
 import { PNG_SIGNATURE, pngChunk } from "./png_chunks.ts";
 

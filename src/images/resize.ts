@@ -12,7 +12,7 @@
  * @module
  */
 
-import { ImageError } from "../errors.ts";
+import { ImageError } from "../core/errors.ts";
 import { checkImageSize, type RgbImage } from "./image.ts";
 
 /** Pillow's resampling filters (`Image.Resampling`). */

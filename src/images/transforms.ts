@@ -10,7 +10,7 @@
  * @module
  */
 
-import { ImageError } from "../errors.ts";
+import { ImageError } from "../core/errors.ts";
 import type { RgbImage } from "./image.ts";
 import { type ResampleFilter, resizeImage } from "./resize.ts";
 

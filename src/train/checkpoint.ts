@@ -15,10 +15,10 @@
  * @module
  */
 
-import type { tf } from "../tf.ts";
+import type { tf } from "../core/tf.ts";
 import { readSafetensors, toFloat32, writeSafetensors } from "../../converters/safetensors.ts";
-import type { RawTensor, TensorMap } from "../../converters/types.ts";
-import { CheckpointError } from "../errors.ts";
+import type { RawTensor, TensorMap } from "../core/types.ts";
+import { CheckpointError } from "../core/errors.ts";
 import type { Optimizer, OptimizerMeta } from "./optim.ts";
 import type { TrainableModel } from "./trainer.ts";
 

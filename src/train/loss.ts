@@ -4,9 +4,9 @@
  * @module
  */
 
-import { tf } from "../tf.ts";
-import "./gradients.ts";
-import { ModelError } from "../errors.ts";
+import { tf } from "../core/tf.ts";
+import "./install.ts";
+import { ModelError } from "../core/errors.ts";
 
 /** Integer class labels: a plain array, a typed array or an int32 tensor of shape `[batch]`. */
 export type Labels = readonly number[] | Int32Array | Uint8Array | tf.Tensor1D;

@@ -26,6 +26,8 @@
  * @module
  */
 
+import "./install.ts"; // the train entry installs the kernel gradients
+
 export { countCorrect, crossEntropy, type CrossEntropyOptions, type Labels } from "./loss.ts";
 export {
   AdamW,
@@ -46,7 +48,7 @@ export {
   weightDecayParamGroups,
 } from "./optim.ts";
 export { CosineSchedule, type CosineScheduleOptions, type HasLrGroups } from "./schedule.ts";
-export { Rng, withSeededMathRandom } from "./rng.ts";
+export { Rng } from "../core/rng.ts";
 export {
   type Batch,
   disposeGradients,
@@ -98,5 +100,10 @@ export {
   transformCpu,
   transformTensor,
 } from "../data/transforms.ts";
-export { registerTrainingGradients, shareWasmIdentity, TRAINING_GRADIENTS } from "./gradients.ts";
+export {
+  registerTrainingGradients,
+  shareWasmIdentity,
+  TRAINING_GRADIENTS,
+} from "../../zoo/backend/gradients.ts";
+export { installGradients, installTrainingKernels } from "../../zoo/backend/registry.ts";
 export { formatDuration, ProgressBar, type ProgressOptions } from "./progress.ts";

@@ -17,8 +17,8 @@
  * @module
  */
 
-import { tf } from "../tf.ts";
-import { T2tVitError } from "../errors.ts";
+import { tf } from "../core/tf.ts";
+import { T2tVitError } from "../core/errors.ts";
 
 /** Gradients keyed by parameter name (PyTorch key). */
 export type Gradients = Map<string, tf.Tensor>;

@@ -6,13 +6,14 @@
  * @module
  */
 
-import { tf } from "../tf.ts";
-import { shareWasmIdentity } from "./gradients.ts";
-import type { TensorMap } from "../../converters/types.ts";
-import { ModelError } from "../errors.ts";
+import { tf } from "../core/tf.ts";
+import "./install.ts";
+import { installTrainingKernels } from "../../zoo/backend/registry.ts";
+import type { TensorMap } from "../core/types.ts";
+import { ModelError } from "../core/errors.ts";
 import { crossEntropy, type Labels } from "./loss.ts";
 import { clipGradNorm, type Gradients, type NamedParameters, type Optimizer } from "./optim.ts";
-import { Rng, withSeededMathRandom } from "./rng.ts";
+import { Rng } from "../core/rng.ts";
 import type { CosineSchedule } from "./schedule.ts";
 
 /**
@@ -21,7 +22,7 @@ import type { CosineSchedule } from "./schedule.ts";
  */
 export interface TrainableModel {
   /** NCHW float32 images to logits `[batch, numClasses]`; `training` turns dropout and drop-path on. */
-  forward(x: tf.Tensor4D, opts?: { training?: boolean }): tf.Tensor2D;
+  forward(x: tf.Tensor4D, opts?: { training?: boolean; rng?: { uniform(): number } }): tf.Tensor2D;
   /** Every state_dict tensor under its official key (the model's own tensors). */
   stateDict(): Map<string, tf.Tensor>;
   /** Replaces the weights. */
@@ -76,7 +77,7 @@ export function lossAndGradients(
   labels: Labels,
   opts: LossAndGradientsOptions = {},
 ): LossAndGradients {
-  if (tf.getBackend() === "wasm") shareWasmIdentity();
+  installTrainingKernels(tf.getBackend());
   const params = opts.params ?? model.trainableVariables();
   const vars: tf.Variable[] = [];
   const keyOf = new Map<string, string>();
@@ -153,13 +154,14 @@ function gradsOnce(
   let logits: tf.Tensor2D | undefined;
   const run = () =>
     tf.variableGrads(() => {
-      const out = model.forward(x, { training: opts.training ?? false });
+      // the random ops take their seeds from opts.rng: the masks are a pure function of the generator
+      const out = model.forward(x, { training: opts.training ?? false, rng: opts.rng });
       logits = tf.keep(out);
       return crossEntropy(out, labels, { labelSmoothing: opts.labelSmoothing });
     }, vars);
   let result: ReturnType<typeof run>;
   try {
-    result = opts.rng ? withSeededMathRandom(opts.rng, run) : run();
+    result = run();
   } catch (e) {
     logits?.dispose();
     throw e;

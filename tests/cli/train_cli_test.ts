@@ -1,0 +1,125 @@
+// The transfer script (examples/transfer_cifar10.ts) end to end as a user runs it, on a tiny synthetic
+// dataset in CIFAR-10 binary format: trains, evaluates, keeps the best weights, logs JSON, resumes; and
+// fails with a one-line message and a non-zero exit code on bad input.
+import assert from "node:assert/strict";
+import { writeCifar } from "../../src/train/mod.ts";
+import { readSafetensors } from "../../converters/safetensors.ts";
+
+const SCRIPT = new URL("../../examples/transfer_cifar10.ts", import.meta.url).pathname;
+
+async function run(args: string[]): Promise<{ code: number; stderr: string; stdout: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SCRIPT, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+async function writeData(dir: string) {
+  const make = (n: number, seed: number) => {
+    let s = seed;
+    const images = new Uint8Array(n * 3072), labels = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      labels[i] = i % 3;
+      for (let p = 0; p < 3072; p++) {
+        s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+        images[i * 3072 + p] = Math.floor(p / 1024) === i % 3 ? 128 + (s >>> 25) : s >>> 26;
+      }
+    }
+    return { images, labels };
+  };
+  for (let b = 1; b <= 5; b++) {
+    const d = make(4, b);
+    await writeCifar(`${dir}/data_batch_${b}.bin`, d.images, d.labels);
+  }
+  const t = make(8, 9);
+  await writeCifar(`${dir}/test_batch.bin`, t.images, t.labels);
+}
+
+Deno.test({
+  name: "transfer script: trains, keeps the best, logs JSON, resumes; clear errors",
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      await Deno.mkdir(`${dir}/cifar-10-batches-bin`);
+      await writeData(`${dir}/cifar-10-batches-bin`);
+      const common = [
+        "--data",
+        dir,
+        "--any-count",
+        "--model",
+        "T2t_vit_7",
+        "--img-size",
+        "32",
+        "--b",
+        "10",
+        "--backend",
+        "wasm",
+        "--out",
+        `${dir}/run`,
+        "--seed",
+        "5",
+      ];
+      const first = await run([...common, "--epochs", "1"]);
+      assert.equal(first.code, 0, first.stderr);
+      assert.match(first.stderr, /20 train \/ 8 test images, backend wasm/);
+      assert.match(first.stderr, /epoch 0 train \[.*\] 2\/2 loss \d+\.\d+ acc \d+\.\d+% [\d.]+ img\/s/);
+      assert.match(first.stderr, /==> epoch 0: train [\d.]+%, test [\d.]+%/);
+      for (const f of ["last.safetensors", "last.optim.safetensors", "log.jsonl"]) {
+        await Deno.stat(`${dir}/run/${f}`);
+      }
+      const log1 = (await Deno.readTextFile(`${dir}/run/log.jsonl`)).trim().split("\n").map((l) =>
+        JSON.parse(l)
+      );
+      assert.equal(log1.length, 1);
+      assert.deepEqual(Object.keys(log1[0]), [
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "best_acc",
+        "images_per_s",
+        "seconds",
+        "step",
+      ]);
+      assert.equal(log1[0].step, 2);
+      if (log1[0].test_acc > 0) {
+        const best = await readSafetensors(`${dir}/run/best.safetensors`);
+        assert.equal(best.metadata.architecture, "t2t_vit_7");
+        assert.ok(best.tensors.has("tokens_to_token.attention1.w"));
+        assert.deepEqual(best.tensors.get("head.weight")!.shape, [10, 256]);
+      }
+
+      const second = await run([...common, "--epochs", "2", "--resume"]);
+      assert.equal(second.code, 0, second.stderr);
+      assert.match(second.stderr, /resumed from .*last\.safetensors: epoch 1, step 2/);
+      assert.doesNotMatch(second.stderr, /epoch 0 train/);
+      const log2 = (await Deno.readTextFile(`${dir}/run/log.jsonl`)).trim().split("\n").map((l) =>
+        JSON.parse(l)
+      );
+      assert.deepEqual(log2.map((l) => [l.epoch, l.step]), [[0, 2], [1, 4]]);
+      assert.deepEqual(log2[0], log1[0]);
+
+      const missing = await run(["--data", `${dir}/nowhere`]);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /^transfer: .*nowhere\/data_batch_1\.bin: missing/);
+      assert.equal(missing.stderr.trim().split("\n").length, 1);
+      const strict = await run(["--data", dir]);
+      assert.equal(strict.code, 1);
+      assert.match(strict.stderr, /data_batch_1\.bin: is 12292 bytes \(4 records\); expected 10000 records/);
+      const bad = await run(["--dataset", "imagenet"]);
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, /--dataset must be cifar10 or cifar100/);
+      const help = await run(["--help"]);
+      assert.equal(help.code, 0);
+      assert.match(help.stdout, /--transfer-ratio X/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -1,0 +1,30 @@
+/**
+ * Child process of kernels_wasm_test.ts: starts the wasm backend multi-threaded (2 threads: tfjs's threaded
+ * build for a shared heap, our kernel pool on it), runs t2t_vit_7 against the official outputs with our
+ * kernels, checks that both threads of the pool run, and prints one JSON line.
+ */
+import {
+  enableWasmThreads,
+  prepareKernels,
+  wasmGemmCounters,
+  wasmThreadsCount,
+} from "../../zoo/kernels/mod.ts";
+import { setBackend, tf } from "../../zoo/mod.ts";
+import { wasmPoolBarrier, wasmPoolChunks } from "../../zoo/kernels/wasm_runtime.ts";
+import { checkForwardParity } from "./zoo.ts";
+
+const worker = globalThis.Worker;
+enableWasmThreads(2);
+await setBackend("wasm");
+prepareKernels();
+const { errors } = await checkForwardParity("t2t_vit_7", "wasm", 5e-5, { batch: 1 });
+const heap = (tf.backend() as unknown as { wasm: { HEAPF32: Float32Array } }).wasm.HEAPF32;
+console.log(JSON.stringify({
+  threads: wasmThreadsCount(),
+  shared: heap.buffer instanceof SharedArrayBuffer,
+  gemm: wasmGemmCounters().gemm,
+  maxError: Math.max(...Object.values(errors)),
+  workerRestored: globalThis.Worker === worker,
+  allThreadsRun: wasmPoolBarrier(),
+  chunks: wasmPoolChunks(),
+}));

@@ -1,0 +1,143 @@
+/**
+ * The fused operations the layers call: each returns the fused kernel's result when one runs here (fused
+ * kernels on, a backend that registers it, no gradient being recorded), or `undefined`, in which case the
+ * caller computes the same thing with generic tfjs ops.
+ *
+ * The fused kernels have no gradients: while a gradient tape records (`tf.grad`, `tf.variableGrads`, the
+ * trainer), every call here returns `undefined`, so training always runs the generic, differentiable path.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs-core";
+import { ATTENTION, GELU, LAYER_NORM, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
+import { gemmSupported } from "./wasm_gemm.ts";
+import { kernelsOn, setKernelsOn } from "./state.ts";
+import { installKernels } from "../backend/registry.ts";
+
+/** Options of {@linkcode configureKernels}. */
+export interface KernelOptions {
+  /** Use the fused kernels and the wasm GEMM where they exist (default true). */
+  enabled?: boolean;
+}
+
+/**
+ * Turns our kernels on or off: the fused kernels (wasm, webgpu) and the relaxed-SIMD GEMM that replaces
+ * tfjs-backend-wasm's matrix products. Off: tfjs's own kernels everywhere (for comparisons).
+ */
+export function configureKernels(opts: KernelOptions): void {
+  if (opts.enabled !== undefined) setKernelsOn(opts.enabled);
+  prepareKernels();
+}
+
+/** Whether our kernels are on. */
+export function kernelsEnabled(): boolean {
+  return kernelsOn();
+}
+
+/** The active backend's name, without starting one (`tf.getBackend()` would start the best available). */
+function activeBackend(): string | undefined {
+  return (tf.engine() as unknown as { backendName?: string | null }).backendName ?? undefined;
+}
+
+/**
+ * Installs our kernels for the active backend (once; `zoo/backend/registry.ts`). `setBackend()` and the
+ * model factories do it when a backend starts; call it after starting one with `tf.setBackend` directly.
+ */
+export function prepareKernels(): void {
+  const be = activeBackend();
+  if (be) installKernels(be);
+}
+
+/** A one-line description of what runs: for profiles and benchmarks. */
+export function kernelStatus(): string {
+  if (!kernelsOn()) return "off (tfjs kernels)";
+  const be = activeBackend();
+  if (be === "wasm") {
+    return gemmSupported() ? "on (wasm: relaxed-SIMD GEMM, fused ops)" : "on (no relaxed SIMD)";
+  }
+  if (be === "webgpu") return "on (webgpu: fused ops)";
+  return `on (none for ${be ?? "no backend yet"})`;
+}
+
+function recording(): boolean {
+  const state = (tf.engine() as unknown as { state: { gradientDepth: number } }).state;
+  return state.gradientDepth > 0;
+}
+
+function usable(kernel: string, ...xs: tf.Tensor[]): boolean {
+  if (!kernelsOn() || recording()) return false;
+  const be = activeBackend();
+  if (be !== "wasm" && be !== "webgpu") return false;
+  if (be === "wasm" && !gemmSupported()) return false;
+  if (!tf.getKernel(kernel, be!)) return false;
+  return xs.every((x) => x.dtype === "float32");
+}
+
+/** Exact-form GELU of `x` by the fused kernel, or `undefined` (use the generic ops). */
+export function fusedGelu(x: tf.Tensor): tf.Tensor | undefined {
+  if (!usable(GELU, x)) return undefined;
+  return tf.engine().runKernel(GELU, { x }) as tf.Tensor;
+}
+
+/** LayerNorm of `x` over its last axis by the fused kernel, or `undefined`. */
+export function fusedLayerNorm(
+  x: tf.Tensor,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  eps: number,
+): tf.Tensor | undefined {
+  if (!usable(LAYER_NORM, x, gamma, beta)) return undefined;
+  return tf.engine().runKernel(LAYER_NORM, { x, gamma, beta }, { eps }) as tf.Tensor;
+}
+
+/** `softmax(scale * x)` over the last axis by the fused kernel, or `undefined`. */
+export function fusedSoftmax(x: tf.Tensor, scale: number): tf.Tensor | undefined {
+  if (!usable(SOFTMAX, x)) return undefined;
+  return tf.engine().runKernel(SOFTMAX, { x }, { scale }) as tf.Tensor;
+}
+
+/**
+ * Multi-head attention from a fused projection `qkv (B * N, 3 C)` (per token: q, k, v, each `heads` x `d`,
+ * PyTorch's `reshape(B, N, 3, H, d)` order) to `(B * N, C)` with the heads concatenated per token, by the
+ * fused kernel, or `undefined`.
+ */
+export function fusedAttention(
+  qkv: tf.Tensor2D,
+  batch: number,
+  heads: number,
+  scale: number,
+): tf.Tensor2D | undefined {
+  if (!usable(ATTENTION, qkv)) return undefined;
+  return tf.engine().runKernel(ATTENTION, { qkv }, { batch, heads, scale }) as tf.Tensor2D;
+}
+
+/**
+ * The soft split (`nn.Unfold(kernel, stride, padding)` + `transpose(1, 2)`) of an NHWC map `x (B, H, W, C)`
+ * to `(B, Ho, Wo, C * kernel^2)` by the fused kernel, or `undefined`.
+ */
+export function fusedUnfold(
+  x: tf.Tensor4D,
+  kernel: number,
+  stride: number,
+  padding: number,
+): tf.Tensor4D | undefined {
+  if (!usable(UNFOLD, x)) return undefined;
+  return tf.engine().runKernel(UNFOLD, { x }, { kernel, stride, padding }) as tf.Tensor4D;
+}
+
+/**
+ * The token performer's attention (`Token_performer.single_attn` up to, not including, the projection) from
+ * its fused projection `kqv (B * T, 3 emb)` (per token: k, q, v) and random features `w (m, emb)`:
+ * `(B * T, emb)`, `y = qp (v^T kp)^T / (qp . sum_t kp + eps)` with `prm_exp` features `kp`, `qp`, by the
+ * fused kernel, or `undefined`.
+ */
+export function fusedPerformer(
+  kqv: tf.Tensor2D,
+  w: tf.Tensor2D,
+  batch: number,
+  eps: number,
+): tf.Tensor2D | undefined {
+  if (!usable(PERFORMER, kqv, w)) return undefined;
+  return tf.engine().runKernel(PERFORMER, { kqv, w }, { batch, eps }) as tf.Tensor2D;
+}

@@ -1,0 +1,108 @@
+/**
+ * The fused T2T kernels on tfjs-backend-wasm: `T2tGelu`, `T2tLayerNorm`, `T2tSoftmax` and `T2tAttention`
+ * (see `names.ts`), registered as tfjs kernels for the `wasm` backend and run by our WebAssembly code in the
+ * backend's heap.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs-core";
+import { ATTENTION, GELU, LAYER_NORM, SOFTMAX } from "./names.ts";
+import { ATTENTION as ATTENTION_TASK, attentionBufferFloats, attentionHead } from "./wasm_tasks.ts";
+import { addressOf, type WasmBackend, wasmContext } from "./wasm_runtime.ts";
+
+type Args = Parameters<tf.KernelFunc>[0];
+
+function context(args: Args) {
+  const c = wasmContext(args.backend as unknown as WasmBackend);
+  if (!c) throw new Error("the fused wasm kernels need WebAssembly relaxed SIMD");
+  return c;
+}
+
+function geluKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const x = args.inputs.x as tf.TensorInfo;
+  const out = c.backend.makeOutput([...x.shape], "float32");
+  c.ops.gelu(addressOf(c, x), addressOf(c, out), tf.util.sizeFromShape(x.shape));
+  return out;
+}
+
+function layerNormKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const { x, gamma, beta } = args.inputs as Record<string, tf.TensorInfo>;
+  const { eps } = args.attrs as unknown as { eps: number };
+  const cols = x.shape[x.shape.length - 1];
+  const out = c.backend.makeOutput([...x.shape], "float32");
+  const rows = tf.util.sizeFromShape(x.shape) / cols;
+  c.ops.layerNorm(
+    addressOf(c, x),
+    addressOf(c, out),
+    rows,
+    cols,
+    addressOf(c, gamma),
+    addressOf(c, beta),
+    eps,
+  );
+  return out;
+}
+
+function softmaxKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const x = args.inputs.x as tf.TensorInfo;
+  const { scale } = args.attrs as unknown as { scale: number };
+  const cols = x.shape[x.shape.length - 1];
+  const out = c.backend.makeOutput([...x.shape], "float32");
+  c.ops.softmax(addressOf(c, x), addressOf(c, out), tf.util.sizeFromShape(x.shape) / cols, cols, scale);
+  return out;
+}
+
+/**
+ * Multi-head attention from the fused projection: `qkv (B * N, 3 C)` (per token q, k, v, each heads x d) to
+ * `(B * N, C)` with the heads concatenated per token, `softmax(scale q k^T) v` per sample and head. The
+ * heads are read in place (strided), nothing is transposed; (sample, head) pairs are split between the
+ * pool's threads when there is a pool.
+ */
+function attentionKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const qkv = args.inputs.qkv as tf.TensorInfo;
+  const { batch, heads, scale } = args.attrs as unknown as { batch: number; heads: number; scale: number };
+  const [rows, width] = qkv.shape;
+  const n = rows / batch, dim = width / 3, d = dim / heads;
+  const out = c.backend.makeOutput([rows, dim], "float32");
+  const threads = c.pool && batch * heads > 1 ? c.pool.threads : 1;
+  const stride = attentionBufferFloats(n, d) * 4;
+  const wasm = c.backend.wasm;
+  const buffers = wasm._malloc(stride * threads);
+  try {
+    const qa = addressOf(c, qkv), oa = addressOf(c, out);
+    if (threads > 1) {
+      c.pool!.run(ATTENTION_TASK, [qa, oa, n, heads, d, buffers, stride, c.scratch], batch * heads, [scale]);
+    } else {
+      const k = { gemm: c.gemm, ops: c.ops, memory: c.memory };
+      for (let b = 0; b < batch; b++) {
+        for (let h = 0; h < heads; h++) {
+          attentionHead(k, qa, oa, b, h, n, heads, d, scale, buffers, c.scratch);
+        }
+      }
+    }
+  } finally {
+    wasm._free(buffers);
+  }
+  return out;
+}
+
+/** Registers the fused kernels for the `wasm` backend (those not registered yet); `zoo/backend/registry.ts` calls it. */
+export function registerWasmKernels(): boolean {
+  const kernels: [string, (args: Args) => tf.TensorInfo][] = [
+    [GELU, geluKernel],
+    [LAYER_NORM, layerNormKernel],
+    [SOFTMAX, softmaxKernel],
+    [ATTENTION, attentionKernel],
+  ];
+  for (const [kernelName, fn] of kernels) {
+    if (!tf.getKernel(kernelName, "wasm")) {
+      tf.registerKernel({ kernelName, backendName: "wasm", kernelFunc: fn as unknown as tf.KernelFunc });
+    }
+  }
+  return true;
+}

@@ -1,0 +1,232 @@
+/**
+ * Multi-threaded wasm in Deno: tfjs-backend-wasm's threaded build (for its shared heap), with our kernel
+ * pool on top.
+ *
+ * tfjs-backend-wasm ships a threaded SIMD build (emscripten pthreads, XNNPACK's thread pool), but never
+ * starts it in Deno: it takes Deno for Node (where it turns threads off, tfjs #3830), and when forced on, its
+ * emscripten runtime hands a blob URL to `node:worker_threads` (rejected by Deno), replaces the global
+ * `Worker` with Node's, and caps the pool at half of `os.cpus()` (one thread on a 2-core machine).
+ * {@linkcode enableWasmThreads} wraps the wasm backend's factory so that, while the backend starts:
+ *
+ * - the threaded build is chosen (`WASM_HAS_MULTITHREAD_SUPPORT`);
+ * - the pthread workers run `wasm_pthread_worker.js` (a file path, which `node:worker_threads` accepts);
+ * - `os.cpus()` reports enough cores for the requested count;
+ *
+ * and afterwards the global `Worker`, `URL.createObjectURL`, `os.cpus` and `WebAssembly.Memory` are
+ * restored, the idle pre-created pthread workers are terminated and the rest `unref`'d (a script ends when
+ * its work does). Where our relaxed-SIMD kernels run (`wasm_gemm.ts`), they get the threads: XNNPACK keeps
+ * one and our pool (`wasm_pool.ts`) splits the GEMMs and attention heads over the shared heap; otherwise
+ * XNNPACK gets them. If the threaded build cannot start, the backend starts single-threaded as before.
+ *
+ * Results are identical to the single-threaded ones (work is split by output rows, columns or heads).
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs-core";
+import { setThreadsCount } from "@tensorflow/tfjs-backend-wasm";
+import os from "node:os";
+import { fileURLToPath } from "node:url";
+import { gemmSupported } from "./wasm_gemm.ts";
+import { registerWasmMemory, startWasmPool, type WasmBackend, wasmPoolThreads } from "./wasm_runtime.ts";
+
+/** The emscripten pthread bookkeeping the wasm module exposes (`Module.PThread`). */
+interface PThreadLike {
+  unusedWorkers: WorkerLike[];
+  runningWorkers: WorkerLike[];
+}
+
+interface WorkerLike {
+  unref?: () => void;
+  terminate?: () => unknown;
+}
+
+/** What tfjs-backend-wasm's backend object holds (`backend.wasm` is the emscripten module). */
+interface WasmBackendInternals {
+  wasm?: { PThread?: PThreadLike; tfjs?: { getThreadsCount?: () => number } };
+}
+
+let requested = 0;
+let wrapped = false;
+let lastError: string | undefined;
+
+/** The most threads tfjs's build can use (it pre-creates 8 pthread workers). */
+export const MAX_WASM_THREADS = 8;
+
+/** Whether this runtime can run the threaded build: shared memory, atomics and `node:worker_threads`. */
+export function wasmThreadsSupported(): boolean {
+  if (typeof SharedArrayBuffer !== "function") return false;
+  if (!import.meta.url.startsWith("file:")) return false; // the worker must be a local file
+  try {
+    // a module with a shared memory and an atomic load (wasm-feature-detect's threads probe)
+    return WebAssembly.validate(
+      new Uint8Array([
+        0,
+        97,
+        115,
+        109,
+        1,
+        0,
+        0,
+        0,
+        1,
+        4,
+        1,
+        96,
+        0,
+        0,
+        3,
+        2,
+        1,
+        0,
+        5,
+        4,
+        1,
+        3,
+        1,
+        1,
+        10,
+        11,
+        1,
+        9,
+        0,
+        65,
+        0,
+        254,
+        16,
+        2,
+        0,
+        26,
+        11,
+      ]),
+    );
+  } catch {
+    return false;
+  }
+}
+
+let captured: WebAssembly.Memory | undefined;
+
+function withPatches<T>(threads: number, start: () => Promise<T>): Promise<T> {
+  const workerPath = fileURLToPath(new URL("./wasm_pthread_worker.js", import.meta.url));
+  const g = globalThis as { Worker?: unknown };
+  const savedWorker = g.Worker;
+  const savedCreate = URL.createObjectURL;
+  const osMut = os as unknown as { cpus: () => unknown[] };
+  const savedCpus = osMut.cpus;
+  // the emscripten glue asks locateFile for its worker script, which tfjs answers with a blob URL of type
+  // application/javascript: answer with our worker's path instead
+  URL.createObjectURL = (obj: Blob) =>
+    obj instanceof Blob && obj.type === "application/javascript" ? workerPath : savedCreate(obj);
+  // XNNPACK's pool size is capped at os.cpus().length / 2 (it assumes hyper-threading)
+  osMut.cpus = () => {
+    const real = savedCpus.call(os);
+    const want = 2 * threads;
+    return real.length >= want ? real : Array.from({ length: want }, (_, i) => real[i % real.length]);
+  };
+  // the threaded build creates its (shared) memory in JavaScript and does not export it: keep it for the GEMM
+  const wasmNs = WebAssembly as unknown as { Memory: typeof WebAssembly.Memory };
+  const SavedMemory = wasmNs.Memory;
+  wasmNs.Memory = new Proxy(SavedMemory, {
+    construct(target, args) {
+      const mem = new target(...(args as [WebAssembly.MemoryDescriptor]));
+      if (mem.buffer instanceof SharedArrayBuffer) captured = mem;
+      return mem;
+    },
+  });
+  const restore = () => {
+    wasmNs.Memory = SavedMemory;
+    URL.createObjectURL = savedCreate;
+    osMut.cpus = savedCpus;
+    g.Worker = savedWorker; // the glue replaced it with node:worker_threads' Worker
+  };
+  let p: Promise<T>;
+  try {
+    p = start();
+  } catch (e) {
+    restore();
+    throw e;
+  }
+  return p.finally(restore);
+}
+
+function tidyWorkers(backend: unknown): void {
+  const module = (backend as WasmBackendInternals).wasm;
+  if (module && captured) registerWasmMemory(module, captured);
+  captured = undefined;
+  const pt = module?.PThread;
+  if (!pt) return;
+  // the pool's threads are running; the idle pre-created workers only hold memory
+  for (const w of pt.unusedWorkers.splice(0)) w.terminate?.();
+  for (const w of pt.runningWorkers) w.unref?.();
+}
+
+/**
+ * Makes the wasm backend compute with `threads` threads (capped at {@linkcode MAX_WASM_THREADS}): it
+ * starts tfjs's multi-threaded SIMD build and our kernel pool on its shared heap (see the module doc). Call
+ * it before the wasm backend first starts (`setBackend("wasm")`). `threads` of 1 (or less) keeps the
+ * single-threaded build. Calling it again before the start changes the count. On a machine whose cores are
+ * busy with other work, extra threads gain little (the calling thread does whatever the others do not get
+ * to), so leave it at 1 for many parallel single-threaded jobs.
+ *
+ * @returns whether the threaded build will be tried (false: this runtime cannot run it, or threads <= 1)
+ *
+ * @example
+ * ```ts ignore
+ * import { enableWasmThreads } from "./wasm_threads.ts";
+ * import { setBackend } from "../backend/backend.ts";
+ * enableWasmThreads(navigator.hardwareConcurrency);
+ * await setBackend("wasm");
+ * ```
+ */
+export function enableWasmThreads(threads: number = navigator.hardwareConcurrency || 1): boolean {
+  const n = Math.max(1, Math.min(MAX_WASM_THREADS, Math.floor(threads)));
+  const engine = tf.engine() as unknown as { registry: Record<string, unknown> };
+  if (engine.registry["wasm"]) return wasmThreadsCount() > 1 && n > 1; // already started
+  requested = n > 1 && wasmThreadsSupported() ? n : 1;
+  if (requested === 1 || wrapped) return requested > 1;
+  const original = tf.findBackendFactory("wasm");
+  if (!original) return false; // tfjs-backend-wasm not loaded
+  tf.removeBackend("wasm");
+  tf.registerBackend("wasm", async () => {
+    if (requested > 1) {
+      tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", true);
+      // with our GEMM, our own pool runs the heavy kernels and XNNPACK keeps one thread (two pools of
+      // spinning threads would fight over the cores); without it, XNNPACK gets the threads
+      const ours = gemmSupported();
+      setThreadsCount(ours ? 1 : requested);
+      try {
+        const backend = await withPatches(requested, async () => await original());
+        tidyWorkers(backend);
+        if (ours) await startWasmPool(backend as unknown as WasmBackend, requested);
+        lastError = undefined;
+        return backend;
+      } catch (e) {
+        lastError = (e as Error)?.message ?? String(e);
+      }
+    }
+    tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
+    setThreadsCount(1);
+    return await original();
+  }, 2);
+  wrapped = true;
+  return true;
+}
+
+/**
+ * Threads the running wasm backend computes with (our kernel pool's, or XNNPACK's when our GEMM is not
+ * available; 1: single-threaded), or 0 before the wasm backend started.
+ */
+export function wasmThreadsCount(): number {
+  const engine = tf.engine() as unknown as { registry: Record<string, unknown> };
+  const be = engine.registry["wasm"] as WasmBackendInternals | undefined;
+  if (!be) return 0;
+  const pool = wasmPoolThreads(be as unknown as WasmBackend);
+  const n = be.wasm?.tfjs?.getThreadsCount?.();
+  return Math.max(pool, typeof n === "number" && n > 0 ? n : 1);
+}
+
+/** Why the threaded build did not start, if it was tried and failed (the backend then runs single-threaded). */
+export function wasmThreadsError(): string | undefined {
+  return lastError;
+}

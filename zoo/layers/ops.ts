@@ -1,0 +1,159 @@
+/**
+ * Functional building blocks shared by the layers: exact GELU, LayerNorm, dropout, drop-path, and matrix
+ * products arranged so that every backend takes its fast path (tfjs-backend-wasm only uses XNNPACK for 2-D
+ * products without transposed operands; its batched and transposed products are ~10x slower).
+ *
+ * @module
+ */
+
+import { tf } from "../../src/core/tf.ts";
+import { fusedGelu, fusedLayerNorm, fusedSoftmax } from "../kernels/fused.ts";
+
+/** Per-call state of a forward pass. */
+export interface Ctx {
+  /** Training mode: dropout and drop-path active. */
+  readonly training: boolean;
+  /** Where intermediate activations are recorded, if anywhere (tests and diagnostics). */
+  readonly taps?: Map<string, tf.Tensor>;
+  /** Attention probabilities of each backbone block, when requested. */
+  readonly attentions?: tf.Tensor[];
+  /** Seeds of the random ops (dropout, drop-path), drawn in call order; unset: tfjs draws from `Math.random`. */
+  readonly seed?: () => number;
+}
+
+/** True when the active backend is tfjs-backend-wasm. */
+export function onWasm(): boolean {
+  return tf.getBackend() === "wasm";
+}
+
+/**
+ * GELU in its exact form `0.5 x (1 + erf(x / sqrt 2))`, as PyTorch's `nn.GELU()` (tfjs's erf is accurate to
+ * 2e-7 on every backend; the tanh approximation would move logits by ~2e-4).
+ */
+export function gelu(x: tf.Tensor): tf.Tensor {
+  // one fused pass where a kernel exists (inference on wasm and webgpu); the generic ops otherwise
+  const fused = fusedGelu(x);
+  if (fused) return fused;
+  return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)));
+}
+
+/** LayerNorm over the last axis with PyTorch's biased variance and `eps` inside the square root. */
+export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps = 1e-5): tf.Tensor {
+  const fused = fusedLayerNorm(x, weight, bias, eps);
+  if (fused) return fused;
+  return tf.tidy(() => {
+    const axis = x.rank - 1;
+    const mean = tf.mean(x, axis, true);
+    const centered = tf.sub(x, mean);
+    const variance = tf.mean(tf.square(centered), axis, true);
+    const normed = tf.mul(centered, tf.rsqrt(tf.add(variance, eps)));
+    return tf.add(tf.mul(normed, weight), bias);
+  });
+}
+
+/** Dropout with rate `p` (inverted scaling), only in training mode. */
+export function dropout(x: tf.Tensor, p: number, ctx: Ctx): tf.Tensor {
+  if (!ctx.training || p <= 0) return x;
+  return tf.dropout(x, p, undefined, ctx.seed?.());
+}
+
+/**
+ * Stochastic depth (timm's `DropPath`): in training, each sample's residual branch is zeroed with
+ * probability `p` and the survivors scaled by `1 / (1 - p)`. `x` is `(B * N, C)` with `batch` samples.
+ */
+export function dropPath(x: tf.Tensor, p: number, batch: number, ctx: Ctx): tf.Tensor {
+  if (!ctx.training || p <= 0) return x;
+  return tf.tidy(() => {
+    const keep = 1 - p;
+    const mask = tf.floor(tf.add(tf.randomUniform([batch, 1, 1], 0, 1, "float32", ctx.seed?.()), keep));
+    const shape = x.shape;
+    const x3 = tf.reshape(x, [batch, -1, shape[shape.length - 1]]);
+    return tf.reshape(tf.mul(tf.div(x3, keep), mask), shape);
+  });
+}
+
+/**
+ * Batched product of 3-D tensors `a (G, M, K) @ b (G, K, N)` (optionally transposing the last two axes of
+ * either). On wasm it runs as G 2-D products on XNNPACK's fast path; elsewhere as one batched matMul.
+ */
+export function bmm(a: tf.Tensor3D, b: tf.Tensor3D, transposeA = false, transposeB = false): tf.Tensor3D {
+  if (!onWasm()) return tf.matMul(a, b, transposeA, transposeB);
+  return tf.tidy(() => {
+    const at = transposeA ? tf.transpose(a, [0, 2, 1]) : a;
+    const bt = transposeB ? tf.transpose(b, [0, 2, 1]) : b;
+    const [g, m, k] = at.shape;
+    const n = bt.shape[2];
+    if (g === 1) return tf.reshape(tf.matMul(tf.reshape(at, [m, k]), tf.reshape(bt, [k, n])), [1, m, n]);
+    const outs: tf.Tensor[] = [];
+    for (let i = 0; i < g; i++) {
+      const ai = tf.reshape(tf.slice(at, [i, 0, 0], [1, m, k]), [m, k]);
+      const bi = tf.reshape(tf.slice(bt, [i, 0, 0], [1, k, n]), [k, n]);
+      outs.push(tf.matMul(ai, bi));
+    }
+    return tf.reshape(tf.concat(outs, 0), [g, m, n]);
+  });
+}
+
+/** Largest attention score block computed at once (elements), to bound memory for long sequences. */
+const MAX_SCORE_ELEMENTS = 1 << 23;
+
+/**
+ * Scaled dot-product attention on `(G, N, d)` queries, keys and values (G = batch x heads):
+ * `softmax(scale * q k^T) v`, with the scale applied to `q` first (`scaleFirst`, as the official token
+ * transformer does) or to the scores (as the backbone does). Query rows are processed in chunks so that the
+ * score matrix never exceeds 2^23 elements per step (rows are independent under softmax, so this is exact).
+ *
+ * @returns the output `(G, N, d)` and, when `keepProbs`, the probabilities `(G, N, N)`.
+ */
+export function attentionCore(
+  q: tf.Tensor3D,
+  k: tf.Tensor3D,
+  v: tf.Tensor3D,
+  scale: number,
+  opts: { scaleFirst: boolean; attnDrop: number; ctx: Ctx; keepProbs?: boolean },
+): { out: tf.Tensor3D; probs?: tf.Tensor3D } {
+  const [g, n, d] = q.shape;
+  const nk = k.shape[1];
+  const wasm = onWasm();
+  // softmax of the scaled scores qs (.., r, d) @ kt^T; kt is k already transposed on wasm (its transposed
+  // products are slow); scale and softmax in one fused kernel where one runs
+  const probsOf = (qs: tf.Tensor, kt: tf.Tensor): tf.Tensor => {
+    if (opts.scaleFirst) return tf.softmax(tf.matMul(tf.mul(qs, scale), kt, false, !wasm));
+    const raw = tf.matMul(qs, kt, false, !wasm);
+    return fusedSoftmax(raw, scale) ?? tf.softmax(tf.mul(raw, scale));
+  };
+  return tf.tidy(() => {
+    const outs: tf.Tensor[] = [];
+    const probs: tf.Tensor[] = [];
+    if (wasm) {
+      const kT = tf.transpose(k, [0, 2, 1]); // (G, d, nk)
+      const rows = Math.max(1, Math.min(n, Math.floor(MAX_SCORE_ELEMENTS / nk)));
+      for (let i = 0; i < g; i++) {
+        const qi = tf.reshape(tf.slice(q, [i, 0, 0], [1, n, d]), [n, d]);
+        const ki = tf.reshape(tf.slice(kT, [i, 0, 0], [1, d, nk]), [d, nk]);
+        const vi = tf.reshape(tf.slice(v, [i, 0, 0], [1, nk, d]), [nk, d]);
+        for (let r = 0; r < n; r += rows) {
+          const qc = rows >= n ? qi : tf.slice(qi, [r, 0], [Math.min(rows, n - r), d]);
+          let p = probsOf(qc, ki);
+          if (opts.keepProbs) probs.push(p);
+          p = dropout(p, opts.attnDrop, opts.ctx);
+          outs.push(tf.matMul(p, vi));
+        }
+      }
+      const out = tf.reshape(tf.concat(outs, 0), [g, n, d]) as tf.Tensor3D;
+      if (!opts.keepProbs) return { out };
+      return { out, probs: tf.reshape(tf.concat(probs, 0), [g, n, nk]) as tf.Tensor3D };
+    }
+    const rows = Math.max(1, Math.min(n, Math.floor(MAX_SCORE_ELEMENTS / (nk * g))));
+    for (let r = 0; r < n; r += rows) {
+      const qc = rows >= n ? q : tf.slice(q, [0, r, 0], [g, Math.min(rows, n - r), d]);
+      let p = probsOf(qc, k);
+      if (opts.keepProbs) probs.push(p);
+      p = dropout(p, opts.attnDrop, opts.ctx);
+      outs.push(tf.matMul(p, v));
+    }
+    const out = (outs.length === 1 ? outs[0] : tf.concat(outs, 1)) as tf.Tensor3D;
+    if (!opts.keepProbs) return { out };
+    return { out, probs: (probs.length === 1 ? probs[0] : tf.concat(probs, 1)) as tf.Tensor3D };
+  });
+}
