@@ -28,10 +28,13 @@ import {
 } from "./converters/convert.ts";
 import { readSafetensors } from "./converters/safetensors.ts";
 import { type ArchitectureInfo, describeWeights } from "./zoo/arch.ts";
+import { writeFileAtomic } from "./src/core/atomic.ts";
+import { ensurePretrained } from "./zoo/hub.ts";
 
 /** The `--help` text. */
 export const USAGE: string = `Usage: deno run -A convert.ts <checkpoint> [options]
        deno run -A convert.ts <file.safetensors> [-o out.pth] [--wrap KEY] [options]
+       deno run -A convert.ts --pretrained <model or tag> [--offline] [-o out.safetensors]
 
 Converts a PyTorch checkpoint (.pth, .pth.tar, .pt, .bin; zip or legacy torch.save format, detected from
 its bytes) to a .safetensors file, without Python and without executing any pickle code: only an allowlist
@@ -57,6 +60,11 @@ Options:
   --json               print the result (or the listing) as JSON on stdout
   --force              overwrite an existing output file
   -q, --quiet          no progress on stderr
+  --pretrained         the positional is a released model (t2t_vit_14) or tag (t2t_vit_14.in1k_384):
+                       download it into the cache (T2T_VIT_CACHE, else ~/.cache/t2t-vit), check it,
+                       convert it once with verification and print the converted file's path
+                       (-o copies it there); base URL: T2T_VIT_WEIGHTS_URL
+  --offline            with --pretrained: never use the network (also T2T_VIT_OFFLINE=1)
   -h, --help           show this help
 
 Exit status: 0 on success, 1 when the input is bad or unsafe (one-line cause on stderr),
@@ -136,6 +144,8 @@ export async function main(args: string[]): Promise<number> {
         force: { type: "boolean", default: false },
         quiet: { type: "boolean", short: "q", default: false },
         help: { type: "boolean", short: "h", default: false },
+        pretrained: { type: "boolean", default: false },
+        offline: { type: "boolean", default: false },
       },
     });
   } catch (e) {
@@ -159,6 +169,11 @@ export async function main(args: string[]): Promise<number> {
     console.error("error: --list writes nothing; it cannot be combined with --output or --force");
     return 2;
   }
+  if (o.offline && !o.pretrained) {
+    console.error("error: --offline only applies with --pretrained (see --help)");
+    return 2;
+  }
+  if (o.pretrained) return await pretrained(positionals[0], o);
   const input = positionals[0];
   const dtype = o.dtype as DTypeOption;
   try {
@@ -354,6 +369,71 @@ async function exportMain(input: string, o: ExportFlags): Promise<number> {
       `${r.verified ? ", verified bit for bit" : ""}`,
   );
   return 0;
+}
+
+/** `--pretrained <model or tag>`: fetch, check, convert and cache a released model; print its path. */
+async function pretrained(
+  name: string,
+  o: {
+    output?: string;
+    force: boolean;
+    quiet: boolean;
+    offline: boolean;
+    json: boolean;
+    list: boolean;
+    key?: string;
+    dtype?: string;
+    "no-verify": boolean;
+  },
+): Promise<number> {
+  if (o.list || o.key !== undefined || o.dtype !== "keep" || o["no-verify"]) {
+    console.error(
+      "error: --list, --key, --dtype and --no-verify do not apply with --pretrained (see --help)",
+    );
+    return 2;
+  }
+  try {
+    const r = await ensurePretrained(name, true, {
+      offline: o.offline || undefined,
+      progress: o.quiet ? false : undefined,
+    });
+    if (o.output !== undefined) {
+      await writeFileAtomic(o.output, await Deno.readFile(r.safetensors), { force: o.force });
+    }
+    const out = o.output ?? r.safetensors;
+    if (o.json) {
+      console.log(
+        JSON.stringify(
+          {
+            tag: r.weights.tag,
+            url: r.url,
+            original: r.original,
+            output: out,
+            sha256: r.sha256,
+            downloaded: r.downloaded,
+            converted: r.converted,
+          },
+          null,
+          1,
+        ),
+      );
+    } else {
+      const how = r.downloaded
+        ? "downloaded and converted"
+        : r.converted
+        ? "converted from the cache"
+        : "from the cache";
+      console.log(`${r.weights.tag}: ${out} (${how}; original ${r.original}, SHA-256 ${r.sha256})`);
+    }
+    return 0;
+  } catch (e) {
+    if (e instanceof T2tVitError) {
+      console.error(`error: ${e.message.replace(/\s*\n\s*/g, " ")}`);
+      return 1;
+    }
+    console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
+    return 3;
+  }
 }
 
 if (import.meta.main) {

@@ -29,6 +29,7 @@
 export {
   CheckpointError,
   DatasetError,
+  DownloadError,
   type ErrorContext,
   ImageError,
   ModelError,
@@ -78,6 +79,20 @@ export {
   T2tVitT19,
   T2tVitT24,
 } from "./zoo/models.ts";
+export {
+  PRETRAINED_TAGS,
+  PRETRAINED_WEIGHTS,
+  type PretrainedTag,
+  type PretrainedWeights,
+  resolvePretrained,
+} from "./zoo/pretrained.ts";
+export {
+  type DownloadProgress,
+  ensurePretrained,
+  type HubOptions,
+  loadPretrainedBytes,
+  pretrainedCacheDir,
+} from "./zoo/hub.ts";
 export { type ForwardOptions, type LoadOptions, type LoadReport, T2tVit } from "./zoo/model.ts";
 export { ParallelModel, type ParallelOptions } from "./zoo/parallel.ts";
 

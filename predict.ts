@@ -7,6 +7,7 @@
  * deno run -A predict.ts cat.jpg --weights t2t_vit_14.safetensors --json --topk 3
  * deno run -A predict.ts cat.jpg --weights w.safetensors --attention cat-attn.png --rollout
  * deno run -A predict.ts *.jpg --weights w.safetensors --features feats.safetensors
+ * deno run -A predict.ts cat.jpg --model t2t_vit_14 --pretrained   # the authors' weights, downloaded once
  * deno run -A predict.ts cat.jpg --model t2t_vit_7 --fill-weights   # offline demo, meaningless classes
  * ```
  *
@@ -48,6 +49,7 @@ import {
   MODEL_NAMES,
   type ModelName,
   readWeights,
+  resolvePretrained,
   setBackend,
   tf,
 } from "./zoo/mod.ts";
@@ -62,6 +64,10 @@ Model:
   -w, --weights <file>    safetensors weights (convert an official .pth.tar with convert.ts first)
   -m, --model <name>      architecture: ${MODEL_NAMES.join(", ")};
                           default: the one recorded in the weights' metadata by convert.ts
+  --pretrained            the authors' released weights of --model (a name, or a tag such as
+                          t2t_vit_14.in1k_384): downloaded once into the cache (T2T_VIT_CACHE, else
+                          ~/.cache/t2t-vit), checked, converted, then loaded from there
+  --offline               with --pretrained: never use the network (also T2T_VIT_OFFLINE=1)
   --img-size <n>          input size (default: what the weights were trained at, else 224)
   --fill-weights          no weights: deterministic placeholder weights (offline demo; the classes
                           are meaningless). Needs --model.
@@ -96,6 +102,8 @@ interface Options {
   model?: string;
   imgSize?: number;
   fillWeights: boolean;
+  pretrained: boolean;
+  offline: boolean;
   backend?: BackendName;
   topk: number;
   json: boolean;
@@ -134,6 +142,8 @@ function parse(args: string[]): Options | "help" {
         model: { type: "string", short: "m" },
         "img-size": { type: "string" },
         "fill-weights": { type: "boolean", default: false },
+        pretrained: { type: "boolean", default: false },
+        offline: { type: "boolean", default: false },
         backend: { type: "string" },
         topk: { type: "string", short: "k" },
         json: { type: "boolean", default: false },
@@ -159,7 +169,20 @@ function parse(args: string[]): Options | "help" {
   if (o.backend !== undefined && !["webgpu", "wasm", "cpu"].includes(o.backend)) {
     throw new UsageError(`--backend must be webgpu, wasm or cpu, not '${o.backend}'`);
   }
-  if (o.model !== undefined && !isModelName(o.model)) {
+  if (o.pretrained) {
+    if (o.model === undefined) throw new UsageError("--pretrained needs --model (a name or a tag)");
+    if (o.weights !== undefined || o["fill-weights"]) {
+      throw new UsageError("--pretrained excludes --weights and --fill-weights");
+    }
+    try {
+      resolvePretrained(o.model);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  } else if (o.offline) throw new UsageError("--offline only applies with --pretrained");
+  if (
+    !o.pretrained && o.model !== undefined && !isModelName(o.model)
+  ) {
     throw new UsageError(`unknown model '${o.model}' (known: ${MODEL_NAMES.join(", ")})`);
   }
   if (o.transform !== "eval" && o.transform !== "cifar") {
@@ -176,10 +199,10 @@ function parse(args: string[]): Options | "help" {
     throw new UsageError("--fill-weights and --weights exclude each other");
   }
   if (o["fill-weights"] && o.model === undefined) throw new UsageError("--fill-weights needs --model");
-  if (!o["fill-weights"] && o.weights === undefined) {
+  if (!o["fill-weights"] && !o.pretrained && o.weights === undefined) {
     throw new UsageError(
       "no weights: pass --weights <file.safetensors> (convert an official checkpoint with convert.ts), " +
-        "or --fill-weights --model <name> for an offline demo with placeholder weights",
+        "--pretrained --model <name> for the authors' weights, or --fill-weights --model <name> for an offline demo with placeholder weights",
     );
   }
   if ((o.block !== undefined || o.rollout || o.alpha !== undefined) && o.attention === undefined) {
@@ -191,6 +214,8 @@ function parse(args: string[]): Options | "help" {
     model: o.model,
     imgSize: o["img-size"] === undefined ? undefined : intOption("img-size", o["img-size"], 224, 16),
     fillWeights: o["fill-weights"],
+    pretrained: o.pretrained,
+    offline: o.offline,
     backend: o.backend as BackendName | undefined,
     topk: intOption("topk", o.topk, 5, 1),
     json: o.json,
@@ -215,6 +240,14 @@ async function loadModel(o: Options): Promise<T2tVit> {
     for (const [key, t] of model.stateDict()) tensors.set(key, fromFloat32(fill(key, t.shape), [...t.shape]));
     model.loadStateDict(tensors, { file: "--fill-weights" });
     return model;
+  }
+  if (o.pretrained) {
+    const w = resolvePretrained(o.model!);
+    return await createModel(w.model, {
+      pretrained: w.variant,
+      imgSize: o.imgSize,
+      hub: { offline: o.offline || undefined },
+    });
   }
   const { tensors, file, metadata } = await readWeights(o.weights!);
   if (o.model !== undefined) {
@@ -432,7 +465,7 @@ export async function main(args: string[]): Promise<number> {
         {
           files: JSON.stringify(featureFiles),
           model: model.name,
-          weights: o.weights ?? "fill",
+          weights: o.weights ?? (o.pretrained ? resolvePretrained(o.model!).tag : "fill"),
           img_size: String(model.config.imgSize),
           preprocess: JSON.stringify(pre),
           what:
@@ -446,7 +479,7 @@ export async function main(args: string[]): Promise<number> {
       console.log(JSON.stringify(
         {
           model: model.name,
-          weights: o.weights ?? null,
+          weights: o.weights ?? (o.pretrained ? resolvePretrained(o.model!).tag : null),
           fillWeights: o.fillWeights,
           backend: currentBackend() ?? null,
           imgSize: model.config.imgSize,

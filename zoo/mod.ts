@@ -91,4 +91,26 @@ export { type ForwardOptions, type LoadOptions, type LoadReport, type ModelInit,
 export { resizePosEmbed, sinusoidTable } from "./layers/position.ts";
 export { ARCHITECTURE_KEY, architectureOf } from "./metadata.ts";
 export type { DType, RawTensor, TensorMap } from "../src/core/types.ts";
+export {
+  DEFAULT_WEIGHTS_URL,
+  PRETRAINED_TAGS,
+  PRETRAINED_WEIGHTS,
+  type PretrainedDataset,
+  pretrainedFor,
+  type PretrainedTag,
+  type PretrainedWeights,
+  resolvePretrained,
+  weightsUrl,
+} from "./pretrained.ts";
+export {
+  type DownloadProgress,
+  ensurePretrained,
+  formatProgress,
+  type HubOptions,
+  loadPretrainedBytes,
+  offlineFromEnv,
+  type PretrainedBytes,
+  pretrainedCacheDir,
+  type PretrainedFiles,
+} from "./hub.ts";
 export { ParallelModel, type ParallelOptions } from "./parallel.ts";

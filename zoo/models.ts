@@ -27,6 +27,8 @@ import {
   type T2tVitConfig,
   type T2tVitConfigInit,
 } from "./configs.ts";
+import { type HubOptions, loadPretrainedBytes } from "./hub.ts";
+import { type PretrainedTag, resolvePretrained } from "./pretrained.ts";
 
 /** Options of {@linkcode createModel} and the variants' `create`. */
 export interface CreateOptions {
@@ -36,6 +38,15 @@ export interface CreateOptions {
    * official random initialisation (seeded by `seed`).
    */
   weights?: string | URL | Uint8Array | TensorMap | Map<string, tf.Tensor>;
+  /**
+   * The authors' released weights instead of `weights`: `true` for the model's default (`in1k`), or a
+   * variant (`"in1k_384"`, `"in1k_token_labeling"`, `"in1k_ft_cifar10"`, ...) or full tag
+   * (`"t2t_vit_14.in1k_384"`); see `PRETRAINED_WEIGHTS`. Downloaded once (progress on stderr), converted with
+   * verification and cached; later calls load from the cache without network. `hub` says where and how.
+   */
+  pretrained?: boolean | string;
+  /** Cache folder, base URL, offline mode, progress and retries of `pretrained` (see {@linkcode HubOptions}). */
+  hub?: HubOptions;
   /**
    * Classes of the head. Default: the weights' head size, else 1000. When the weights' head has another
    * size, it is dropped and the new head initialised (the official `load_for_transfer_learning`).
@@ -128,7 +139,15 @@ async function build<M extends T2tVit>(
   await ensureBackend();
   let tensors: TensorMap | Map<string, tf.Tensor> | undefined;
   let file: string | undefined;
-  if (opts.weights !== undefined) {
+  if (opts.pretrained !== undefined && opts.pretrained !== false) {
+    if (opts.weights !== undefined) throw new ModelError("pass either weights or pretrained, not both");
+    if (cls === T2tVit) {
+      throw new ModelError("pretrained weights exist for the official variants only", { key: name });
+    }
+    const got = await loadPretrainedBytes(name, opts.pretrained, opts.hub);
+    tensors = (await readWeights(got.bytes)).tensors;
+    file = got.file;
+  } else if (opts.weights !== undefined) {
     if (opts.weights instanceof Map) tensors = opts.weights;
     else ({ tensors, file } = await readWeights(opts.weights));
   }
@@ -308,8 +327,10 @@ export const MODEL_CLASSES: Readonly<
 });
 
 /**
- * Builds a model: an official variant by name, or a custom architecture (a full or partial
- * {@linkcode T2tVitConfig}). Picks the best backend if none is set yet.
+ * Builds a model: an official variant by name, or by weights tag as timm takes it
+ * (`"t2t_vit_14.in1k_384"`: the tag's architecture, image size and class count, and its weights with
+ * `pretrained: true`), or a custom architecture (a full or partial {@linkcode T2tVitConfig}). Picks the best
+ * backend if none is set yet.
  *
  * @throws {ModelError} for an unknown name or an invalid configuration
  * @throws {WeightsError} when the weights cannot be read or do not fit (one error listing every problem)
@@ -323,16 +344,37 @@ export const MODEL_CLASSES: Readonly<
  * ```
  */
 export function createModel(
-  name: ModelName | T2tVitConfig | T2tVitConfigInit,
+  name: ModelName | PretrainedTag | T2tVitConfig | T2tVitConfigInit,
   opts: CreateOptions = {},
 ): Promise<T2tVit> {
+  if (typeof name === "string" && name.includes(".")) {
+    // a tag (`t2t_vit_14.in1k_384`), as timm takes it: its architecture at the tag's size and class count,
+    // with the tag's weights when `pretrained` is set
+    let w;
+    try {
+      w = resolvePretrained(
+        name,
+        opts.pretrained === undefined || opts.pretrained === false ? true : opts.pretrained,
+      );
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const pretrained = opts.pretrained === undefined || opts.pretrained === false ? undefined : w.variant;
+    return build(MODEL_CLASSES[w.model], w.model, MODEL_CONFIGS[w.model], {
+      ...opts,
+      pretrained,
+      imgSize: opts.imgSize ?? (pretrained === undefined ? w.imgSize : undefined),
+      numClasses: opts.numClasses ?? (pretrained === undefined ? w.numClasses : undefined),
+    });
+  }
   if (typeof name === "string") {
     if (!isModelName(name)) {
       return Promise.reject(
         new ModelError(`unknown model '${name}' (known: ${MODEL_NAMES.join(", ")})`, { key: name }),
       );
     }
-    return build(MODEL_CLASSES[name], name, MODEL_CONFIGS[name], opts);
+    const n = name as ModelName;
+    return build(MODEL_CLASSES[n], n, MODEL_CONFIGS[n], opts);
   }
   if (typeof name !== "object" || name === null) {
     return Promise.reject(new T2tVitError("createModel expects a model name or a config object"));

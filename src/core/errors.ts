@@ -71,3 +71,22 @@ export class ImageError extends T2tVitError {}
 
 /** A dataset file (CIFAR binary) of the wrong size or missing. */
 export class DatasetError extends T2tVitError {}
+
+/**
+ * Official weights that cannot be fetched or cached: no network, an HTTP error, a truncated or corrupt
+ * download, a file that is not the expected checkpoint, a cache that cannot be written, or the network
+ * forbidden (offline) while the cache lacks the file. The message names the model's tag and the URL.
+ */
+export class DownloadError extends T2tVitError {
+  /** The weights' tag, e.g. `t2t_vit_14.in1k`. */
+  readonly tag: string;
+  /** The URL the weights come from. */
+  readonly url: string;
+
+  /** Builds the message as `tag (url): message`. */
+  constructor(tag: string, url: string, message: string, ctx: ErrorContext = {}) {
+    super(`${tag} (${url}): ${message}`, { ...ctx, file: undefined, key: undefined });
+    this.tag = tag;
+    this.url = url;
+  }
+}
