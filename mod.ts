@@ -36,6 +36,7 @@ export {
   SafetensorsError,
   T2tVitError,
   UnsafePickleError,
+  WasmBinariesError,
   WeightsError,
 } from "./src/core/errors.ts";
 

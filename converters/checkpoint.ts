@@ -10,6 +10,7 @@
  */
 
 import { CheckpointError } from "../src/core/errors.ts";
+import { readBytes } from "../src/core/platform.ts";
 import {
   keyText,
   NeedMoreData,
@@ -186,7 +187,7 @@ export async function readCheckpoint(input: string | Uint8Array, file?: string):
   if (typeof input !== "string") return parseCheckpoint(input, file);
   let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(input);
+    bytes = await readBytes(input);
   } catch (e) {
     throw new CheckpointError(`cannot read: ${(e as Error).message}`, { file: input, cause: e });
   }

@@ -8,6 +8,7 @@
  */
 
 import { CheckpointError, SafetensorsError, T2tVitError } from "../src/core/errors.ts";
+import { requireDeno } from "../src/core/platform.ts";
 import { type Checkpoint, openCheckpoint, parseCheckpoint } from "./checkpoint.ts";
 import { FileSource } from "./source.ts";
 import { StagedWriter } from "./staged_writer.ts";
@@ -282,7 +283,13 @@ export function convertCheckpoint<A = null>(
   opts: ConvertFileOptions<A> = {},
 ): Promise<ConvertResult<A>> {
   // Synchronous I/O inside; async for callers and future streaming sources.
-  return Promise.resolve().then(() => convertSync(input, opts));
+  return Promise.resolve().then(() => {
+    requireDeno(
+      "convertCheckpoint (it writes a file)",
+      "convertToSafetensorsBytes on the checkpoint's bytes",
+    );
+    return convertSync(input, opts);
+  });
 }
 
 function exists(path: string): boolean {

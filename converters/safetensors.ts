@@ -12,6 +12,7 @@ import { SafetensorsError } from "../src/core/errors.ts";
 import { writeFileAtomic, type WriteOptions } from "../src/core/atomic.ts";
 import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "../src/core/types.ts";
 import { castFloatInto, f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from "../src/core/dtype.ts";
+import { isDeno, readBytes, sourceOf } from "../src/core/platform.ts";
 
 /** The largest header the reader accepts (100 MB, as the reference implementation does). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -280,7 +281,8 @@ export function parseSafetensors(bytes: Uint8Array, file?: string): Safetensors 
 export async function readSafetensors(path: string): Promise<Safetensors> {
   let bytes: Uint8Array;
   try {
-    bytes = await readWhole(path);
+    // a local path: one exact buffer (Deno); a URL (or any string in a browser): fetched
+    bytes = isDeno() && sourceOf(path).path !== undefined ? await readWhole(path) : await readBytes(path);
   } catch (e) {
     throw new SafetensorsError(`cannot read: ${(e as Error).message}`, { file: path, cause: e });
   }

@@ -6,6 +6,7 @@
  */
 
 import { CheckpointError } from "../src/core/errors.ts";
+import { requireDeno } from "../src/core/platform.ts";
 
 /** Random access to a file's bytes. */
 export interface ByteSource {
@@ -89,6 +90,10 @@ export class FileSource implements ByteSource {
    * @throws {CheckpointError} when the file cannot be opened or is not a regular file
    */
   static open(path: string): FileSource {
+    requireDeno(
+      "opening a file",
+      "the file's bytes (fetch, File.arrayBuffer) with MemorySource or parseCheckpoint",
+    );
     let file: Deno.FsFile;
     try {
       file = Deno.openSync(path, { read: true });

@@ -1,15 +1,17 @@
 /**
  * A strict, read-only zip reader for PyTorch checkpoints (torch >= 1.6 writes stored, ZIP64 archives with
  * 64-byte-aligned tensor data). Stored entries are returned as views of the source bytes when they are in
- * memory (no copy); deflated entries from other tools are inflated with `node:zlib` under a size cap. Every
- * declared offset and size is checked against the bytes that are really there, and CRC-32s are verified.
+ * memory (no copy); deflated entries from other tools are inflated under a size cap. Every declared offset and
+ * size is checked against the bytes that are really there, and CRC-32s are verified. CRC-32 and inflate use
+ * the runtime's native zlib where there is one (Deno, Node: several GB/s), else JavaScript (browsers:
+ * `fflate`'s streaming inflate and a table-driven CRC-32).
  *
  * @module
  */
 
-import zlib from "node:zlib";
-import { Buffer } from "node:buffer";
+import { Inflate } from "fflate";
 import { CheckpointError } from "../src/core/errors.ts";
+import { nodeBuiltin } from "../src/core/platform.ts";
 import type { ByteSource } from "./source.ts";
 
 /** One file of a zip archive, as its central directory describes it. */
@@ -319,8 +321,7 @@ export class ZipArchive {
       }
       const packed = s.read(start, entry.compressedSize);
       try {
-        const out = zlib.inflateRawSync(packed, { maxOutputLength: Math.max(1, entry.size) });
-        data = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+        data = inflateRaw(packed, entry.size);
       } catch (e) {
         throw new CheckpointError(`zip: cannot inflate '${entry.name}': ${(e as Error).message}`, {
           file: s.name,
@@ -343,7 +344,7 @@ export class ZipArchive {
       );
     }
     if (opts.verifyCrc !== false) {
-      const crc = zlib.crc32(Buffer.from(data.buffer, data.byteOffset, data.byteLength)) >>> 0;
+      const crc = crc32(data);
       if (crc !== entry.crc32) {
         ZipArchive.fail(
           s,
@@ -369,4 +370,79 @@ function decodeName(b: Uint8Array, start: number, len: number, dec: TextDecoder)
 
 function hex(n: number): string {
   return "0x" + n.toString(16).padStart(8, "0");
+}
+
+type Zlib = typeof import("node:zlib");
+/** The runtime's zlib (Deno, Node), looked up once; `null` in browsers. */
+let nativeZlib: Zlib | null | undefined;
+
+/** @internal Tests: `false` makes this module behave as in a browser (JavaScript CRC-32 and inflate). */
+export function useNativeZlib(on: boolean): void {
+  nativeZlib = on ? undefined : null;
+}
+function zlib(): Zlib | null {
+  if (nativeZlib === undefined) {
+    const z = nodeBuiltin<Zlib>("zlib");
+    nativeZlib = z && typeof z.crc32 === "function" && typeof z.inflateRawSync === "function" ? z : null;
+  }
+  return nativeZlib;
+}
+
+let crcTable: Uint32Array | undefined;
+
+/** CRC-32 (IEEE) in JavaScript, slicing by 8 bytes (about 1 GB/s); the fallback where there is no zlib. */
+export function crc32Js(data: Uint8Array): number {
+  if (!crcTable) {
+    crcTable = new Uint32Array(256 * 8);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+    for (let n = 0; n < 256; n++) {
+      for (let t = 1; t < 8; t++) {
+        const prev = crcTable[(t - 1) * 256 + n];
+        crcTable[t * 256 + n] = (crcTable[prev & 0xff] ^ (prev >>> 8)) >>> 0;
+      }
+    }
+  }
+  const T = crcTable;
+  let c = 0xffffffff;
+  let i = 0;
+  const n = data.length;
+  for (; i + 8 <= n; i += 8) {
+    const a = (c ^ (data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24))) >>> 0;
+    c = T[1792 + (a & 0xff)] ^ T[1536 + ((a >>> 8) & 0xff)] ^ T[1280 + ((a >>> 16) & 0xff)] ^
+      T[1024 + (a >>> 24)] ^ T[768 + data[i + 4]] ^ T[512 + data[i + 5]] ^ T[256 + data[i + 6]] ^
+      T[data[i + 7]];
+  }
+  for (; i < n; i++) c = T[(c ^ data[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** CRC-32 of `data`: native zlib where there is one, else {@linkcode crc32Js}. */
+export function crc32(data: Uint8Array): number {
+  const z = zlib();
+  return z ? z.crc32(data) >>> 0 : crc32Js(data);
+}
+
+/**
+ * Inflates raw deflate data that should come to `size` bytes; stops (and throws) as soon as it would come to
+ * more, so a lying size costs no more than `size` bytes of memory.
+ */
+function inflateRaw(packed: Uint8Array, size: number): Uint8Array {
+  const z = zlib();
+  if (z) {
+    const out = z.inflateRawSync(packed, { maxOutputLength: Math.max(1, size) });
+    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  }
+  const out = new Uint8Array(size);
+  let n = 0;
+  const inf = new Inflate((chunk) => {
+    if (n + chunk.length > size) throw new Error(`output exceeds the declared ${size} bytes`);
+    out.set(chunk, n);
+    n += chunk.length;
+  });
+  inf.push(packed, true);
+  return n === size ? out : out.subarray(0, n);
 }

@@ -9,6 +9,7 @@
 import IMAGENET_JSON from "./imagenet_classes.json" with { type: "json" };
 import { CIFAR10_CLASSES } from "./data/cifar.ts";
 import { T2tVitError } from "./core/errors.ts";
+import { readText } from "./core/platform.ts";
 
 /**
  * The ImageNet-1k class names in class-index order (index 0 `tench` … 999 `toilet tissue`), as in
@@ -63,7 +64,7 @@ export function parseLabels(text: string, file?: string): string[] {
 export async function readLabels(path: string): Promise<string[]> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = await readText(path);
   } catch (e) {
     throw new T2tVitError(`cannot read label file (${e instanceof Error ? e.message : String(e)})`, {
       file: path,

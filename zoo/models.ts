@@ -17,6 +17,7 @@ import type { RawTensor, TensorMap } from "../src/core/types.ts";
 import { ensureBackend } from "./backend/backend.ts";
 import { ModelError, T2tVitError, WeightsError } from "../src/core/errors.ts";
 import { paramStoreOf, T2tVit } from "./model.ts";
+import { readBytes, sourceOf } from "../src/core/platform.ts";
 import {
   configFromKwargs,
   isModelName,
@@ -33,11 +34,12 @@ import { type PretrainedTag, resolvePretrained } from "./pretrained.ts";
 /** Options of {@linkcode createModel} and the variants' `create`. */
 export interface CreateOptions {
   /**
-   * Weights: a safetensors file path, a URL (`file:`, `http(s):`), safetensors bytes, or a map of tensors by
-   * PyTorch key (raw tensors, e.g. from a converter, or `tf.Tensor`s). Without weights the model gets the
-   * official random initialisation (seeded by `seed`).
+   * Weights: a safetensors file or PyTorch checkpoint as a path (in a browser: a URL relative to the page), a
+   * URL (`file:`, `http(s):`), bytes, a `Blob`/`File` (a file picked in a page; its name labels errors), or a
+   * map of tensors by PyTorch key (raw tensors, e.g. from a converter, or `tf.Tensor`s). Without weights the
+   * model gets the official random initialisation (seeded by `seed`).
    */
-  weights?: string | URL | Uint8Array | TensorMap | Map<string, tf.Tensor>;
+  weights?: string | URL | Uint8Array | Blob | TensorMap | Map<string, tf.Tensor>;
   /**
    * The authors' released weights instead of `weights`: `true` for the model's default (`in1k`), or a
    * variant (`"in1k_384"`, `"in1k_token_labeling"`, `"in1k_ft_cifar10"`, ...) or full tag
@@ -72,7 +74,7 @@ export interface CreateOptions {
 }
 
 /**
- * Reads weights given as a path, URL or bytes into a tensor map: a safetensors file, or a PyTorch checkpoint
+ * Reads weights given as a path, URL, bytes or Blob into a tensor map: a safetensors file, or a PyTorch checkpoint
  * (zip or legacy `torch.save`, any layout the converters know: release, training, CIFAR transfer, bare
  * state_dict), read safely without executing pickle code and with the weights picked as the converter picks
  * them (`state_dict_ema` first). `metadata` is the safetensors metadata, or the converter's for a checkpoint.
@@ -81,24 +83,24 @@ export interface CreateOptions {
  * @throws {SafetensorsError} or {CheckpointError} when the file is malformed
  */
 export async function readWeights(
-  src: string | URL | Uint8Array,
+  src: string | URL | Uint8Array | Blob,
 ): Promise<{ tensors: TensorMap; file: string; metadata: Record<string, string> }> {
   let bytes: Uint8Array;
   let file: string;
   if (src instanceof Uint8Array) {
     bytes = src;
     file = "<bytes>";
-  } else {
-    const url = src instanceof URL ? src : /^(https?|file):\/\//i.test(src) ? new URL(src) : undefined;
-    file = url?.protocol === "file:" ? decodeURIComponent(url.pathname) : String(src);
+  } else if (src instanceof Blob) {
+    file = (src as Blob & { name?: string }).name || "<blob>";
     try {
-      if (url === undefined) bytes = await Deno.readFile(src as string);
-      else if (url.protocol === "file:") bytes = await Deno.readFile(url);
-      else {
-        const res = await fetch(url);
-        if (!res.ok) throw new Error(`HTTP ${res.status} ${res.statusText}`);
-        bytes = new Uint8Array(await res.arrayBuffer());
-      }
+      bytes = new Uint8Array(await src.arrayBuffer());
+    } catch (e) {
+      throw new WeightsError(`cannot read weights: ${(e as Error).message}`, { file, cause: e });
+    }
+  } else {
+    file = sourceOf(src).label;
+    try {
+      bytes = await readBytes(src);
     } catch (e) {
       throw new WeightsError(`cannot read weights: ${(e as Error).message}`, { file, cause: e });
     }
@@ -398,7 +400,7 @@ export function createModel(
  * ```
  */
 export async function loadModel(
-  weights: string | URL | Uint8Array,
+  weights: string | URL | Uint8Array | Blob,
   opts: Omit<CreateOptions, "weights"> = {},
 ): Promise<T2tVit> {
   const { tensors, file, metadata } = await readWeights(weights);

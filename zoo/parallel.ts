@@ -4,6 +4,10 @@
  * {@linkcode ParallelModel} keeps one copy of the model per worker (each on its own wasm backend) and splits
  * every batch between them.
  *
+ * Deno only: the workers are module workers started from this package's source files. In a browser, start
+ * the wasm backend with threads instead (`setBackend("wasm", { wasmThreads })` on a cross-origin-isolated
+ * page); `ParallelModel.create` there throws a `ModelError` saying so.
+ *
  * @module
  */
 
@@ -55,16 +59,22 @@ export interface ParallelOptions extends CreateOptions {
   backend?: "wasm" | "cpu";
 }
 
-const ERRORS: Record<string, new (m: string, c: { file?: string; key?: string }) => T2tVitError> = {
-  T2tVitError,
-  CheckpointError,
-  UnsafePickleError,
-  SafetensorsError,
-  WeightsError,
-  ModelError,
-  ImageError,
-  DatasetError,
+type ErrorClass = (new (m: string, c: { file?: string; key?: string }) => T2tVitError) & {
+  readonly errorName: string;
 };
+/** The typed errors a worker's reply can name, by their explicit `errorName` (never a class's own name). */
+const ERRORS: ReadonlyMap<string, ErrorClass> = new Map(
+  [
+    T2tVitError,
+    CheckpointError,
+    UnsafePickleError,
+    SafetensorsError,
+    WeightsError,
+    ModelError,
+    ImageError,
+    DatasetError,
+  ].map((c) => [c.errorName, c as ErrorClass]),
+);
 
 class Channel {
   readonly worker: Worker;
@@ -83,7 +93,7 @@ class Channel {
       this.#pending.delete(r.id);
       if (r.ok) p.resolve(r);
       else {
-        const Cls = ERRORS[r.error.name];
+        const Cls = ERRORS.get(r.error.name);
         // the worker's message already carries the file/key prefix
         const e = Cls ? new Cls(r.error.message, {}) : new Error(r.error.message);
         if (Cls) Object.assign(e, { file: r.error.file, key: r.error.key });
@@ -143,6 +153,13 @@ export class ParallelModel {
     model: ModelName | T2tVitConfig | T2tVitConfigInit,
     opts: ParallelOptions = {},
   ): Promise<ParallelModel> {
+    if (typeof (globalThis as { Deno?: unknown }).Deno !== "object") {
+      throw new ModelError(
+        "ParallelModel runs in Deno only (its workers start from the package's source files); in a browser " +
+          "use setBackend('wasm', { wasmThreads }) on a cross-origin-isolated page",
+        { key: "ParallelModel" },
+      );
+    }
     const { workers, backend, ...rest } = opts;
     const n = workers ?? Math.max(1, navigator.hardwareConcurrency || 1);
     if (!Number.isInteger(n) || n < 1) {
@@ -150,6 +167,7 @@ export class ParallelModel {
     }
     let weights: string | Uint8Array | TensorMap | undefined;
     if (rest.weights instanceof URL) weights = rest.weights.href;
+    else if (rest.weights instanceof Blob) weights = new Uint8Array(await rest.weights.arrayBuffer());
     else if (rest.weights instanceof Map) {
       for (const v of rest.weights.values()) {
         if (v instanceof tf.Tensor) {

@@ -6,6 +6,7 @@
  */
 
 import { T2tVitError } from "./errors.ts";
+import { requireDeno } from "./platform.ts";
 
 /** Options of {@link writeFileAtomic}. */
 export interface WriteOptions {
@@ -32,6 +33,7 @@ export async function writeFileAtomic(
   opts: WriteOptions = {},
   errorType: typeof T2tVitError = T2tVitError,
 ): Promise<void> {
+  requireDeno(`writing ${path}`, "serializeSafetensors (it returns the bytes) or encodePng");
   if (!opts.force) {
     try {
       await Deno.lstat(path);

@@ -31,6 +31,8 @@ export interface ErrorContext {
  * ```
  */
 export class T2tVitError extends Error {
+  /** The class's name, kept as a string so that it survives minification (the instances' `name`). */
+  static readonly errorName: string = "T2tVitError";
   /** The file the error concerns, if known. */
   readonly file?: string;
   /** The key, tensor or global at fault, if known. */
@@ -44,7 +46,10 @@ export class T2tVitError extends Error {
       s !== undefined
     );
     super(where.length ? `${where.join(": ")}: ${message}` : message, { cause: ctx.cause });
-    this.name = new.target.name;
+    // each class states its name as a string (`errorName`): minifiers rename classes, so `new.target.name`
+    // would say "e" in a bundle; a subclass without one (a user's) keeps its class name
+    const cls = new.target as unknown as { readonly errorName?: string; readonly name: string };
+    this.name = Object.hasOwn(cls, "errorName") ? cls.errorName! : cls.name;
     this.file = ctx.file;
     this.key = ctx.key;
     this.offset = ctx.offset;
@@ -52,25 +57,46 @@ export class T2tVitError extends Error {
 }
 
 /** A checkpoint (zip, legacy torch.save, pickle) that cannot be read safely or correctly. */
-export class CheckpointError extends T2tVitError {}
+export class CheckpointError extends T2tVitError {
+  /** The class's name, kept as a string so that it survives minification. */
+  static override readonly errorName: string = "CheckpointError";
+}
 
 /** A pickle global, opcode or construct that the safe unpickler refuses. Nothing was executed. */
-export class UnsafePickleError extends CheckpointError {}
+export class UnsafePickleError extends CheckpointError {
+  /** The class's name, kept as a string so that it survives minification. */
+  static override readonly errorName: string = "UnsafePickleError";
+}
 
 /** A safetensors file that breaks the format, or tensors that cannot be written as one. */
-export class SafetensorsError extends T2tVitError {}
+export class SafetensorsError extends T2tVitError {
+  /** The class's name, kept as a string so that it survives minification. */
+  static override readonly errorName: string = "SafetensorsError";
+}
 
 /** Weights that do not fit a model: missing, unexpected or mis-shaped keys, NaN/Inf values. */
-export class WeightsError extends T2tVitError {}
+export class WeightsError extends T2tVitError {
+  /** The class's name, kept as a string so that it survives minification. */
+  static override readonly errorName: string = "WeightsError";
+}
 
 /** A model configuration, input shape or argument that the model cannot accept. */
-export class ModelError extends T2tVitError {}
+export class ModelError extends T2tVitError {
+  /** The class's name, kept as a string so that it survives minification. */
+  static override readonly errorName: string = "ModelError";
+}
 
 /** An image that cannot be decoded or preprocessed. */
-export class ImageError extends T2tVitError {}
+export class ImageError extends T2tVitError {
+  /** The class's name, kept as a string so that it survives minification. */
+  static override readonly errorName: string = "ImageError";
+}
 
 /** A dataset file (CIFAR binary) of the wrong size or missing. */
-export class DatasetError extends T2tVitError {}
+export class DatasetError extends T2tVitError {
+  /** The class's name, kept as a string so that it survives minification. */
+  static override readonly errorName: string = "DatasetError";
+}
 
 /**
  * Official weights that cannot be fetched or cached: no network, an HTTP error, a truncated or corrupt
@@ -78,6 +104,8 @@ export class DatasetError extends T2tVitError {}
  * forbidden (offline) while the cache lacks the file. The message names the model's tag and the URL.
  */
 export class DownloadError extends T2tVitError {
+  /** The class's name, kept as a string so that it survives minification. */
+  static override readonly errorName: string = "DownloadError";
   /** The weights' tag, e.g. `t2t_vit_14.in1k`. */
   readonly tag: string;
   /** The URL the weights come from. */
@@ -89,4 +117,14 @@ export class DownloadError extends T2tVitError {
     this.tag = tag;
     this.url = url;
   }
+}
+
+/**
+ * The tfjs wasm binaries are not where the wasm backend looked for them (a browser page that does not serve
+ * them next to the bundle, a wrong `wasmPaths`). `file` is the place it looked. Never silently replaced by
+ * the cpu backend.
+ */
+export class WasmBinariesError extends T2tVitError {
+  /** The class's name, kept as a string so that it survives minification. */
+  static override readonly errorName: string = "WasmBinariesError";
 }

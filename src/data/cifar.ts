@@ -17,6 +17,7 @@
 
 import { DatasetError } from "../core/errors.ts";
 import { writeFileAtomic } from "../core/atomic.ts";
+import { denoNs, isNotFound, readBytes, readText, sourceOf } from "../core/platform.ts";
 
 /** The two datasets. */
 export type CifarName = "cifar10" | "cifar100";
@@ -83,7 +84,13 @@ function join(dir: string, name: string): string {
 
 async function exists(path: string): Promise<boolean> {
   try {
-    await Deno.stat(path);
+    const { path: local, url } = sourceOf(path);
+    if (local !== undefined) await denoNs()!.stat(local);
+    else {
+      const res = await fetch(url!, { method: "HEAD" });
+      await res.body?.cancel();
+      return res.ok;
+    }
     return true;
   } catch {
     return false;
@@ -128,7 +135,7 @@ async function resolveLayout(
 
 async function readNames(path: string): Promise<string[] | undefined> {
   try {
-    const text = await Deno.readTextFile(path);
+    const text = await readText(path);
     const names = text.split(/\r?\n/).map((s) => s.trim()).filter((s) => s.length > 0);
     return names.length > 0 ? names : undefined;
   } catch {
@@ -174,9 +181,9 @@ export async function readCifar(
     const file = layout.files[i];
     let bytes: Uint8Array;
     try {
-      bytes = await Deno.readFile(file);
+      bytes = await readBytes(file);
     } catch (e) {
-      const what = e instanceof Deno.errors.NotFound
+      const what = isNotFound(e)
         ? `missing: the ${dataset} ${split} split needs ${
           cifarFiles(dataset, split).join(", ")
         } in ${layout.dir} ` +

@@ -7,6 +7,7 @@
  */
 
 import { ImageError } from "../core/errors.ts";
+import { describeReadError, readBytes, sourceOf } from "../core/platform.ts";
 import type { RgbImage } from "./image.ts";
 import { decodeJpeg } from "./jpeg.ts";
 import { decodePng } from "./png.ts";
@@ -95,7 +96,8 @@ export function decodeImage(bytes: Uint8Array, file?: string): DecodedImage {
 }
 
 /**
- * Reads and decodes an image file (a path, a `file:` URL, or an `http(s):` URL, fetched). A missing or
+ * Reads and decodes an image file (a path, a `file:` URL, or an `http(s):` URL, fetched; in a browser a string
+ * is a URL relative to the page). A missing or
  * unreadable file, like an undecodable one, is an {@link ImageError} naming it.
  *
  * @example
@@ -105,35 +107,17 @@ export function decodeImage(bytes: Uint8Array, file?: string): DecodedImage {
  * ```
  */
 export async function readImage(path: string | URL): Promise<DecodedImage> {
-  const label = path instanceof URL
-    ? (path.protocol === "file:" ? decodeURIComponent(path.pathname) : path.href)
-    : path;
-  const remote = path instanceof URL ? /^https?:$/.test(path.protocol) : /^https?:\/\//i.test(path);
+  const { url, label } = sourceOf(path);
   let bytes: Uint8Array;
-  if (remote) {
-    try {
-      const res = await fetch(path);
-      if (!res.ok) throw new Error(`HTTP ${res.status} ${res.statusText}`);
-      bytes = new Uint8Array(await res.arrayBuffer());
-    } catch (e) {
-      throw new ImageError(`cannot download (${e instanceof Error ? e.message : String(e)})`, {
-        file: label,
-        cause: e,
-      });
-    }
-    return decodeImage(bytes, label);
-  }
   try {
-    bytes = await Deno.readFile(path);
+    bytes = await readBytes(path);
   } catch (e) {
-    const why = e instanceof Deno.errors.NotFound
-      ? "no such file"
-      : e instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : e instanceof Error && /directory/i.test(e.message)
-      ? "is a directory"
-      : `cannot read (${e instanceof Error ? e.message : String(e)})`;
-    throw new ImageError(why, { file: label, cause: e });
+    const why = describeReadError(e);
+    const known = /^(no such file|permission denied|is a directory)$/.test(why);
+    throw new ImageError(known ? why : url ? `cannot download (${why})` : `cannot read (${why})`, {
+      file: label,
+      cause: e,
+    });
   }
   return decodeImage(bytes, label);
 }

@@ -16,6 +16,7 @@
  */
 
 import type { tf } from "../core/tf.ts";
+import { isNotFound } from "../core/platform.ts";
 import { readSafetensors, toFloat32, writeSafetensors } from "../../converters/safetensors.ts";
 import type { RawTensor, TensorMap } from "../core/types.ts";
 import { CheckpointError } from "../core/errors.ts";
@@ -142,7 +143,7 @@ export async function readTrainingState(
     o = await readSafetensors(optPath);
   } catch (e) {
     if (
-      e instanceof Deno.errors.NotFound || (e as { cause?: unknown }).cause instanceof Deno.errors.NotFound
+      isNotFound(e) || isNotFound((e as { cause?: unknown }).cause)
     ) {
       throw new CheckpointError("checkpoint file is missing", { file: optPath, cause: e });
     }
@@ -182,7 +183,7 @@ export async function loadCheckpoint(
       return await readSafetensors(p);
     } catch (e) {
       if (
-        e instanceof Deno.errors.NotFound || (e as { cause?: unknown }).cause instanceof Deno.errors.NotFound
+        isNotFound(e) || isNotFound((e as { cause?: unknown }).cause)
       ) {
         throw new CheckpointError("checkpoint file is missing", { file: p, cause: e });
       }

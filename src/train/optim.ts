@@ -71,7 +71,10 @@ export interface OptimizerMeta {
 }
 
 /** An error in the optimizer's configuration or state (bad hyper-parameters, a state that does not fit). */
-export class OptimizerError extends T2tVitError {}
+export class OptimizerError extends T2tVitError {
+  /** The class's name, kept as a string so that it survives minification. */
+  static override readonly errorName: string = "OptimizerError";
+}
 
 function checkFinite(name: string, v: number, min = 0): void {
   if (!Number.isFinite(v) || v < min) {

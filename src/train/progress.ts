@@ -5,6 +5,8 @@
  * @module
  */
 
+import { denoNs } from "../core/platform.ts";
+
 /** Formats seconds as `1h02m`, `3m12s` or `42s`. */
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return "?";
@@ -51,11 +53,15 @@ export class ProgressBar {
   /** Starts the clock. */
   constructor(opts: ProgressOptions) {
     const enc = new TextEncoder();
+    const deno = denoNs();
     this.#o = {
       width: 30,
-      tty: Deno.stderr.isTerminal(),
+      tty: deno?.stderr.isTerminal() ?? false,
       every: 10,
-      write: (s: string) => void Deno.stderr.writeSync(enc.encode(s)),
+      // a browser has no stderr: lines go to the console
+      write: deno
+        ? (s: string) => void deno.stderr.writeSync(enc.encode(s))
+        : (s: string) => console.log(s.trimEnd()),
       ...opts,
     };
   }

@@ -3,7 +3,7 @@ import zlib from "node:zlib";
 import { Buffer } from "node:buffer";
 import { CheckpointError } from "../../src/core/errors.ts";
 import { FileSource, MemorySource } from "../../converters/source.ts";
-import { ZipArchive } from "../../converters/zip.ts";
+import { crc32Js, useNativeZlib, ZipArchive } from "../../converters/zip.ts";
 import { parseCheckpoint } from "../../converters/checkpoint.ts";
 import { selectWeights } from "../../converters/weights.ts";
 import { f32bytes, makeZip, type ZipFileSpec } from "../support/checkpoint_builders.ts";
@@ -263,4 +263,41 @@ Deno.test("zip: hundreds of thousands of real entries are parsed quickly, then r
   assert.throws(() => parseCheckpoint(bytes, "many.pth"), /200000 entries has no <folder>\/data.pkl record/);
   const ms = performance.now() - t;
   assert.ok(ms < timeBound(1000), `took ${ms.toFixed(0)} ms`);
+});
+
+Deno.test("zip without native zlib (as in browsers): JavaScript CRC-32 and inflate, same results and limits", () => {
+  // the CRC-32 against zlib's, every length around the 8-byte stride
+  let seed = 1;
+  const rnd = new Uint8Array(5000).map(() => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24);
+  for (const n of [0, 1, 7, 8, 9, 15, 16, 17, 63, 1000, 4999, 5000]) {
+    const b = rnd.subarray(5000 - n);
+    assert.equal(
+      crc32Js(b),
+      zlib.crc32(Buffer.from(b.buffer, b.byteOffset, b.byteLength)) >>> 0,
+      `length ${n}`,
+    );
+  }
+  useNativeZlib(false);
+  try {
+    const big = new Uint8Array(100_000).map((_, i) => (i * 7) & 0xff);
+    const z = open(makeZip([{ name: "a/x", data: big, deflate: true }]));
+    assert.deepEqual(z.read(z.entries.get("a/x")!), big);
+    // a real checkpoint, stored: every record's CRC checked in JavaScript
+    const ck = parseCheckpoint(Deno.readFileSync(ref("checkpoints/t2t_vit_7.pth.tar")), "t2t_vit_7.pth.tar");
+    assert.ok(selectWeights(ck.root).tensors.size > 50);
+    const zeros = makeZip([{ name: "a/x", data: new Uint8Array(1 << 20), deflate: true }]);
+    const cd = u32at(zeros, 0x02014b50);
+    const lie = (size: number) => {
+      const b = zeros.slice();
+      new DataView(b.buffer).setUint32(cd + 24, size, true);
+      return b;
+    };
+    expectZipError(lie(1000), /inflate|inflates to/, "short", true);
+    expectZipError(lie((1 << 20) + 5), /inflates to 1048576 bytes, not the declared 1048581/, "long", true);
+    const corrupt = makeZip([{ name: "a/x", data: f32bytes([1, 2, 3, 4]) }]);
+    corrupt[30 + 3 + 2] ^= 1; // a data byte of the stored entry
+    expectZipError(corrupt, /CRC-32/, "crc", true);
+  } finally {
+    useNativeZlib(true);
+  }
 });

@@ -193,3 +193,53 @@ Deno.test("without node_modules (Deno's global npm cache), the wasm binaries are
     await Deno.remove(script);
   }
 });
+
+Deno.test("wasm binaries not where wasmPaths says: a WasmBinariesError naming the place, no cpu fallback, retryable", async () => {
+  const root = new URL("../../", import.meta.url);
+  const script = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(
+      script,
+      `import { setBackend, tf, WasmBinariesError } from ${JSON.stringify(new URL("mod.ts", root).href)};\n` +
+        `const out = {};\n` +
+        `for (const name of ["wasm", undefined]) {\n` +
+        `  try { await setBackend(name, { wasmPaths: "/nowhere/" }); out[String(name)] = tf.getBackend(); }\n` +
+        `  catch (e) { out[String(name)] = [e.name, e instanceof WasmBinariesError, e.message]; }\n` +
+        `}\n` +
+        `out.retry = await setBackend("wasm");\n` +
+        `out.sum = (await tf.sum(tf.tensor1d([1, 2, 3])).data())[0];\n` +
+        `console.log(JSON.stringify(out));\n`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--config", new URL("deno.json", root).pathname, script],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    const r = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").pop()!);
+    for (const k of ["wasm", "undefined"]) {
+      const [name, typed, message] = r[k];
+      assert.equal(name, "WasmBinariesError", k);
+      assert.ok(typed, k);
+      assert.match(message, /\/nowhere\/tfjs-backend-wasm-simd\.wasm \(no such file\).*wasmPaths/, k);
+    }
+    assert.equal(r.retry, "wasm");
+    assert.equal(r.sum, 6);
+  } finally {
+    await Deno.remove(script);
+  }
+});
+
+Deno.test("error classes carry their names as strings (they survive minification)", async () => {
+  const errors = await import("../../src/core/errors.ts");
+  const { OptimizerError } = await import("../../src/train/optim.ts");
+  for (const [exported, cls] of [...Object.entries(errors), ["OptimizerError", OptimizerError]] as const) {
+    if (typeof cls !== "function") continue;
+    const c = cls as unknown as { errorName?: string; new (m: string): Error };
+    assert.ok(Object.hasOwn(c, "errorName"), `${exported} has no own errorName`);
+    assert.equal(c.errorName, exported);
+    assert.equal(new c("x").name, exported);
+  }
+  class Mine extends T2tVitError {}
+  assert.equal(new Mine("x").name, "Mine");
+});

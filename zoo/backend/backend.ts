@@ -11,9 +11,19 @@
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
-import { T2tVitError } from "../../src/core/errors.ts";
-import { enableWasmThreads } from "../kernels/wasm_threads.ts";
+import { T2tVitError, WasmBinariesError } from "../../src/core/errors.ts";
+import { denoNs, isDeno } from "../../src/core/platform.ts";
+import {
+  enableWasmThreads,
+  wasmThreadsRequested,
+  wasmThreadsSupported,
+  wrapWasmFactory,
+} from "../kernels/wasm_threads.ts";
 import { installKernels } from "./registry.ts";
+
+// capture the heap of tfjs's threaded build (picked by tfjs itself on cross-origin-isolated pages) for our
+// kernels, however the wasm backend is started (`setBackend`, or `tf.setBackend` directly)
+wrapWasmFactory();
 
 /** The backends the zoo runs on. */
 export type BackendName = "webgpu" | "wasm" | "cpu";
@@ -209,10 +219,12 @@ function dirOf(url: string): string {
 }
 
 function fileExists(url: string): boolean | undefined {
+  const deno = denoNs();
+  if (!deno) return undefined;
   try {
-    return Deno.statSync(new URL(url)).isFile;
+    return deno.statSync(new URL(url)).isFile;
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
+    if (e instanceof deno.errors.NotFound) return false;
     return undefined; // no permission or not a file URL: cannot tell
   }
 }
@@ -221,9 +233,11 @@ function fileExists(url: string): boolean | undefined {
  * The folder holding the tfjs wasm binaries of the installed `@tensorflow/tfjs-backend-wasm` package, as a
  * `file:` URL ending in `/`: resolved through Deno's module resolution, so it works with a `node_modules`
  * folder, with Deno's global npm cache (no `node_modules`), and when this package is imported from JSR.
- * `undefined` when no candidate holds the binaries.
+ * `undefined` when no candidate holds the binaries, and always in a browser (there the default is the
+ * folder of the bundle, see {@linkcode BackendOptions.wasmPaths}).
  */
 export function locateWasmBinaries(): string | undefined {
+  if (!isDeno()) return undefined;
   // literal specifiers, so that JSR rewrites the bare one to its npm: form at publish time
   const resolvers = [
     () => import.meta.resolve("@tensorflow/tfjs-backend-wasm"),
@@ -244,30 +258,73 @@ export function locateWasmBinaries(): string | undefined {
   return undefined;
 }
 
-let wasmConfigured = false;
-
-function configureWasm(paths: string | Record<string, string> | undefined): void {
-  if (wasmConfigured) return;
-  if (paths !== undefined) {
-    if (typeof paths === "string") {
-      wasmLocation = paths.endsWith("/") ? paths : paths + "/";
-      setWasmPaths(wasmLocation);
-    } else {
-      wasmLocation = JSON.stringify(paths);
-      setWasmPaths(paths);
-    }
-  } else {
-    const dir = locateWasmBinaries();
-    if (dir !== undefined) {
-      // emscripten reads file: URLs with fs in Deno's Node compatibility layer
-      const prefix = dir.startsWith("file:") ? decodeURIComponent(new URL(dir).pathname) : dir;
-      wasmLocation = prefix;
-      setWasmPaths(prefix);
-    } else {
-      wasmLocation = "(tfjs default: next to the loaded tf-backend-wasm module)";
+/** Whether a wasm binary is at `where` (a path, or a URL fetched with HEAD); `undefined`: cannot tell. */
+async function binaryThere(where: string): Promise<{ ok: boolean | undefined; why?: string }> {
+  const deno = denoNs();
+  const isUrl = /^[a-z][a-z0-9+.-]*:/i.test(where) && !/^[a-z]:[\\/]/i.test(where);
+  if (deno && (!isUrl || where.startsWith("file:"))) {
+    try {
+      return { ok: (await deno.stat(isUrl ? new URL(where) : where)).isFile };
+    } catch (e) {
+      return e instanceof deno.errors.NotFound ? { ok: false, why: "no such file" } : { ok: undefined };
     }
   }
-  wasmConfigured = true;
+  try {
+    const base = (globalThis as { location?: { href: string } }).location?.href;
+    const res = await fetch(new URL(where, base), { method: "HEAD" });
+    await res.body?.cancel();
+    if (res.ok) return { ok: true };
+    if (res.status === 405 || res.status === 501) return { ok: undefined }; // no HEAD: let tfjs try
+    return { ok: false, why: `HTTP ${res.status}${res.statusText ? " " + res.statusText : ""}` };
+  } catch (e) {
+    return { ok: false, why: (e as Error)?.message ?? String(e) };
+  }
+}
+
+/**
+ * Points tfjs at the wasm binaries, after checking that the one it will load is there: a missing binary is a
+ * {@linkcode WasmBinariesError} before tfjs tries (tfjs's own failure is permanent: its paths can no longer be
+ * changed), so a second `setBackend("wasm", { wasmPaths })` with the right folder works.
+ */
+async function configureWasm(paths: string | Record<string, string> | undefined): Promise<void> {
+  const engine = tf.engine() as unknown as { registry: Record<string, unknown> };
+  if (engine.registry["wasm"]) return; // started: tfjs ignores new paths
+  let prefix: string | undefined;
+  let map: Record<string, string> | undefined;
+  if (typeof paths === "string") prefix = paths.endsWith("/") ? paths : paths + "/";
+  else if (paths !== undefined) map = paths;
+  else if (isDeno()) {
+    const dir = locateWasmBinaries();
+    // emscripten reads file: URLs with fs in Deno's Node compatibility layer
+    if (dir !== undefined) prefix = dir.startsWith("file:") ? decodeURIComponent(new URL(dir).pathname) : dir;
+  } else {
+    // a browser: next to the bundle (`deno task build:web` copies the binaries there)
+    prefix = new URL("./", import.meta.url).href;
+  }
+  wasmLocation = prefix ??
+    (map ? JSON.stringify(map) : "(tfjs default: next to the loaded tf-backend-wasm module)");
+  if (prefix === undefined && map === undefined) return;
+  // the binary tfjs will load: threaded where it will start threads, SIMD where there is SIMD
+  const simd = await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT") as boolean;
+  const threaded = simd && (isDeno() ? wasmThreadsRequested() > 1 : wasmThreadsSupported());
+  const file = threaded ? WASM_FILES[2] : simd ? WASM_FILES[1] : WASM_FILES[0];
+  const where = map ? map[file] : prefix! + file;
+  if (map && where === undefined) {
+    throw new WasmBinariesError(
+      `wasmPaths has no entry for ${file} (give all three of ${WASM_FILES.join(", ")}, or a folder)`,
+      { key: "wasmPaths" },
+    );
+  }
+  const there = await binaryThere(where);
+  if (there.ok === false) {
+    throw new WasmBinariesError(
+      `cannot start the wasm backend: ${file} not found at ${where} (${there.why}). Serve the three ` +
+        `tfjs-backend-wasm*.wasm files (from @tensorflow/tfjs-backend-wasm/dist/; \`deno task build:web\` copies ` +
+        "them next to the bundle) and pass setBackend('wasm', { wasmPaths: '<folder URL ending in />' })",
+      { file: where },
+    );
+  }
+  setWasmPaths(map ?? prefix!);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -287,8 +344,9 @@ async function tryBackend(name: BackendName, opts: BackendOptions): Promise<stri
       if (!gpu) return "navigator.gpu is undefined";
       await registerWebGpu(opts.powerPreference ?? "high-performance");
     } else if (name === "wasm") {
-      configureWasm(opts.wasmPaths);
       if ((opts.wasmThreads ?? 1) > 1) enableWasmThreads(opts.wasmThreads!);
+      wrapWasmFactory();
+      await configureWasm(opts.wasmPaths);
     }
     // tf.setBackend logs and returns false when the factory throws; keep the console quiet for auto mode
     const ok = await tf.setBackend(name);
@@ -297,6 +355,7 @@ async function tryBackend(name: BackendName, opts: BackendOptions): Promise<stri
     installKernels(name);
     return undefined;
   } catch (e) {
+    if (e instanceof WasmBinariesError) throw e; // never a silent fallback: the caller must fix the paths
     return (e as Error)?.message ?? String(e);
   }
 }

@@ -12,6 +12,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { ATTENTION, GELU, LAYER_NORM, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
 import { gemmSupported } from "./wasm_gemm.ts";
+import { type WasmBackend, wasmContext } from "./wasm_runtime.ts";
 import { kernelsOn, setKernelsOn } from "./state.ts";
 import { installKernels } from "../backend/registry.ts";
 
@@ -70,6 +71,8 @@ function usable(kernel: string, ...xs: tf.Tensor[]): boolean {
   const be = activeBackend();
   if (be !== "wasm" && be !== "webgpu") return false;
   if (be === "wasm" && !gemmSupported()) return false;
+  // a heap we cannot reach (a wasm backend started around our factory wrapper): the generic ops
+  if (be === "wasm" && !wasmContext(tf.backend() as unknown as WasmBackend)) return false;
   if (!tf.getKernel(kernel, be!)) return false;
   return xs.every((x) => x.dtype === "float32");
 }

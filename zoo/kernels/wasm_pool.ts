@@ -1,14 +1,16 @@
 /**
  * A pool of threads for our wasm kernels on a shared heap (tfjs-backend-wasm's threaded build): the caller
- * and `workers` node:worker_threads workers run the chunks of a task (GEMM row or column ranges, attention
- * heads), claiming them from a shared counter. The caller works too, and only waits for chunks a worker has
- * already claimed: a worker that is not scheduled (a busy machine) never holds the caller up.
+ * and `workers` workers run the chunks of a task (GEMM row or column ranges, attention heads), claiming them
+ * from a shared counter. The caller works too, and only waits for chunks a worker has already claimed: a
+ * worker that is not scheduled (a busy machine) never holds the caller up.
+ *
+ * The workers are `node:worker_threads` workers in Deno (running `wasm_pool_worker.ts`), module web workers
+ * in a browser (running the bundled `t2t-vit-pool-worker.js`, see {@linkcode setPoolWorkerUrl}).
  *
  * @module
  */
 
-import { Worker } from "node:worker_threads";
-import { fileURLToPath } from "node:url";
+import { isDeno, nodeBuiltin } from "../../src/core/platform.ts";
 import {
   BARRIER,
   BUSY,
@@ -26,17 +28,104 @@ import {
   TYPE,
 } from "./wasm_tasks.ts";
 
+/** The part of a worker (node:worker_threads' or the web's) the pool uses. */
+interface PoolWorker {
+  terminate(): unknown;
+}
+
+type NodeWorkerThreads = {
+  Worker: new (path: string, opts: { workerData: unknown }) => PoolWorker & {
+    once(ev: "message" | "error", f: (v: unknown) => void): void;
+    unref(): void;
+  };
+};
+type NodeUrl = { fileURLToPath(u: URL): string };
+
+/** The file name of the bundled pool worker (`deno task build:web` writes it next to the bundle). */
+export const POOL_WORKER_FILE = "t2t-vit-pool-worker.js";
+
+let poolWorkerUrl: string | URL | undefined;
+
+/**
+ * Where a browser finds the kernel pool's worker script (default: `t2t-vit-pool-worker.js` next to the
+ * module that holds this code, i.e. next to the bundle). Only needed when the bundle and the worker script
+ * are served from different places.
+ */
+export function setPoolWorkerUrl(url: string | URL | undefined): void {
+  poolWorkerUrl = url;
+}
+
+function startWorker(
+  memory: WebAssembly.Memory,
+  ctlBuffer: SharedArrayBuffer,
+  id: number,
+  workers: PoolWorker[],
+): Promise<void> {
+  if (isDeno()) {
+    const wt = nodeBuiltin<NodeWorkerThreads>("worker_threads");
+    const url = nodeBuiltin<NodeUrl>("url");
+    if (!wt || !url) return Promise.reject(new Error("node:worker_threads is not available"));
+    const path = url.fileURLToPath(new URL("./wasm_pool_worker.ts", import.meta.url));
+    return new Promise<void>((resolve, reject) => {
+      const w = new wt.Worker(path, { workerData: { memory, ctlBuffer, id } });
+      workers.push(w);
+      w.once("message", () => {
+        w.unref(); // the workers block in Atomics.wait; they must not keep the process alive
+        resolve();
+      });
+      w.once("error", reject);
+    });
+  }
+  const src = poolWorkerUrl ?? new URL(`./${POOL_WORKER_FILE}`, import.meta.url);
+  return new Promise<void>((resolve, reject) => {
+    const w = new Worker(src, { type: "module", name: `t2t-vit kernel pool ${id}` });
+    workers.push(w);
+    w.onmessage = () => resolve();
+    w.onerror = (ev) => {
+      ev.preventDefault();
+      reject(
+        new Error(`the kernel pool's worker ${String(src)} failed to start (${ev.message || "not found?"})`),
+      );
+    };
+    w.postMessage({ memory, ctlBuffer, id });
+  });
+}
+
+/**
+ * Whether this thread may block in `Atomics.wait` (not a browser's main thread, which must spin instead, as
+ * emscripten's runtime does there).
+ */
+function threadCanBlock(): boolean {
+  try {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0); // "not-equal" at once where allowed
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits while `a[i]` equals `v`: blocking (up to `ms`) where allowed, else spinning once. */
+function waitWhile(a: Int32Array, i: number, v: number, ms: number, block: boolean): void {
+  if (block) Atomics.wait(a, i, v, ms);
+}
+
 /** A started pool. */
 export class KernelPool {
+  readonly #block = threadCanBlock();
   readonly #ctl: Uint32Array;
   readonly #ctl32: Int32Array;
   readonly #ctlF: Float32Array;
-  readonly #workers: Worker[];
+  readonly #workers: PoolWorker[];
   readonly #kernels: Kernels;
   /** Byte address of `threads` GEMM scratch blocks (one per thread, the caller first). */
   readonly scratch: number;
 
-  private constructor(kernels: Kernels, workers: Worker[], ctlBuffer: SharedArrayBuffer, scratch: number) {
+  private constructor(
+    kernels: Kernels,
+    workers: PoolWorker[],
+    ctlBuffer: SharedArrayBuffer,
+    scratch: number,
+  ) {
     this.#kernels = kernels;
     this.#workers = workers;
     this.#ctl = new Uint32Array(ctlBuffer);
@@ -51,24 +140,15 @@ export class KernelPool {
    */
   static async start(kernels: Kernels, threads: number, scratch: number): Promise<KernelPool> {
     const ctlBuffer = new SharedArrayBuffer(CTL_SLOTS * 4);
-    const path = fileURLToPath(new URL("./wasm_pool_worker.ts", import.meta.url));
-    const workers: Worker[] = [];
+    const workers: PoolWorker[] = [];
     try {
       await Promise.all(
-        Array.from({ length: threads - 1 }, (_, id) =>
-          new Promise<void>((resolve, reject) => {
-            const w = new Worker(path, { workerData: { memory: kernels.memory, ctlBuffer, id } });
-            workers.push(w);
-            w.once("message", () => resolve());
-            w.once("error", reject);
-          })),
+        Array.from({ length: threads - 1 }, (_, id) => startWorker(kernels.memory, ctlBuffer, id, workers)),
       );
     } catch (e) {
       for (const w of workers) w.terminate();
       throw e;
     }
-    // the workers block in Atomics.wait; they must not keep the process alive
-    for (const w of workers) w.unref();
     return new KernelPool(kernels, workers, ctlBuffer, scratch);
   }
 
@@ -97,13 +177,13 @@ export class KernelPool {
       done = Atomics.add(ctl32, DONE, 1) + 1;
     }
     // chunks claimed by workers
-    while ((done = Atomics.load(ctl32, DONE)) < chunks) Atomics.wait(ctl32, DONE, done, 5);
+    while ((done = Atomics.load(ctl32, DONE)) < chunks) waitWhile(ctl32, DONE, done, 5, this.#block);
     // close the task, then wait for workers still inside it (they find nothing left to claim); workers that
     // announce themselves later see it closed
     Atomics.store(ctl32, CLOSED, seq);
     for (let w = 0; w < this.#workers.length; w++) {
       let b: number;
-      while ((b = Atomics.load(ctl32, BUSY + w)) !== 0) Atomics.wait(ctl32, BUSY + w, b, 5);
+      while ((b = Atomics.load(ctl32, BUSY + w)) !== 0) waitWhile(ctl32, BUSY + w, b, 5, this.#block);
     }
   }
 

@@ -20,13 +20,17 @@
  *
  * Results are identical to the single-threaded ones (work is split by output rows, columns or heads).
  *
+ * In a browser, tfjs starts its threaded build by itself on a cross-origin-isolated page (none of the Deno
+ * fixes apply there); the wrapper then sets the thread count, captures the build's shared memory for our
+ * kernels and starts our pool in module workers (`t2t-vit-pool-worker.js` next to the bundle, made by
+ * `deno task build:web`). The memory is captured whichever build tfjs picks, even with one thread.
+ *
  * @module
  */
 
 import * as tf from "@tensorflow/tfjs-core";
 import { setThreadsCount } from "@tensorflow/tfjs-backend-wasm";
-import os from "node:os";
-import { fileURLToPath } from "node:url";
+import { isDeno, nodeBuiltin } from "../../src/core/platform.ts";
 import { gemmSupported } from "./wasm_gemm.ts";
 import { registerWasmMemory, startWasmPool, type WasmBackend, wasmPoolThreads } from "./wasm_runtime.ts";
 
@@ -53,10 +57,15 @@ let lastError: string | undefined;
 /** The most threads tfjs's build can use (it pre-creates 8 pthread workers). */
 export const MAX_WASM_THREADS = 8;
 
-/** Whether this runtime can run the threaded build: shared memory, atomics and `node:worker_threads`. */
+/**
+ * Whether this runtime can run the threaded build: shared memory and atomics, plus `node:worker_threads` and
+ * a local copy of this package in Deno, or a cross-origin-isolated page in a browser.
+ */
 export function wasmThreadsSupported(): boolean {
   if (typeof SharedArrayBuffer !== "function") return false;
-  if (!import.meta.url.startsWith("file:")) return false; // the worker must be a local file
+  if (isDeno()) {
+    if (!import.meta.url.startsWith("file:")) return false; // the pthread worker must be a local file
+  } else if ((globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated !== true) return false;
   try {
     // a module with a shared memory and an atomic load (wasm-feature-detect's threads probe)
     return WebAssembly.validate(
@@ -107,23 +116,36 @@ export function wasmThreadsSupported(): boolean {
 
 let captured: WebAssembly.Memory | undefined;
 
+/**
+ * Runs `start` (the wasm backend's factory) with the threaded build's memory captured, and in Deno with
+ * `threads > 1` with the start-up fixes of the module doc.
+ */
 function withPatches<T>(threads: number, start: () => Promise<T>): Promise<T> {
-  const workerPath = fileURLToPath(new URL("./wasm_pthread_worker.js", import.meta.url));
-  const g = globalThis as { Worker?: unknown };
-  const savedWorker = g.Worker;
-  const savedCreate = URL.createObjectURL;
-  const osMut = os as unknown as { cpus: () => unknown[] };
-  const savedCpus = osMut.cpus;
-  // the emscripten glue asks locateFile for its worker script, which tfjs answers with a blob URL of type
-  // application/javascript: answer with our worker's path instead
-  URL.createObjectURL = (obj: Blob) =>
-    obj instanceof Blob && obj.type === "application/javascript" ? workerPath : savedCreate(obj);
-  // XNNPACK's pool size is capped at os.cpus().length / 2 (it assumes hyper-threading)
-  osMut.cpus = () => {
-    const real = savedCpus.call(os);
-    const want = 2 * threads;
-    return real.length >= want ? real : Array.from({ length: want }, (_, i) => real[i % real.length]);
-  };
+  const restores: (() => void)[] = [];
+  const os = isDeno() && threads > 1 ? nodeBuiltin<{ cpus: () => unknown[] }>("os") : undefined;
+  const url = os ? nodeBuiltin<{ fileURLToPath(u: URL): string }>("url") : undefined;
+  if (os && url) {
+    const workerPath = url.fileURLToPath(new URL("./wasm_pthread_worker.js", import.meta.url));
+    const g = globalThis as { Worker?: unknown };
+    const savedWorker = g.Worker;
+    const savedCreate = URL.createObjectURL;
+    const savedCpus = os.cpus;
+    // the emscripten glue asks locateFile for its worker script, which tfjs answers with a blob URL of type
+    // application/javascript: answer with our worker's path instead
+    URL.createObjectURL = (obj: Blob) =>
+      obj instanceof Blob && obj.type === "application/javascript" ? workerPath : savedCreate(obj);
+    // XNNPACK's pool size is capped at os.cpus().length / 2 (it assumes hyper-threading)
+    os.cpus = () => {
+      const real = savedCpus.call(os);
+      const want = 2 * threads;
+      return real.length >= want ? real : Array.from({ length: want }, (_, i) => real[i % real.length]);
+    };
+    restores.push(() => {
+      URL.createObjectURL = savedCreate;
+      os.cpus = savedCpus;
+      g.Worker = savedWorker; // the glue replaced it with node:worker_threads' Worker
+    });
+  }
   // the threaded build creates its (shared) memory in JavaScript and does not export it: keep it for the GEMM
   const wasmNs = WebAssembly as unknown as { Memory: typeof WebAssembly.Memory };
   const SavedMemory = wasmNs.Memory;
@@ -136,9 +158,7 @@ function withPatches<T>(threads: number, start: () => Promise<T>): Promise<T> {
   });
   const restore = () => {
     wasmNs.Memory = SavedMemory;
-    URL.createObjectURL = savedCreate;
-    osMut.cpus = savedCpus;
-    g.Worker = savedWorker; // the glue replaced it with node:worker_threads' Worker
+    for (const r of restores) r();
   };
   let p: Promise<T>;
   try {
@@ -184,11 +204,23 @@ export function enableWasmThreads(threads: number = navigator.hardwareConcurrenc
   const engine = tf.engine() as unknown as { registry: Record<string, unknown> };
   if (engine.registry["wasm"]) return wasmThreadsCount() > 1 && n > 1; // already started
   requested = n > 1 && wasmThreadsSupported() ? n : 1;
-  if (requested === 1 || wrapped) return requested > 1;
+  wrapWasmFactory();
+  return requested > 1;
+}
+
+/**
+ * Wraps the wasm backend's factory once (idempotent; `setBackend("wasm")` calls it): the threaded build's
+ * memory is captured for our kernels whichever build tfjs picks, and with {@linkcode enableWasmThreads}'s
+ * count above 1 the threaded build and our pool are started.
+ */
+export function wrapWasmFactory(): void {
+  if (wrapped) return;
   const original = tf.findBackendFactory("wasm");
-  if (!original) return false; // tfjs-backend-wasm not loaded
+  if (!original) return; // tfjs-backend-wasm not loaded
   tf.removeBackend("wasm");
   tf.registerBackend("wasm", async () => {
+    // in Deno tfjs never picks the threaded build by itself; in a browser it does on an isolated page
+    const threadedByItself = !isDeno() && wasmThreadsSupported();
     if (requested > 1) {
       tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", true);
       // with our GEMM, our own pool runs the heavy kernels and XNNPACK keeps one thread (two pools of
@@ -203,14 +235,17 @@ export function enableWasmThreads(threads: number = navigator.hardwareConcurrenc
         return backend;
       } catch (e) {
         lastError = (e as Error)?.message ?? String(e);
+        if (threadedByItself) throw e; // the same build would be picked again
       }
     }
-    tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
+    if (!threadedByItself) tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
+    // one thread: XNNPACK would otherwise start one per core on an isolated page
     setThreadsCount(1);
-    return await original();
+    const backend = await withPatches(1, async () => await original());
+    tidyWorkers(backend);
+    return backend;
   }, 2);
   wrapped = true;
-  return true;
 }
 
 /**
@@ -224,6 +259,11 @@ export function wasmThreadsCount(): number {
   const pool = wasmPoolThreads(be as unknown as WasmBackend);
   const n = be.wasm?.tfjs?.getThreadsCount?.();
   return Math.max(pool, typeof n === "number" && n > 0 ? n : 1);
+}
+
+/** @internal The thread count asked for by {@linkcode enableWasmThreads} (1: none). */
+export function wasmThreadsRequested(): number {
+  return Math.max(1, requested);
 }
 
 /** Why the threaded build did not start, if it was tried and failed (the backend then runs single-threaded). */
