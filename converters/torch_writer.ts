@@ -15,8 +15,7 @@
  * @module
  */
 
-import zlib from "node:zlib";
-import { Buffer } from "node:buffer";
+import { crc32 } from "./zip.ts";
 import { T2tVitError } from "../src/core/errors.ts";
 import type { ByteSink } from "./staged_writer.ts";
 import { type DType, DTYPE_SIZE, type RawTensor } from "../src/core/types.ts";
@@ -283,10 +282,6 @@ interface CentralEntry {
 }
 
 const U32_MAX = 0xffffffff;
-
-function crc32(data: Uint8Array): number {
-  return zlib.crc32(Buffer.from(data.buffer, data.byteOffset, data.byteLength)) >>> 0;
-}
 
 /**
  * Streams a `torch.save` zip file to a sink, record by record: {@link TorchZipWriter.begin} writes `data.pkl`
