@@ -97,6 +97,10 @@ export {
 export { type ForwardOptions, type LoadOptions, type LoadReport, T2tVit } from "./zoo/model.ts";
 export { ParallelModel, type ParallelOptions } from "./zoo/parallel.ts";
 
+// ONNX: export, and ONNX Runtime as a second engine (the `export_onnx.ts` CLI)
+export { exportOnnx, type OnnxExportOptions } from "./zoo/onnx_export.ts";
+export { OnnxModel, type OnnxModelInfo, type OnnxModelOptions } from "./zoo/onnx_engine.ts";
+
 // weights files (conversion: `./converters` or the `convert.ts` CLI)
 export { readSafetensors, type Safetensors, writeSafetensors } from "./converters/safetensors.ts";
 

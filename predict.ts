@@ -53,6 +53,7 @@ import {
   setBackend,
   tf,
 } from "./zoo/mod.ts";
+import { OnnxModel } from "./zoo/onnx_engine.ts";
 
 /** The `--help` text. */
 export const USAGE: string = `Usage: deno run -A predict.ts <image>... [options]
@@ -72,6 +73,8 @@ Model:
   --fill-weights          no weights: deterministic placeholder weights (offline demo; the classes
                           are meaningless). Needs --model.
   --backend <name>        webgpu | wasm | cpu (default: the fastest available)
+  --engine <name>         tfjs (default) or onnxruntime: export the model to ONNX in memory and run it
+                          on ONNX Runtime (onnxruntime-node, loaded only then; not with --attention)
 
 Output:
   -k, --topk <n>          classes per image (default 5)
@@ -105,6 +108,7 @@ interface Options {
   pretrained: boolean;
   offline: boolean;
   backend?: BackendName;
+  engine: "tfjs" | "onnxruntime";
   topk: number;
   json: boolean;
   labels?: string;
@@ -145,6 +149,7 @@ function parse(args: string[]): Options | "help" {
         pretrained: { type: "boolean", default: false },
         offline: { type: "boolean", default: false },
         backend: { type: "string" },
+        engine: { type: "string", default: "tfjs" },
         topk: { type: "string", short: "k" },
         json: { type: "boolean", default: false },
         labels: { type: "string" },
@@ -168,6 +173,12 @@ function parse(args: string[]): Options | "help" {
   if (positionals.length === 0) throw new UsageError("no images given");
   if (o.backend !== undefined && !["webgpu", "wasm", "cpu"].includes(o.backend)) {
     throw new UsageError(`--backend must be webgpu, wasm or cpu, not '${o.backend}'`);
+  }
+  if (o.engine !== "tfjs" && o.engine !== "onnxruntime") {
+    throw new UsageError(`--engine must be tfjs or onnxruntime, not '${o.engine}'`);
+  }
+  if (o.engine === "onnxruntime" && o.attention !== undefined) {
+    throw new UsageError("--attention needs --engine tfjs (the ONNX graph has no attention-map outputs)");
   }
   if (o.pretrained) {
     if (o.model === undefined) throw new UsageError("--pretrained needs --model (a name or a tag)");
@@ -217,6 +228,7 @@ function parse(args: string[]): Options | "help" {
     pretrained: o.pretrained,
     offline: o.offline,
     backend: o.backend as BackendName | undefined,
+    engine: o.engine as "tfjs" | "onnxruntime",
     topk: intOption("topk", o.topk, 5, 1),
     json: o.json,
     labels: o.labels,
@@ -336,6 +348,7 @@ export async function main(args: string[]): Promise<number> {
     throw e;
   }
   let model: T2tVit | undefined;
+  let onnx: OnnxModel | undefined;
   try {
     if (o.backend) await setBackend(o.backend);
     if (o.fillWeights) {
@@ -345,6 +358,7 @@ export async function main(args: string[]): Promise<number> {
       );
     }
     model = await loadModel(o);
+    if (o.engine === "onnxruntime") onnx = await OnnxModel.create(model);
     const numClasses = model.config.numClasses;
     let labels: readonly string[] | undefined = labelsFor(numClasses);
     if (o.labels !== undefined) {
@@ -430,10 +444,10 @@ export async function main(args: string[]): Promise<number> {
             if (o.features) owned.push(feats = model.forwardFeatures(x));
           } else if (o.features) {
             // one pass: features, then the head on them (forward = head(forwardFeatures))
-            owned.push(feats = model.forwardFeatures(x));
+            owned.push(feats = onnx ? await onnx.forwardFeatures(x) : model.forwardFeatures(x));
             owned.push(logits = model.forwardHead(feats));
           } else {
-            owned.push(logits = model.forward(x));
+            owned.push(logits = onnx ? await onnx.forward(x) : model.forward(x));
           }
           if (feats) {
             const values = await feats.data() as Float32Array;
@@ -481,7 +495,7 @@ export async function main(args: string[]): Promise<number> {
           model: model.name,
           weights: o.weights ?? (o.pretrained ? resolvePretrained(o.model!).tag : null),
           fillWeights: o.fillWeights,
-          backend: currentBackend() ?? null,
+          backend: onnx ? "onnxruntime" : currentBackend() ?? null,
           imgSize: model.config.imgSize,
           numClasses,
           preprocess: pre,
@@ -507,6 +521,7 @@ export async function main(args: string[]): Promise<number> {
     console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
     return 3;
   } finally {
+    await onnx?.dispose();
     model?.dispose();
   }
 }

@@ -114,3 +114,15 @@ export {
   type PretrainedFiles,
 } from "./hub.ts";
 export { ParallelModel, type ParallelOptions } from "./parallel.ts";
+export { exportOnnx, ONNX_OPSET_RANGE, type OnnxExportOptions } from "./onnx_export.ts";
+export {
+  loadOnnxRuntime,
+  ONNX_RUNTIME_VERSION,
+  OnnxModel,
+  type OnnxModelInfo,
+  type OnnxModelOptions,
+  type OnnxRuntimeKind,
+  type OnnxRuntimeModule,
+  type OnnxRuntimeSession,
+  type OnnxRuntimeTensor,
+} from "./onnx_engine.ts";
