@@ -19,6 +19,7 @@
 
 import { OnnxError, readOnnxMetadata } from "../converters/onnx.ts";
 import { ModelError } from "../src/core/errors.ts";
+import { nodeBuiltin } from "../src/core/platform.ts";
 import { T2tVit } from "./model.ts";
 import { tf } from "../src/core/tf.ts";
 import type { PretrainedCfg } from "./configs.ts";
@@ -357,8 +358,10 @@ async function readSource(src: string | URL): Promise<Uint8Array> {
     }
     const g = globalThis as { Deno?: { readFile(p: string | URL): Promise<Uint8Array> } };
     if (g.Deno) return await g.Deno.readFile(url ?? src);
-    const fs = await import("node:fs/promises");
-    return new Uint8Array(await fs.readFile(url ?? src));
+    // Node: its fs through the runtime, never an import a browser bundler would keep
+    const fs = nodeBuiltin<{ promises: { readFile(p: string | URL): Promise<Uint8Array> } }>("fs");
+    if (!fs) throw new Error("no file system in this runtime; pass a URL or the bytes");
+    return new Uint8Array(await fs.promises.readFile(url ?? src));
   } catch (e) {
     throw new ModelError(`cannot read the ONNX model: ${(e as Error)?.message ?? e}`, {
       file: String(src),
