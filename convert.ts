@@ -12,7 +12,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { T2tVitError } from "./src/errors.ts";
+import { printable, printableJson, T2tVitError } from "./src/errors.ts";
 import { openCheckpoint } from "./converters/checkpoint.ts";
 import {
   type ConversionPlan,
@@ -83,14 +83,14 @@ function summary(plan: ConversionPlan): string {
       a.candidates.length > 1 ? ` (or ${a.candidates.filter((c) => c !== a.name).join(", ")})` : ""
     }` +
       `${a.imgSize ? `, ${a.imgSize}px` : ""}, ${a.numClasses} classes`;
-  const from = plan.weightsKey === null ? "the top level" : `'${plan.weightsKey}'`;
-  const strip = plan.strippedPrefix ? `, '${plan.strippedPrefix}' stripped` : "";
-  return `${plan.tensors.length} tensors (${mb(plan.dataBytes)}) from ${from}${strip}; ${arch}`;
+  const from = plan.weightsKey === null ? "the top level" : `'${printable(plan.weightsKey)}'`;
+  const strip = plan.strippedPrefix ? `, '${printable(plan.strippedPrefix)}' stripped` : "";
+  return printable(`${plan.tensors.length} tensors (${mb(plan.dataBytes)}) from ${from}${strip}; ${arch}`);
 }
 
 function droppedLine(plan: ConversionPlan): string | null {
   if (!plan.dropped.length) return null;
-  const shown = plan.dropped.slice(0, 12).map((d) => `${d.key} (${d.what})`);
+  const shown = plan.dropped.slice(0, 12).map((d) => `${printable(d.key)} (${printable(d.what)})`);
   const more = plan.dropped.length > 12 ? `, and ${plan.dropped.length - 12} more` : "";
   return `dropped: ${shown.join(", ")}${more}`;
 }
@@ -126,7 +126,7 @@ export async function main(args: string[]): Promise<number> {
       },
     });
   } catch (e) {
-    console.error(`error: ${(e as Error).message.split("\n")[0]} (see --help)`);
+    console.error(`error: ${printable((e as Error).message.split("\n")[0])} (see --help)`);
     return 2;
   }
   const { values: o, positionals } = parsed;
@@ -139,7 +139,9 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   if (!DTYPE_OPTIONS.includes(o.dtype as DTypeOption)) {
-    console.error(`error: --dtype must be one of ${DTYPE_OPTIONS.join(", ")}, not '${o.dtype}'`);
+    console.error(
+      `error: --dtype must be one of ${DTYPE_OPTIONS.join(", ")}, not '${printable(String(o.dtype))}'`,
+    );
     return 2;
   }
   if (o.list && (o.output !== undefined || o.force)) {
@@ -153,17 +155,22 @@ export async function main(args: string[]): Promise<number> {
       using ckpt = openCheckpoint(input);
       const plan = planConversion(ckpt, { key: o.key, dtype });
       if (o.json) {
-        console.log(JSON.stringify(planJson(plan), null, 1));
+        console.log(printableJson(planJson(plan)));
         return 0;
       }
-      console.log(`${input}: ${plan.format} checkpoint; ${summary(plan)}`);
+      console.log(`${printable(input)}: ${plan.format} checkpoint; ${summary(plan)}`);
       const dl = droppedLine(plan);
       if (dl) console.log(dl);
-      const w = Math.max(...plan.tensors.map((t) => t.name.length));
-      for (const t of plan.tensors) {
+      // a loop, not Math.max(...names): a spread of 300k arguments overflows the stack
+      const names = plan.tensors.map((t) => printable(t.name));
+      let w = 0;
+      for (const n of names) if (n.length > w) w = n.length;
+      const lines: string[] = [];
+      plan.tensors.forEach((t, i) => {
         const conv = t.tensor.dtype !== t.dtype ? ` (from ${t.sourceDtype})` : "";
-        console.log(`${t.name.padEnd(w)}  ${t.dtype.padEnd(4)}  [${t.shape.join(", ")}]${conv}`);
-      }
+        lines.push(`${names[i].padEnd(w)}  ${t.dtype.padEnd(4)}  [${t.shape.join(", ")}]${conv}`);
+      });
+      writeLines(lines);
       return 0;
     }
     const size = Deno.statSync(input).size;
@@ -177,7 +184,7 @@ export async function main(args: string[]): Promise<number> {
         const step = tty ? pct : Math.floor(pct / 10) * 10;
         if (step === lastShown) return;
         lastShown = step;
-        const line = `converting ${input}: ${pct}% (${p.tensorsDone}/${p.tensorsTotal} tensors, ${
+        const line = `converting ${printable(input)}: ${pct}% (${p.tensorsDone}/${p.tensorsTotal} tensors, ${
           mb(p.bytesDone)
         })`;
         Deno.stderr.writeSync(enc.encode(tty ? `\r${line}` : `${line}\n`));
@@ -196,39 +203,40 @@ export async function main(args: string[]): Promise<number> {
     if (showProgress && tty) Deno.stderr.writeSync(enc.encode("\n"));
     const secs = (performance.now() - t0) / 1000;
     if (o.json) {
-      console.log(
-        JSON.stringify(
-          {
-            ...planJson(r),
-            output: r.output,
-            outputBytes: r.outputBytes,
-            verified: r.verified,
-            seconds: secs,
-          },
-          null,
-          1,
-        ),
-      );
+      console.log(printableJson({
+        ...planJson(r),
+        output: r.output,
+        outputBytes: r.outputBytes,
+        verified: r.verified,
+        seconds: secs,
+      }));
       return 0;
     }
     console.log(
-      `wrote ${r.output}: ${summary(r)}; ${secs.toFixed(2)} s${r.verified ? ", verified bit for bit" : ""}`,
+      `wrote ${printable(r.output)}: ${summary(r)}; ${secs.toFixed(2)} s${
+        r.verified ? ", verified bit for bit" : ""
+      }`,
     );
     const dl = droppedLine(r);
     if (dl && !o.quiet) console.log(dl);
     return 0;
   } catch (e) {
     if (e instanceof T2tVitError) {
-      console.error(`error: ${e.message.replace(/\s*\n\s*/g, " ")}`);
+      console.error(`error: ${printable(e.message.replace(/\s*\n\s*/g, " "))}`);
       return 1;
     }
     if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
-      console.error(`error: ${input}: ${(e as Error).message.replace(/\s*\n\s*/g, " ")}`);
+      console.error(`error: ${printable(`${input}: ${(e as Error).message.replace(/\s*\n\s*/g, " ")}`)}`);
       return 1;
     }
     console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
     return 3;
   }
+}
+
+/** Prints many lines in a few large writes (one console.log per line is slow for 300k tensors). */
+function writeLines(lines: string[]): void {
+  for (let i = 0; i < lines.length; i += 4096) console.log(lines.slice(i, i + 4096).join("\n"));
 }
 
 if (import.meta.main) {

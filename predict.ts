@@ -16,7 +16,7 @@
 import { parseArgs } from "node:util";
 import { fromFloat32, writeFileAtomic, writeSafetensors } from "./converters/safetensors.ts";
 import type { TensorMap } from "./converters/types.ts";
-import { T2tVitError } from "./src/errors.ts";
+import { printable, printableJson, T2tVitError } from "./src/errors.ts";
 import { fill } from "./src/fill.ts";
 import {
   attentionRollout,
@@ -38,13 +38,14 @@ import { labelsFor, readLabels } from "./src/labels.ts";
 import type { T2tVit } from "./src/model.ts";
 import {
   type BackendName,
-  configFromKwargs,
+  configFromMetadata,
   createModel,
   currentBackend,
   MODEL_NAMES,
   type ModelName,
   readWeights,
   setBackend,
+  tensorElements,
   tf,
 } from "./zoo/mod.ts";
 
@@ -221,14 +222,8 @@ async function loadModel(o: Options): Promise<T2tVit> {
     return await createModel(arch as ModelName, { weights: tensors, imgSize: o.imgSize });
   }
   if (metadata.config) {
-    let kwargs: Record<string, unknown>;
-    try {
-      kwargs = JSON.parse(metadata.config);
-    } catch (e) {
-      throw new T2tVitError("the 'config' metadata is not JSON; pass --model", { file, cause: e });
-    }
-    const clean = Object.fromEntries(Object.entries(kwargs).filter(([, v]) => v !== null));
-    return await createModel(configFromKwargs(clean), { weights: tensors, imgSize: o.imgSize });
+    const cfg = configFromMetadata(metadata.config, tensorElements(tensors), file);
+    return await createModel(cfg, { weights: tensors, imgSize: o.imgSize });
   }
   const candidates = metadata.architecture_candidates
     ? ` (it could be ${metadata.architecture_candidates})`
@@ -262,15 +257,15 @@ interface Result {
 
 function printResult(r: Result): void {
   if (!r.predictions) return;
-  console.log(`${r.file}:`);
+  console.log(`${printable(r.file)}:`);
   for (const p of r.predictions) {
-    console.log(`  ${(p.probability * 100).toFixed(2).padStart(6)}%  ${p.label}  [${p.index}]`);
+    console.log(`  ${(p.probability * 100).toFixed(2).padStart(6)}%  ${printable(p.label)}  [${p.index}]`);
   }
-  if (r.attention) console.log(`  attention map: ${r.attention}`);
+  if (r.attention) console.log(`  attention map: ${printable(r.attention)}`);
 }
 
 function oneLine(e: unknown): string {
-  return (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, " ");
+  return printable((e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, " "));
 }
 
 /**
@@ -293,7 +288,7 @@ export async function main(args: string[]): Promise<number> {
     o = p;
   } catch (e) {
     if (e instanceof UsageError) {
-      console.error(`error: ${e.message} (see --help)`);
+      console.error(`error: ${printable(e.message)} (see --help)`);
       return 2;
     }
     throw e;
@@ -436,10 +431,10 @@ export async function main(args: string[]): Promise<number> {
         },
         { force: o.force },
       );
-      if (!o.json) console.log(`features: ${o.features} (${featureRows.length} x ${d})`);
+      if (!o.json) console.log(`features: ${printable(o.features)} (${featureRows.length} x ${d})`);
     }
     if (o.json) {
-      console.log(JSON.stringify(
+      console.log(printableJson(
         {
           model: model.name,
           weights: o.weights ?? null,
@@ -457,8 +452,6 @@ export async function main(args: string[]): Promise<number> {
             }
           ),
         },
-        null,
-        1,
       ));
     }
     return failed ? 1 : 0;

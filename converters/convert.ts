@@ -12,6 +12,7 @@ import { type ArchitectureInfo, detectArchitecture } from "./arch.ts";
 import { type Checkpoint, openCheckpoint, parseCheckpoint } from "./checkpoint.ts";
 import { FileSource } from "./source.ts";
 import { StagedWriter } from "./staged_writer.ts";
+import { releaseTempFile, sameFile, tempPathFor, trackTempFile, yieldForSignals } from "../src/files.ts";
 import { parseSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
 import { castFloatInto, type FloatDType } from "./dtype.ts";
 import type { TorchTensor } from "./torch_globals.ts";
@@ -303,7 +304,7 @@ export interface ConvertResult extends ConversionPlan {
  * ```
  */
 export function convertCheckpoint(input: string, opts: ConvertFileOptions = {}): Promise<ConvertResult> {
-  // Synchronous I/O inside; async for callers and future streaming sources.
+  // Synchronous I/O inside, yielding now and then so SIGINT/SIGTERM can remove the temporary file.
   return Promise.resolve().then(() => convertSync(input, opts));
 }
 
@@ -330,9 +331,10 @@ function headerBytes(plan: ConversionPlan): Uint8Array {
   );
 }
 
-function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
+async function convertSync(input: string, opts: ConvertFileOptions): Promise<ConvertResult> {
   const output = opts.output ?? defaultOutputPath(input);
-  if (output === input) {
+  // By the file, not the spelling: `dir/./in.pth`, a symlink or a hard link to the input is the input.
+  if (output === input || sameFile(output, input)) {
     throw new SafetensorsError("output would overwrite the input", { file: output });
   }
   if (!opts.force && exists(output)) {
@@ -342,14 +344,14 @@ function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
   try {
     const plan = planConversion(ckpt, opts);
     const verify = opts.verify !== false;
-    const dir = output.includes("/") ? output.slice(0, output.lastIndexOf("/") + 1) : "";
-    const tmp = `${dir}.${basename(output)}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+    const tmp = tempPathFor(output);
     let f: Deno.FsFile;
     try {
       f = Deno.openSync(tmp, { write: true, createNew: true });
     } catch (e) {
       throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
     }
+    trackTempFile(tmp); // SIGINT/SIGTERM remove it
     let size = 0;
     try {
       try {
@@ -385,6 +387,7 @@ function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
           progress.tensorsDone++;
           progress.bytesDone += raw.data.length;
           opts.onProgress?.({ ...progress });
+          await yieldForSignals();
         }
         writer.flush();
       } finally {
@@ -413,6 +416,8 @@ function convertSync(input: string, opts: ConvertFileOptions): ConvertResult {
       } catch { /* already gone */ }
       if (e instanceof T2tVitError) throw e;
       throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
+    } finally {
+      releaseTempFile(tmp);
     }
     return { ...plan, output, outputBytes: size, verified: verify };
   } finally {

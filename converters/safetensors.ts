@@ -9,6 +9,7 @@
  */
 
 import { SafetensorsError } from "../src/errors.ts";
+import { readRegularFile, releaseTempFile, tempPathFor, trackTempFile } from "../src/files.ts";
 import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "./types.ts";
 import { castFloatInto, f32BitsToBf16, f32BitsToF16 } from "./dtype.ts";
 
@@ -277,12 +278,9 @@ export function parseSafetensors(bytes: Uint8Array, file?: string): Safetensors 
  * ```
  */
 export async function readSafetensors(path: string): Promise<Safetensors> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (e) {
-    throw new SafetensorsError(`cannot read: ${(e as Error).message}`, { file: path, cause: e });
-  }
+  const bytes = await readRegularFile(path, (msg, cause) => {
+    throw new SafetensorsError(msg, { file: path, cause });
+  });
   return parseSafetensors(bytes, path);
 }
 
@@ -397,7 +395,8 @@ export async function writeFileAtomic(
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
   }
-  const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  const tmp = tempPathFor(path);
+  trackTempFile(tmp); // SIGINT/SIGTERM remove it
   try {
     await Deno.writeFile(tmp, bytes, { createNew: true });
     await Deno.rename(tmp, path);
@@ -405,6 +404,8 @@ export async function writeFileAtomic(
     await Deno.remove(tmp).catch(() => {});
     if (e instanceof SafetensorsError) throw e;
     throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: path, cause: e });
+  } finally {
+    releaseTempFile(tmp);
   }
 }
 

@@ -6,6 +6,7 @@
  */
 
 import { CheckpointError } from "../src/errors.ts";
+import { regularFileSize } from "../src/files.ts";
 
 /** Random access to a file's bytes. */
 export interface ByteSource {
@@ -89,6 +90,10 @@ export class FileSource implements ByteSource {
    * @throws {CheckpointError} when the file cannot be opened or is not a regular file
    */
   static open(path: string): FileSource {
+    // Checked before opening: opening a FIFO blocks until a writer appears, a device never ends.
+    regularFileSize(path, (msg, cause) => {
+      throw new CheckpointError(msg, { file: path, cause });
+    });
     let file: Deno.FsFile;
     try {
       file = Deno.openSync(path, { read: true });

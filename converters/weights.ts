@@ -58,6 +58,25 @@ export interface SelectOptions {
  * ```
  */
 export function describeValue(v: PyValue): string {
+  return describeValueOnce(v, undefined);
+}
+
+/**
+ * {@link describeValue} with a cache by object: a report over many keys that share one big dict walks it
+ * once, not once per key (which would be quadratic in the file's size).
+ */
+function describeValueOnce(v: PyValue, cache: Map<object, string> | undefined): string {
+  if (cache && v instanceof PyDict) {
+    const hit = cache.get(v);
+    if (hit !== undefined) return hit;
+    const text = describeUncached(v);
+    cache.set(v, text);
+    return text;
+  }
+  return describeUncached(v);
+}
+
+function describeUncached(v: PyValue): string {
   if (v instanceof TorchTensor) return `tensor ${v.torchDtype.name}[${v.shape.join(", ")}]`;
   if (v instanceof PyDict) {
     let tensors = 0;
@@ -164,11 +183,13 @@ export function selectWeights(root: PyValue, opts: SelectOptions = {}): WeightSe
   }
 
   const dropped: DroppedEntry[] = [];
+  const described = new Map<object, string>();
+  const describe = (v: PyValue) => describeValueOnce(v, described);
   if (key !== null) {
     const top = key.split("/")[0];
     for (const [k, v] of root) {
       const name = keyText(k);
-      if (name !== top && name !== key) dropped.push({ key: name, what: describeValue(v) });
+      if (name !== top && name !== key) dropped.push({ key: name, what: describe(v) });
     }
   }
   const names: string[] = [];
@@ -178,7 +199,7 @@ export function selectWeights(root: PyValue, opts: SelectOptions = {}): WeightSe
     if (v instanceof TorchTensor && typeof k === "string") {
       names.push(name);
       values.push(v);
-    } else dropped.push({ key: key === null ? name : `${key}/${name}`, what: describeValue(v) });
+    } else dropped.push({ key: key === null ? name : `${key}/${name}`, what: describe(v) });
   }
   // DataParallel / DistributedDataParallel saves prefix every key with "module." (timm strips it per key).
   const prefix = "module.";

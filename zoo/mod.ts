@@ -29,10 +29,14 @@ export {
 } from "../src/backend.ts";
 export {
   type BlockType,
+  CONFIG_LIMITS,
+  CONFIG_PARAMETER_SLACK,
   configFromKwargs,
+  configFromMetadata,
   DEFAULT_CONFIG,
   IMAGENET_MEAN,
   IMAGENET_STD,
+  minParameterCount,
   MODEL_CONFIGS,
   MODEL_NAMES,
   type ModelName,
@@ -64,6 +68,7 @@ export {
   T2tVitT14,
   T2tVitT19,
   T2tVitT24,
+  tensorElements,
 } from "./models.ts";
 export {
   type ForwardOptions,

@@ -13,10 +13,11 @@ import { materialize, planConversion } from "../converters/convert.ts";
 import { parseSafetensors } from "../converters/safetensors.ts";
 import type { RawTensor, TensorMap } from "../converters/types.ts";
 import { ensureBackend } from "../src/backend.ts";
+import { readRegularFile } from "../src/files.ts";
 import { ModelError, T2tVitError, WeightsError } from "../src/errors.ts";
 import { paramStoreOf, T2tVit } from "../src/model.ts";
 import {
-  configFromKwargs,
+  configFromMetadata,
   MODEL_CONFIGS,
   MODEL_NAMES,
   type ModelName,
@@ -24,6 +25,13 @@ import {
   type T2tVitConfig,
   type T2tVitConfigInit,
 } from "./configs.ts";
+
+/** The total element count of a tensor map (what a file's `config` may ask a model to hold). */
+export function tensorElements(tensors: TensorMap): number {
+  let n = 0;
+  for (const t of tensors.values()) n += t.shape.reduce((a, b) => a * b, 1);
+  return n;
+}
 
 /** Options of {@linkcode createModel} and the variants' `create`. */
 export interface CreateOptions {
@@ -78,14 +86,18 @@ export async function readWeights(
     const url = src instanceof URL ? src : /^(https?|file):\/\//i.test(src) ? new URL(src) : undefined;
     file = url?.protocol === "file:" ? decodeURIComponent(url.pathname) : String(src);
     try {
-      if (url === undefined) bytes = await Deno.readFile(src as string);
-      else if (url.protocol === "file:") bytes = await Deno.readFile(url);
-      else {
+      if (url === undefined || url.protocol === "file:") {
+        // checked to be a regular file first: a FIFO would block the read forever
+        bytes = await readRegularFile(file, (msg, cause) => {
+          throw new WeightsError(`cannot read weights: ${msg}`, { file, cause });
+        });
+      } else {
         const res = await fetch(url);
         if (!res.ok) throw new Error(`HTTP ${res.status} ${res.statusText}`);
         bytes = new Uint8Array(await res.arrayBuffer());
       }
     } catch (e) {
+      if (e instanceof WeightsError) throw e;
       throw new WeightsError(`cannot read weights: ${(e as Error).message}`, { file, cause: e });
     }
   }
@@ -361,25 +373,8 @@ export async function loadModel(
     return createModel(arch as ModelName, { ...opts, weights: tensors });
   }
   if (metadata.config !== undefined) {
-    let kwargs: Record<string, unknown>;
-    try {
-      kwargs = JSON.parse(metadata.config);
-    } catch (e) {
-      throw new ModelError(`the 'config' metadata is not JSON: ${(e as Error).message}`, {
-        file,
-        key: "config",
-      });
-    }
-    if (typeof kwargs !== "object" || kwargs === null || Array.isArray(kwargs)) {
-      throw new ModelError("the 'config' metadata is not an object", { file, key: "config" });
-    }
-    if (!("num_heads" in kwargs)) {
-      throw new ModelError(
-        "the weights do not say how many attention heads the model has; build it with createModel(config, { weights })",
-        { file, key: "num_heads" },
-      );
-    }
-    return createModel(configFromKwargs(kwargs), { ...opts, weights: tensors });
+    const cfg = configFromMetadata(metadata.config, tensorElements(tensors), file, { requireHeads: true });
+    return createModel(cfg, { ...opts, weights: tensors });
   }
   throw new ModelError(
     "the weights do not name their architecture; build the model with createModel(name, { weights })",

@@ -10,6 +10,10 @@ import { ImageError } from "../errors.ts";
 import type { RgbImage } from "./image.ts";
 import { decodeJpeg } from "./jpeg.ts";
 import { decodePng } from "./png.ts";
+import { readRegularFile } from "../files.ts";
+
+/** The largest image file {@link readImage} reads: 256 MiB (a 179-megapixel JPEG is well under it). */
+export const MAX_IMAGE_FILE_BYTES: number = 256 << 20;
 
 /** Image formats recognised by their magic bytes; only `png` and `jpeg` can be decoded. */
 export type ImageFormat =
@@ -124,8 +128,12 @@ export async function readImage(path: string | URL): Promise<DecodedImage> {
     return decodeImage(bytes, label);
   }
   try {
-    bytes = await Deno.readFile(path);
+    // a regular file (a FIFO would block forever) of a size an image can have
+    bytes = await readRegularFile(path instanceof URL ? label : path, (msg) => {
+      throw new ImageError(msg, { file: label });
+    }, MAX_IMAGE_FILE_BYTES);
   } catch (e) {
+    if (e instanceof ImageError) throw e;
     const why = e instanceof Deno.errors.NotFound
       ? "no such file"
       : e instanceof Deno.errors.PermissionDenied
