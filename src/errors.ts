@@ -38,8 +38,9 @@ export function printable(s: string): string {
  * escapes (JSON.stringify escapes only C0 controls): machine-readable output that is also safe on a terminal.
  */
 export function printableJson(value: unknown): string {
+  // (JSON.stringify already escapes C0 controls inside strings; its own newlines are layout)
   return JSON.stringify(value, null, 1).replace(
-    UNPRINTABLE,
+    UNPRINTABLE_KEEP_NEWLINE,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
 }
