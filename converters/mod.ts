@@ -15,12 +15,21 @@
 export * from "./types.ts";
 export * from "./safetensors.ts";
 export { type ByteSource, FileSource, MemorySource } from "./source.ts";
-export { isZip, ZipArchive, type ZipEntry, type ZipReadOptions } from "./zip.ts";
+export {
+  INFLATE_FACTOR,
+  INFLATE_SLACK,
+  isZip,
+  ZipArchive,
+  type ZipEntry,
+  type ZipReadOptions,
+} from "./zip.ts";
 export {
   type CallContext,
+  COPY_COST,
   type GlobalBehaviour,
   isTuple,
   keyText,
+  MAX_TEXT_BYTES,
   NeedMoreData,
   PyDict,
   PyGlobal,
@@ -31,6 +40,9 @@ export {
   unpickle,
   type UnpickleOptions,
   type UnpickleResult,
+  WORK_PER_BYTE,
+  WORK_SLACK,
+  workBudget,
 } from "./pickle.ts";
 export {
   ALLOWED_GLOBALS,

@@ -90,11 +90,11 @@ export interface CallContext {
   /** `module.name` of the global being called. */
   global: string;
   /**
-   * Charges `units` (elements or characters a hook copies or allocates) against the pickle's work budget
+   * Charges `count` copied items of `each` bytes ({@link COPY_COST}) against the pickle's copying budget
    * ({@link workBudget}); throws a {@link CheckpointError} once the budget is spent. Hooks call it before
    * copying anything whose size the pickle controls, so memo references cannot replay a big copy for free.
    */
-  charge(units: number): void;
+  charge(count: number, each: number): void;
 }
 
 /** An allowlisted global as it sits on the pickle stack: a name and our own behaviour, never Python code. */
@@ -156,18 +156,22 @@ export class NeedMoreData extends Error {
 }
 
 /**
- * The work budget of a pickle of `n` bytes: {@link WORK_PER_BYTE} units per byte plus {@link WORK_SLACK}. A
- * unit is one element or character that the machine or an allowlisted hook copies out of an existing value
- * (a memo reference makes such a copy cost a few bytes of pickle); everything else the machine builds is
- * already proportional to the bytes it reads. Real checkpoints use well under 1% of it.
+ * The copying budget of a pickle of `n` bytes, in bytes of memory: {@link WORK_PER_BYTE} per byte of pickle
+ * plus {@link WORK_SLACK}. Charged is everything the machine or an allowlisted hook copies out of a value
+ * that already exists (a memo reference makes such a copy cost a few bytes of pickle), at the memory it
+ * takes ({@link COPY_COST}); everything else the machine builds is already proportional to the bytes it
+ * reads. Real checkpoints use well under 1% of it.
  */
 export function workBudget(n: number): number {
   return WORK_PER_BYTE * n + WORK_SLACK;
 }
 /** See {@link workBudget}. */
-export const WORK_PER_BYTE = 4;
-/** See {@link workBudget}: 2^20 units. */
-export const WORK_SLACK: number = 1 << 20;
+export const WORK_PER_BYTE = 16;
+/** See {@link workBudget}: 16 MiB. */
+export const WORK_SLACK: number = 16 << 20;
+/** What one copied item costs against {@link workBudget}: about the memory it takes in the engine. */
+export const COPY_COST: Readonly<{ byte: number; char: number; element: number; entry: number }> = Object
+  .freeze({ byte: 1, char: 2, element: 8, entry: 64 });
 /**
  * The longest text a pickle may decode in one string, line or key: 64 MiB (JS strings stop near 512 MiB, and no
  * checkpoint holds a string of this size).
@@ -389,13 +393,13 @@ class Machine {
     this.workLimit = workBudget(opts.available ?? bytes.length - this.pos);
   }
 
-  /** Charges `units` of copying against the budget (see {@link workBudget}). */
-  private charge(units: number): void {
-    this.work += units;
+  /** Charges `count` items of `each` bytes of copying against the budget (see {@link workBudget}). */
+  private charge(count: number, each: number): void {
+    this.work += count * each;
     if (this.work > this.workLimit) {
       this.fail(
-        `the pickle asks for more than ${this.workLimit} units of copying (${WORK_PER_BYTE} per byte of ` +
-          `pickle + ${WORK_SLACK}): memo references replaying big copies; refusing`,
+        `the pickle asks for more than ${this.workLimit} bytes of copying (${WORK_PER_BYTE} per byte of ` +
+          `pickle + ${WORK_SLACK >> 20} MiB): memo references replaying big copies; refusing`,
       );
     }
   }
@@ -510,7 +514,7 @@ class Machine {
       stack = prev;
       return items;
     };
-    const charge = (units: number) => this.charge(units);
+    const charge = (count: number, each: number) => this.charge(count, each);
     const ctx = (global: string): CallContext => ({ file: this.file, offset: this.opStart, global, charge });
     const resolve = (module: string, name: string): PyGlobal => {
       const mod = PY2_MODULES.get(module) ?? module;
@@ -894,7 +898,7 @@ class Machine {
         file: this.file,
         offset: this.opStart,
         global: "persistent_load",
-        charge: (units) => this.charge(units),
+        charge: (count, each) => this.charge(count, each),
       })
     );
   }
@@ -904,7 +908,7 @@ class Machine {
       // OrderedDict.__setstate__ is object's: a dict state sets attributes (state_dict._metadata).
       const dict = this.stateDict(state, obj.pyClass);
       if (dict) {
-        this.charge(dict.size);
+        this.charge(dict.size, COPY_COST.entry);
         for (const [k, v] of dict) obj.attrs.set(keyText(k), v);
       }
       return;
@@ -916,7 +920,7 @@ class Machine {
       }
       const dict = this.stateDict(state, obj.pyClass);
       if (dict) {
-        this.charge(dict.size);
+        this.charge(dict.size, COPY_COST.entry);
         for (const [k, v] of dict) obj.attrs.set(keyText(k), v);
       }
       return;
@@ -939,7 +943,7 @@ class Machine {
       for (const part of [d, slots]) {
         if (part === null) continue;
         if (!(part instanceof PyDict)) this.fail(`BUILD state of ${cls} holds a ${pyTypeName(part)}`);
-        this.charge(part.size);
+        this.charge(part.size, COPY_COST.entry);
         for (const [k, v] of part) out.set(k, v);
       }
       return out;

@@ -13,6 +13,7 @@ import { CheckpointError } from "../src/errors.ts";
 import type { DType, RawTensor } from "./types.ts";
 import {
   type CallContext,
+  COPY_COST,
   type GlobalBehaviour,
   isTuple,
   keyText,
@@ -375,8 +376,13 @@ function int(ctx: CallContext, v: PyValue, what: string): number {
 
 function intTuple(ctx: CallContext, v: PyValue, what: string): number[] {
   if (!Array.isArray(v)) fail(ctx, `${what} is a ${pyTypeName(v)}, not a tuple`);
-  ctx.charge(v.length);
-  return v.map((x, i) => int(ctx, x, `${what}[${i}]`));
+  ctx.charge(v.length, COPY_COST.element);
+  const out = new Array<number>(v.length);
+  for (let i = 0; i < v.length; i++) {
+    const x = v[i];
+    out[i] = typeof x === "number" && Number.isSafeInteger(x) ? x : int(ctx, x, `${what}[${i}]`);
+  }
+  return out;
 }
 
 function argc(ctx: CallContext, args: readonly PyValue[], min: number, max: number): void {
@@ -427,7 +433,7 @@ function orderedDict(ctx: CallContext, args: readonly PyValue[]): PyDict {
   if (args.length === 1 && args[0] !== null) {
     const src = args[0];
     if (src instanceof PyDict || Array.isArray(src)) {
-      ctx.charge(src instanceof PyDict ? src.size : src.length);
+      ctx.charge(src instanceof PyDict ? src.size : src.length, COPY_COST.entry);
     }
     if (src instanceof PyDict) {
       for (const [k, v] of src) d.set(k, v);
@@ -472,7 +478,7 @@ function numpyScalarValue(dtype: PyValue, data: Uint8Array): PyValue | undefined
 }
 
 function latin1Bytes(ctx: CallContext, s: string): Uint8Array {
-  ctx.charge(s.length);
+  ctx.charge(s.length, COPY_COST.byte);
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
@@ -564,7 +570,7 @@ const ALLOW: Record<string, GlobalBehaviour> = {
       const o = new PyObject("torch.device", [...a]);
       const type = keyText(a[0]);
       const index = a.length === 2 && a[1] !== null ? keyText(a[1]) : null;
-      ctx.charge(type.length + (index?.length ?? 0));
+      ctx.charge(type.length + (index?.length ?? 0), COPY_COST.char);
       o.value = index !== null ? `${type}:${index}` : type;
       return o;
     },
@@ -578,13 +584,14 @@ const ALLOW: Record<string, GlobalBehaviour> = {
   },
   "argparse.Namespace": {
     construct: (args, kwargs, ctx) => {
-      ctx.charge(args.length + (kwargs?.size ?? 0));
+      ctx.charge(args.length, COPY_COST.element);
+      ctx.charge(kwargs?.size ?? 0, COPY_COST.entry);
       const o = new PyObject("argparse.Namespace", [...args]);
       if (kwargs) { for (const [k, v] of kwargs) o.attrs.set(keyText(k), v); }
       return o;
     },
     call: (args, ctx) => {
-      ctx.charge(args.length);
+      ctx.charge(args.length, COPY_COST.element);
       return new PyObject("argparse.Namespace", [...args]);
     },
   },
@@ -597,7 +604,7 @@ const ALLOW: Record<string, GlobalBehaviour> = {
       const e = a.length === 2 ? keyText(enc).toLowerCase().replace(/[-_]/g, "") : "utf8";
       if (e === "latin1" || e === "iso88591") return latin1Bytes(ctx, s);
       if (e === "utf8") {
-        ctx.charge(s.length);
+        ctx.charge(s.length, 3 * COPY_COST.byte); // UTF-8: up to 3 bytes per UTF-16 unit
         return new TextEncoder().encode(s);
       }
       if (e === "ascii") {
@@ -611,7 +618,7 @@ const ALLOW: Record<string, GlobalBehaviour> = {
     call: (a, ctx) => {
       argc(ctx, a, 0, 1);
       if (a.length && !Array.isArray(a[0])) fail(ctx, `argument is a ${pyTypeName(a[0])}`);
-      ctx.charge(a.length ? (a[0] as PyValue[]).length : 0);
+      ctx.charge(a.length ? (a[0] as PyValue[]).length : 0, COPY_COST.entry);
       return new Set<PyValue>(a.length ? (a[0] as PyValue[]) : []);
     },
   },
@@ -619,7 +626,7 @@ const ALLOW: Record<string, GlobalBehaviour> = {
     call: (a, ctx) => {
       argc(ctx, a, 0, 1);
       if (a.length && !Array.isArray(a[0])) fail(ctx, `argument is a ${pyTypeName(a[0])}`);
-      ctx.charge(a.length ? (a[0] as PyValue[]).length : 0);
+      ctx.charge(a.length ? (a[0] as PyValue[]).length : 0, COPY_COST.entry);
       return new Set<PyValue>(a.length ? (a[0] as PyValue[]) : []);
     },
   },
@@ -628,7 +635,7 @@ const ALLOW: Record<string, GlobalBehaviour> = {
       argc(ctx, a, 0, 3);
       if (a.length === 0) return new Uint8Array(0);
       if (a[0] instanceof Uint8Array) {
-        ctx.charge(a[0].length);
+        ctx.charge(a[0].length, COPY_COST.byte);
         return a[0].slice();
       }
       if (typeof a[0] === "string" && a.length >= 2) return latin1Bytes(ctx, a[0]);
@@ -691,7 +698,7 @@ function pathCall(cls: string, sep: string): (a: readonly PyValue[], ctx: CallCo
       if (typeof p !== "string") fail(ctx, `path part is a ${pyTypeName(p)}`);
       n += p.length;
     }
-    ctx.charge(n);
+    ctx.charge(n, COPY_COST.char);
     const o = new PyObject(cls, [...a]);
     o.value = (a as string[]).join(sep).replace(sep + sep, sep);
     return o;
