@@ -345,13 +345,14 @@ async function convertSync(input: string, opts: ConvertFileOptions): Promise<Con
     const plan = planConversion(ckpt, opts);
     const verify = opts.verify !== false;
     const tmp = tempPathFor(output);
+    trackTempFile(tmp); // SIGINT/SIGTERM remove it (tracked before it exists: no window without a handler)
     let f: Deno.FsFile;
     try {
       f = Deno.openSync(tmp, { write: true, createNew: true });
     } catch (e) {
+      releaseTempFile(tmp);
       throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
     }
-    trackTempFile(tmp); // SIGINT/SIGTERM remove it
     let size = 0;
     try {
       try {
@@ -395,7 +396,9 @@ async function convertSync(input: string, opts: ConvertFileOptions): Promise<Con
         f.close();
       }
       // Prove the file before it takes the output's name: a failed check leaves nothing behind.
+      await yieldForSignals(0); // a signal that came during the writes is handled here, not after the rename
       if (verify) verifyOutput(tmp, plan, ckpt.file, output);
+      await yieldForSignals(0);
       if (opts.force) Deno.renameSync(tmp, output);
       else {
         // link() fails if the output appeared meanwhile: never clobber without force.
