@@ -16,7 +16,7 @@
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import { Buffer } from "node:buffer";
-import { CheckpointError, DatasetError, ImageError, ModelError, T2tVitError } from "../src/errors.ts";
+import { CheckpointError, DatasetError, ImageError, ModelError, type T2tVitError } from "../src/errors.ts";
 import { MAX_TEXT_BYTES, unpickle, workBudget } from "../converters/pickle.ts";
 import { resolveTorchGlobal, TorchStorage } from "../converters/torch_globals.ts";
 import { openCheckpoint, parseCheckpoint, walkTensors } from "../converters/checkpoint.ts";
