@@ -49,8 +49,8 @@ const MAX_DEFLATE_RATIO = 1032;
  * Torch writes stored archives; other tools' deflated weights compress about 1.1:1.
  */
 export const INFLATE_FACTOR = 16;
-/** See {@link INFLATE_FACTOR}: 64 MiB. */
-export const INFLATE_SLACK: number = 64 << 20;
+/** See {@link INFLATE_FACTOR}: 32 MiB. */
+export const INFLATE_SLACK: number = 32 << 20;
 /** Inflated records kept for re-reads (the most recently used first out), in bytes. */
 const INFLATE_CACHE_BYTES = 256 << 20;
 /** Chunk size of a stored record's one-time CRC pass over a file. */
