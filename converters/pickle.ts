@@ -166,7 +166,7 @@ export function workBudget(n: number): number {
   return WORK_PER_BYTE * n + WORK_SLACK;
 }
 /** See {@link workBudget}. */
-export const WORK_PER_BYTE = 16;
+export const WORK_PER_BYTE = 4;
 /** See {@link workBudget}: 16 MiB. */
 export const WORK_SLACK: number = 16 << 20;
 /** What one copied item costs against {@link workBudget}: about the memory it takes in the engine. */

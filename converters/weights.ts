@@ -58,23 +58,17 @@ export interface SelectOptions {
  * ```
  */
 export function describeValue(v: PyValue): string {
-  return describeValueOnce(v, undefined);
+  if (!(v instanceof PyDict)) return describeUncached(v);
+  // A dict's description walks it; remember it per dict (and size), so a report over many keys sharing one
+  // big dict walks it once, not once per key (which would be quadratic in the file's size).
+  const hit = described.get(v);
+  if (hit && hit.size === v.size) return hit.text;
+  const text = describeUncached(v);
+  described.set(v, { size: v.size, text });
+  return text;
 }
 
-/**
- * {@link describeValue} with a cache by object: a report over many keys that share one big dict walks it
- * once, not once per key (which would be quadratic in the file's size).
- */
-function describeValueOnce(v: PyValue, cache: Map<object, string> | undefined): string {
-  if (cache && v instanceof PyDict) {
-    const hit = cache.get(v);
-    if (hit !== undefined) return hit;
-    const text = describeUncached(v);
-    cache.set(v, text);
-    return text;
-  }
-  return describeUncached(v);
-}
+const described = new WeakMap<PyDict, { size: number; text: string }>();
 
 function describeUncached(v: PyValue): string {
   if (v instanceof TorchTensor) return `tensor ${v.torchDtype.name}[${v.shape.join(", ")}]`;
@@ -183,8 +177,7 @@ export function selectWeights(root: PyValue, opts: SelectOptions = {}): WeightSe
   }
 
   const dropped: DroppedEntry[] = [];
-  const described = new Map<object, string>();
-  const describe = (v: PyValue) => describeValueOnce(v, described);
+  const describe = describeValue;
   if (key !== null) {
     const top = key.split("/")[0];
     for (const [k, v] of root) {

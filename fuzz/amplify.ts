@@ -212,7 +212,7 @@ function views(
   steps: string[],
 ): { pkl: Uint8Array; extra: { name: string; data: Uint8Array; deflate?: boolean }[] } {
   const numel = rng.pick([1 << 18, 1 << 20, 4 << 20]);
-  const count = rng.pick([100, 2000, 8000]);
+  const count = rng.pick([100, 1000, 3000]);
   const deflate = rng.chance(0.5);
   const len = rng.pick([1, 4, 64]);
   steps.push(
