@@ -287,7 +287,7 @@ export class Fuzzer {
     if (m.growth !== null && m.growth > limit && !result.finding) {
       result.finding = {
         kind: "memory",
-        message: `peak memory grew by ${mib(m.growth)} for a ${mib(mutant.bytes.length)} inputBytes ` +
+        message: `peak memory grew by ${mib(m.growth)} for a ${mib(mutant.bytes.length)} input ` +
           `${inputBytes > mutant.bytes.length ? `(${mib(inputBytes)} once inflated) ` : ""}(limit ${
             mib(limit)
           })`,
