@@ -89,7 +89,7 @@ export interface CaseResult {
   finding?: FindingInfo;
 }
 
-const TARGET_WEIGHTS: Record<Target, number> = { zip: 3, pickle: 3, legacy: 2, safetensors: 2, amplify: 0.5 };
+const TARGET_WEIGHTS: Record<Target, number> = { zip: 3, pickle: 3, legacy: 2, safetensors: 2, amplify: 0.3 };
 const DTYPES: DTypeOption[] = ["keep", "keep", "keep", "f16", "bf16", "f32"];
 
 /** Peak and current resident memory from /proc (Linux), with the peak reset per case. */
