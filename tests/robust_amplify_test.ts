@@ -436,6 +436,26 @@ group("a 16x16 PNG whose data inflates to 256 MiB is refused after a few MiB", a
     500,
     48 * MiB,
   );
+  // a 12000x12000 gray PNG whose every byte is zero: exactly the data its header implies, 1000:1
+  const big = new Uint8Array(13);
+  new DataView(big.buffer).setUint32(0, 12000);
+  new DataView(big.buffer).setUint32(4, 12000);
+  big[8] = 8;
+  const zeros = new Uint8Array(zlib.deflateSync(Buffer.alloc(12000 * 12001), { level: 9 }));
+  const flat = new Uint8Array([
+    ...[137, 80, 78, 71, 13, 10, 26, 10],
+    ...chunk("IHDR", big),
+    ...chunk("IDAT", zeros),
+    ...chunk("IEND", new Uint8Array(0)),
+  ]);
+  await refuses(
+    `a 144-megapixel PNG from ${(flat.length / 1e3).toFixed(0)} KB`,
+    () => decodePng(flat, "flat.png"),
+    ImageError,
+    /decompression bomb/,
+    500,
+    48 * MiB,
+  );
 });
 
 group("JPEG guards count entropy-coded bytes only, and cap scans", async () => {
@@ -457,6 +477,16 @@ group("JPEG guards count entropy-coded bytes only, and cap scans", async () => {
     () => decodeJpeg(many, "scans.jpg"),
     ImageError,
     new RegExp(`more than ${MAX_JPEG_SCANS} scans`),
+    500,
+    48 * MiB,
+  );
+  // an honestly coded 100-megapixel frame at one bit per block: far more pixels per byte than any photo
+  const flat = progressiveGrayJpeg(10000, 10000, 1);
+  await refuses(
+    `a 100-megapixel JPEG from ${(flat.length / 1e3).toFixed(0)} KB`,
+    () => decodeJpeg(flat, "flat.jpg"),
+    ImageError,
+    /decompression bomb/,
     500,
     48 * MiB,
   );

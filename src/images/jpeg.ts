@@ -20,7 +20,7 @@
 
 import jpeg from "jpeg-js";
 import { ImageError } from "../errors.ts";
-import { checkImageSize, MAX_IMAGE_PIXELS, type RgbImage } from "./image.ts";
+import { checkCodedSize, checkImageSize, MAX_IMAGE_PIXELS, type RgbImage } from "./image.ts";
 
 /** What the JPEG's markers say, and the mode Pillow opens it in. */
 export interface JpegHeader {
@@ -268,6 +268,7 @@ export function decodeJpeg(bytes: Uint8Array, file?: string): DecodedJpeg {
       { file },
     );
   }
+  checkCodedSize(header.width, header.height, entropyBytes, "scan data", file);
   if (pixels * scans > MAX_JPEG_PIXEL_SCANS) {
     throw new ImageError(
       `unsupported JPEG (${scans} scans over ${header.width}x${header.height} pixels: more decoding work ` +

@@ -19,7 +19,7 @@
 import { decode as decodeFastPng } from "fast-png";
 import { Unzlib, unzlibSync } from "fflate";
 import { ImageError } from "../errors.ts";
-import { checkImageSize, type RgbImage } from "./image.ts";
+import { checkCodedSize, checkImageSize, type RgbImage } from "./image.ts";
 import { type PngChunk, readPngChunks } from "./png_chunks.ts";
 
 /** What the IHDR chunk says about a PNG, and the mode Pillow 9.4 opens it in. */
@@ -175,6 +175,9 @@ const IDAT_SLACK = 1 << 16;
  * implies: a 16x16 image whose data inflates to a gigabyte costs a few milliseconds, not gigabytes.
  */
 function checkIdatSize(chunks: PngChunk[], h: PngHeader, file?: string): void {
+  let coded = 0;
+  for (const c of chunks) if (c.type === "IDAT") coded += c.data.length;
+  checkCodedSize(h.width, h.height, coded, "image data", file);
   const cap = pngRawSize(h) + IDAT_SLACK;
   let total = 0;
   const tooBig = new ImageError(
