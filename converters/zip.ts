@@ -366,6 +366,7 @@ export class ZipArchive {
     return s.read(start + offset, length);
   }
 
+  /** Refuses a stored entry whose two sizes differ. */
   private checkStored(entry: ZipEntry): void {
     if (entry.compressedSize !== entry.size) {
       ZipArchive.fail(
@@ -376,6 +377,7 @@ export class ZipArchive {
     }
   }
 
+  /** Refuses an entry whose data has another CRC-32 than the directory's. */
   private checkCrc(entry: ZipEntry, crc: number): void {
     if (crc !== entry.crc32) {
       ZipArchive.fail(
@@ -386,6 +388,7 @@ export class ZipArchive {
     }
   }
 
+  /** An entry's inflated bytes: from the cache, or inflated once against the archive's budget. */
   private inflate(entry: ZipEntry, start: number, verifyCrc: boolean): Uint8Array {
     const s = this.source;
     const cached = this.inflatedCache.get(entry.name);
