@@ -229,7 +229,7 @@ export async function main(args: string[]): Promise<number> {
       console.error(`error: ${printable(`${input}: ${(e as Error).message.replace(/\s*\n\s*/g, " ")}`)}`);
       return 1;
     }
-    console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
+    console.error(`internal error: ${printable((e as Error)?.stack ?? String(e))}`);
     return 3;
   }
 }

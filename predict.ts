@@ -460,7 +460,7 @@ export async function main(args: string[]): Promise<number> {
       console.error(`error: ${oneLine(e)}`);
       return 1;
     }
-    console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
+    console.error(`internal error: ${printable((e as Error)?.stack ?? String(e))}`);
     return 3;
   } finally {
     model?.dispose();
