@@ -13,8 +13,13 @@
  */
 
 import { parseArgs } from "node:util";
+<<<<<<< HEAD
 import { T2tVitError } from "./src/core/errors.ts";
 import { openCheckpoint, sniffFormat } from "./converters/checkpoint.ts";
+=======
+import { printable, printableJson, T2tVitError } from "./src/errors.ts";
+import { openCheckpoint } from "./converters/checkpoint.ts";
+>>>>>>> harden
 import {
   type ConversionPlan,
   convertCheckpoint,
@@ -103,14 +108,14 @@ function summary(plan: ConversionPlan<ArchitectureInfo>): string {
       a.candidates.length > 1 ? ` (or ${a.candidates.filter((c) => c !== a.name).join(", ")})` : ""
     }` +
       `${a.imgSize ? `, ${a.imgSize}px` : ""}, ${a.numClasses} classes`;
-  const from = plan.weightsKey === null ? "the top level" : `'${plan.weightsKey}'`;
-  const strip = plan.strippedPrefix ? `, '${plan.strippedPrefix}' stripped` : "";
-  return `${plan.tensors.length} tensors (${mb(plan.dataBytes)}) from ${from}${strip}; ${arch}`;
+  const from = plan.weightsKey === null ? "the top level" : `'${printable(plan.weightsKey)}'`;
+  const strip = plan.strippedPrefix ? `, '${printable(plan.strippedPrefix)}' stripped` : "";
+  return printable(`${plan.tensors.length} tensors (${mb(plan.dataBytes)}) from ${from}${strip}; ${arch}`);
 }
 
 function droppedLine(plan: ConversionPlan<unknown>): string | null {
   if (!plan.dropped.length) return null;
-  const shown = plan.dropped.slice(0, 12).map((d) => `${d.key} (${d.what})`);
+  const shown = plan.dropped.slice(0, 12).map((d) => `${printable(d.key)} (${printable(d.what)})`);
   const more = plan.dropped.length > 12 ? `, and ${plan.dropped.length - 12} more` : "";
   return `dropped: ${shown.join(", ")}${more}`;
 }
@@ -149,7 +154,7 @@ export async function main(args: string[]): Promise<number> {
       },
     });
   } catch (e) {
-    console.error(`error: ${(e as Error).message.split("\n")[0]} (see --help)`);
+    console.error(`error: ${printable((e as Error).message.split("\n")[0])} (see --help)`);
     return 2;
   }
   const { values: o, positionals } = parsed;
@@ -162,7 +167,9 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   if (!DTYPE_OPTIONS.includes(o.dtype as DTypeOption)) {
-    console.error(`error: --dtype must be one of ${DTYPE_OPTIONS.join(", ")}, not '${o.dtype}'`);
+    console.error(
+      `error: --dtype must be one of ${DTYPE_OPTIONS.join(", ")}, not '${printable(String(o.dtype))}'`,
+    );
     return 2;
   }
   if (o.list && (o.output !== undefined || o.force)) {
@@ -186,21 +193,46 @@ export async function main(args: string[]): Promise<number> {
       using ckpt = openCheckpoint(input);
       const plan = planConversion(ckpt, { key: o.key, dtype, describe: describeWeights });
       if (o.json) {
-        console.log(JSON.stringify(planJson(plan), null, 1));
+        console.log(printableJson(planJson(plan)));
         return 0;
       }
-      console.log(`${input}: ${plan.format} checkpoint; ${summary(plan)}`);
+      console.log(`${printable(input)}: ${plan.format} checkpoint; ${summary(plan)}`);
       const dl = droppedLine(plan);
       if (dl) console.log(dl);
-      const w = Math.max(...plan.tensors.map((t) => t.name.length));
-      for (const t of plan.tensors) {
+      // a loop, not Math.max(...names): a spread of 300k arguments overflows the stack
+      const names = plan.tensors.map((t) => printable(t.name));
+      let w = 0;
+      for (const n of names) if (n.length > w) w = n.length;
+      const lines: string[] = [];
+      plan.tensors.forEach((t, i) => {
         const conv = t.tensor.dtype !== t.dtype ? ` (from ${t.sourceDtype})` : "";
-        console.log(`${t.name.padEnd(w)}  ${t.dtype.padEnd(4)}  [${t.shape.join(", ")}]${conv}`);
-      }
+        lines.push(`${names[i].padEnd(w)}  ${t.dtype.padEnd(4)}  [${t.shape.join(", ")}]${conv}`);
+      });
+      writeLines(lines);
       return 0;
     }
+<<<<<<< HEAD
     const progress = progressReporter(input, o.quiet);
     const onProgress = progress?.update;
+=======
+    const size = Deno.statSync(input).size;
+    const showProgress = !o.quiet && size > PROGRESS_MIN_BYTES;
+    const tty = Deno.stderr.isTerminal();
+    const enc = new TextEncoder();
+    let lastShown = -1;
+    const onProgress = showProgress
+      ? (p: ConvertProgress) => {
+        const pct = p.bytesTotal ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 100;
+        const step = tty ? pct : Math.floor(pct / 10) * 10;
+        if (step === lastShown) return;
+        lastShown = step;
+        const line = `converting ${printable(input)}: ${pct}% (${p.tensorsDone}/${p.tensorsTotal} tensors, ${
+          mb(p.bytesDone)
+        })`;
+        Deno.stderr.writeSync(enc.encode(tty ? `\r${line}` : `${line}\n`));
+      }
+      : undefined;
+>>>>>>> harden
     const t0 = performance.now();
     const output = o.output ?? defaultOutputPath(input);
     const r = await convertCheckpoint(input, {
@@ -215,41 +247,38 @@ export async function main(args: string[]): Promise<number> {
     progress?.done();
     const secs = (performance.now() - t0) / 1000;
     if (o.json) {
-      console.log(
-        JSON.stringify(
-          {
-            ...planJson(r),
-            output: r.output,
-            outputBytes: r.outputBytes,
-            verified: r.verified,
-            seconds: secs,
-          },
-          null,
-          1,
-        ),
-      );
+      console.log(printableJson({
+        ...planJson(r),
+        output: r.output,
+        outputBytes: r.outputBytes,
+        verified: r.verified,
+        seconds: secs,
+      }));
       return 0;
     }
     console.log(
-      `wrote ${r.output}: ${summary(r)}; ${secs.toFixed(2)} s${r.verified ? ", verified bit for bit" : ""}`,
+      `wrote ${printable(r.output)}: ${summary(r)}; ${secs.toFixed(2)} s${
+        r.verified ? ", verified bit for bit" : ""
+      }`,
     );
     const dl = droppedLine(r);
     if (dl && !o.quiet) console.log(dl);
     return 0;
   } catch (e) {
     if (e instanceof T2tVitError) {
-      console.error(`error: ${e.message.replace(/\s*\n\s*/g, " ")}`);
+      console.error(`error: ${printable(e.message.replace(/\s*\n\s*/g, " "))}`);
       return 1;
     }
     if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
-      console.error(`error: ${input}: ${(e as Error).message.replace(/\s*\n\s*/g, " ")}`);
+      console.error(`error: ${printable(`${input}: ${(e as Error).message.replace(/\s*\n\s*/g, " ")}`)}`);
       return 1;
     }
-    console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
+    console.error(`internal error: ${printable((e as Error)?.stack ?? String(e))}`);
     return 3;
   }
 }
 
+<<<<<<< HEAD
 /**
  * Progress on stderr for inputs over 50 MB (unless quiet): a line rewritten in place on a terminal, every 10%
  * on its own line otherwise.
@@ -434,6 +463,11 @@ async function pretrained(
     console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
     return 3;
   }
+=======
+/** Prints many lines in a few large writes (one console.log per line is slow for 300k tensors). */
+function writeLines(lines: string[]): void {
+  for (let i = 0; i < lines.length; i += 4096) console.log(lines.slice(i, i + 4096).join("\n"));
+>>>>>>> harden
 }
 
 if (import.meta.main) {

@@ -15,12 +15,19 @@
  */
 
 import { parseArgs } from "node:util";
+<<<<<<< HEAD
 import { fromFloat32, writeSafetensors } from "./converters/safetensors.ts";
 import { writeFileAtomic } from "./src/core/atomic.ts";
 import type { TensorMap } from "./src/core/types.ts";
 import { T2tVitError } from "./src/core/errors.ts";
 import { fill } from "./src/core/fill.ts";
 import { architectureOf } from "./zoo/metadata.ts";
+=======
+import { fromFloat32, writeFileAtomic, writeSafetensors } from "./converters/safetensors.ts";
+import type { TensorMap } from "./converters/types.ts";
+import { printable, printableJson, T2tVitError } from "./src/errors.ts";
+import { fill } from "./src/fill.ts";
+>>>>>>> harden
 import {
   attentionRollout,
   attentionStacks,
@@ -42,7 +49,7 @@ import { labelsFor, readLabels } from "./src/labels.ts";
 import type { T2tVit } from "./zoo/model.ts";
 import {
   type BackendName,
-  configFromKwargs,
+  configFromMetadata,
   createModel,
   currentBackend,
   isModelName,
@@ -51,6 +58,7 @@ import {
   readWeights,
   resolvePretrained,
   setBackend,
+  tensorElements,
   tf,
 } from "./zoo/mod.ts";
 import { OnnxModel } from "./zoo/onnx_engine.ts";
@@ -270,14 +278,8 @@ async function loadModel(o: Options): Promise<T2tVit> {
     return await createModel(arch as ModelName, { weights: tensors, imgSize: o.imgSize });
   }
   if (metadata.config) {
-    let kwargs: Record<string, unknown>;
-    try {
-      kwargs = JSON.parse(metadata.config);
-    } catch (e) {
-      throw new T2tVitError("the 'config' metadata is not JSON; pass --model", { file, cause: e });
-    }
-    const clean = Object.fromEntries(Object.entries(kwargs).filter(([, v]) => v !== null));
-    return await createModel(configFromKwargs(clean), { weights: tensors, imgSize: o.imgSize });
+    const cfg = configFromMetadata(metadata.config, tensorElements(tensors), file);
+    return await createModel(cfg, { weights: tensors, imgSize: o.imgSize });
   }
   const candidates = metadata.architecture_candidates
     ? ` (it could be ${metadata.architecture_candidates})`
@@ -311,15 +313,15 @@ interface Result {
 
 function printResult(r: Result): void {
   if (!r.predictions) return;
-  console.log(`${r.file}:`);
+  console.log(`${printable(r.file)}:`);
   for (const p of r.predictions) {
-    console.log(`  ${(p.probability * 100).toFixed(2).padStart(6)}%  ${p.label}  [${p.index}]`);
+    console.log(`  ${(p.probability * 100).toFixed(2).padStart(6)}%  ${printable(p.label)}  [${p.index}]`);
   }
-  if (r.attention) console.log(`  attention map: ${r.attention}`);
+  if (r.attention) console.log(`  attention map: ${printable(r.attention)}`);
 }
 
 function oneLine(e: unknown): string {
-  return (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, " ");
+  return printable((e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, " "));
 }
 
 /**
@@ -342,7 +344,7 @@ export async function main(args: string[]): Promise<number> {
     o = p;
   } catch (e) {
     if (e instanceof UsageError) {
-      console.error(`error: ${e.message} (see --help)`);
+      console.error(`error: ${printable(e.message)} (see --help)`);
       return 2;
     }
     throw e;
@@ -487,10 +489,10 @@ export async function main(args: string[]): Promise<number> {
         },
         { force: o.force },
       );
-      if (!o.json) console.log(`features: ${o.features} (${featureRows.length} x ${d})`);
+      if (!o.json) console.log(`features: ${printable(o.features)} (${featureRows.length} x ${d})`);
     }
     if (o.json) {
-      console.log(JSON.stringify(
+      console.log(printableJson(
         {
           model: model.name,
           weights: o.weights ?? (o.pretrained ? resolvePretrained(o.model!).tag : null),
@@ -508,8 +510,6 @@ export async function main(args: string[]): Promise<number> {
             }
           ),
         },
-        null,
-        1,
       ));
     }
     return failed ? 1 : 0;
@@ -518,7 +518,7 @@ export async function main(args: string[]): Promise<number> {
       console.error(`error: ${oneLine(e)}`);
       return 1;
     }
-    console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
+    console.error(`internal error: ${printable((e as Error)?.stack ?? String(e))}`);
     return 3;
   } finally {
     await onnx?.dispose();

@@ -12,12 +12,20 @@ import { requireDeno } from "../src/core/platform.ts";
 import { type Checkpoint, openCheckpoint, parseCheckpoint } from "./checkpoint.ts";
 import { FileSource } from "./source.ts";
 import { StagedWriter } from "./staged_writer.ts";
+<<<<<<< HEAD
 import { readSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
 import { castFloatInto, type FloatDType } from "../src/core/dtype.ts";
 import { TorchTensor } from "./torch_globals.ts";
 import { PyDict } from "./pickle.ts";
 import { torchArchiveName, TorchZipWriter } from "./torch_writer.ts";
 import { type DType, DTYPE_SIZE, type RawTensor, type ShapeMap, type TensorMap } from "../src/core/types.ts";
+=======
+import { releaseTempFile, sameFile, tempPathFor, trackTempFile, yieldForSignals } from "../src/files.ts";
+import { parseSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
+import { castFloatInto, type FloatDType } from "./dtype.ts";
+import type { TorchTensor } from "./torch_globals.ts";
+import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "./types.ts";
+>>>>>>> harden
 import { type DroppedEntry, selectWeights } from "./weights.ts";
 
 /** `--dtype`: keep each tensor's dtype, or convert floating-point tensors (integer tensors are always kept). */
@@ -278,6 +286,7 @@ export interface ConvertResult<A = null> extends ConversionPlan<A> {
  * console.log(r.output, r.weightsKey, r.verified); // 81.5_T2T_ViT_14.safetensors state_dict_ema true
  * ```
  */
+<<<<<<< HEAD
 export function convertCheckpoint<A = null>(
   input: string,
   opts: ConvertFileOptions<A> = {},
@@ -290,6 +299,11 @@ export function convertCheckpoint<A = null>(
     );
     return convertSync(input, opts);
   });
+=======
+export function convertCheckpoint(input: string, opts: ConvertFileOptions = {}): Promise<ConvertResult> {
+  // Synchronous I/O inside, yielding now and then so SIGINT/SIGTERM can remove the temporary file.
+  return Promise.resolve().then(() => convertSync(input, opts));
+>>>>>>> harden
 }
 
 function exists(path: string): boolean {
@@ -315,9 +329,14 @@ function headerBytes(plan: ConversionPlan<unknown>): Uint8Array {
   );
 }
 
+<<<<<<< HEAD
 function convertSync<A>(input: string, opts: ConvertFileOptions<A>): ConvertResult<A> {
+=======
+async function convertSync(input: string, opts: ConvertFileOptions): Promise<ConvertResult> {
+>>>>>>> harden
   const output = opts.output ?? defaultOutputPath(input);
-  if (output === input) {
+  // By the file, not the spelling: `dir/./in.pth`, a symlink or a hard link to the input is the input.
+  if (output === input || sameFile(output, input)) {
     throw new SafetensorsError("output would overwrite the input", { file: output });
   }
   if (!opts.force && exists(output)) {
@@ -327,6 +346,7 @@ function convertSync<A>(input: string, opts: ConvertFileOptions<A>): ConvertResu
   try {
     const plan = planConversion(ckpt, opts);
     const verify = opts.verify !== false;
+<<<<<<< HEAD
     const size = writeVerified(output, opts.force ?? false, (put) => {
       const header = headerBytes(plan);
       put(header);
@@ -344,6 +364,19 @@ function convertSync<A>(input: string, opts: ConvertFileOptions<A>): ConvertResu
       for (const p of plan.tensors) uses.set(p.tensor.storage, (uses.get(p.tensor.storage) ?? 0) + 1);
       const shared = [...uses.values()].some((n) => n > 1);
       if (ckpt.source instanceof FileSource && !shared) ckpt.source.reuseBuffers = true;
+=======
+    const tmp = tempPathFor(output);
+    trackTempFile(tmp); // SIGINT/SIGTERM remove it (tracked before it exists: no window without a handler)
+    let f: Deno.FsFile;
+    try {
+      f = Deno.openSync(tmp, { write: true, createNew: true });
+    } catch (e) {
+      releaseTempFile(tmp);
+      throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
+    }
+    let size = 0;
+    try {
+>>>>>>> harden
       try {
         const largest = plan.tensors.reduce(
           (m, p) => Math.max(m, p.tensor.dtype === p.dtype ? 0 : p.nbytes),
@@ -362,11 +395,42 @@ function convertSync<A>(input: string, opts: ConvertFileOptions<A>): ConvertResu
           progress.tensorsDone++;
           progress.bytesDone += raw.data.length;
           opts.onProgress?.({ ...progress });
+          await yieldForSignals();
         }
       } finally {
         if (ckpt.source instanceof FileSource) ckpt.source.reuseBuffers = false;
       }
+<<<<<<< HEAD
     }, verify ? (tmp) => verifyOutput(tmp, plan, ckpt.file, output) : undefined);
+=======
+      // Prove the file before it takes the output's name: a failed check leaves nothing behind.
+      await yieldForSignals(0); // a signal that came during the writes is handled here, not after the rename
+      if (verify) verifyOutput(tmp, plan, ckpt.file, output);
+      await yieldForSignals(0);
+      if (opts.force) Deno.renameSync(tmp, output);
+      else {
+        // link() fails if the output appeared meanwhile: never clobber without force.
+        try {
+          Deno.linkSync(tmp, output);
+          Deno.removeSync(tmp);
+        } catch (e) {
+          if (e instanceof Deno.errors.AlreadyExists) {
+            throw new SafetensorsError("already exists (use --force to overwrite)", { file: output });
+          }
+          if (exists(output)) throw e;
+          Deno.renameSync(tmp, output);
+        }
+      }
+    } catch (e) {
+      try {
+        Deno.removeSync(tmp);
+      } catch { /* already gone */ }
+      if (e instanceof T2tVitError) throw e;
+      throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
+    } finally {
+      releaseTempFile(tmp);
+    }
+>>>>>>> harden
     return { ...plan, output, outputBytes: size, verified: verify };
   } finally {
     ckpt.close();

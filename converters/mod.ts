@@ -18,12 +18,21 @@ export * from "../src/core/types.ts";
 export * from "./safetensors.ts";
 export { writeFileAtomic, type WriteOptions } from "../src/core/atomic.ts";
 export { type ByteSource, FileSource, MemorySource } from "./source.ts";
-export { isZip, ZipArchive, type ZipEntry, type ZipReadOptions } from "./zip.ts";
+export {
+  INFLATE_FACTOR,
+  INFLATE_SLACK,
+  isZip,
+  ZipArchive,
+  type ZipEntry,
+  type ZipReadOptions,
+} from "./zip.ts";
 export {
   type CallContext,
+  COPY_COST,
   type GlobalBehaviour,
   isTuple,
   keyText,
+  MAX_TEXT_BYTES,
   NeedMoreData,
   PyDict,
   PyGlobal,
@@ -34,6 +43,9 @@ export {
   unpickle,
   type UnpickleOptions,
   type UnpickleResult,
+  WORK_PER_BYTE,
+  WORK_SLACK,
+  workBudget,
 } from "./pickle.ts";
 export {
   ALLOWED_GLOBALS,

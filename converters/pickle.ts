@@ -89,6 +89,12 @@ export interface CallContext {
   offset: number;
   /** `module.name` of the global being called. */
   global: string;
+  /**
+   * Charges `count` copied items of `each` bytes ({@link COPY_COST}) against the pickle's copying budget
+   * ({@link workBudget}); throws a {@link CheckpointError} once the budget is spent. Hooks call it before
+   * copying anything whose size the pickle controls, so memo references cannot replay a big copy for free.
+   */
+  charge(count: number, each: number): void;
 }
 
 /** An allowlisted global as it sits on the pickle stack: a name and our own behaviour, never Python code. */
@@ -149,6 +155,29 @@ export class NeedMoreData extends Error {
   }
 }
 
+/**
+ * The copying budget of a pickle of `n` bytes, in bytes of memory: {@link WORK_PER_BYTE} per byte of pickle
+ * plus {@link WORK_SLACK}. Charged is everything the machine or an allowlisted hook copies out of a value
+ * that already exists (a memo reference makes such a copy cost a few bytes of pickle), at the memory it
+ * takes ({@link COPY_COST}); everything else the machine builds is already proportional to the bytes it
+ * reads. Real checkpoints use well under 1% of it.
+ */
+export function workBudget(n: number): number {
+  return WORK_PER_BYTE * n + WORK_SLACK;
+}
+/** See {@link workBudget}. */
+export const WORK_PER_BYTE = 4;
+/** See {@link workBudget}: 16 MiB. */
+export const WORK_SLACK: number = 16 << 20;
+/** What one copied item costs against {@link workBudget}: about the memory it takes in the engine. */
+export const COPY_COST: Readonly<{ byte: number; char: number; element: number; entry: number }> = Object
+  .freeze({ byte: 1, char: 2, element: 8, entry: 64 });
+/**
+ * The longest text a pickle may decode in one string, line or key: 64 MiB (JS strings stop near 512 MiB, and no
+ * checkpoint holds a string of this size).
+ */
+export const MAX_TEXT_BYTES: number = 64 << 20;
+
 /** Python's own limit on decimal digits in an int (sys.int_info.default_max_str_digits). */
 const MAX_INT_DIGITS = 4300;
 /** The most bytes a LONG4 may have (4300 decimal digits fit in 1786 bytes). */
@@ -156,11 +185,11 @@ const MAX_LONG_BYTES = 1800;
 
 const MARK = Symbol("mark");
 
-const PY2_MODULES: Record<string, string> = {
-  __builtin__: "builtins",
-  copy_reg: "copyreg",
-  exceptions: "builtins",
-};
+const PY2_MODULES: ReadonlyMap<string, string> = new Map([
+  ["__builtin__", "builtins"],
+  ["copy_reg", "copyreg"],
+  ["exceptions", "builtins"],
+]);
 
 const OPNAMES: Record<number, string> = {
   0x28: "MARK",
@@ -352,6 +381,8 @@ class Machine {
   private readonly opts: UnpickleOptions;
   private opStart = 0;
   private protocol = 0;
+  private work = 0;
+  private readonly workLimit: number;
 
   constructor(bytes: Uint8Array, opts: UnpickleOptions) {
     this.b = bytes;
@@ -359,6 +390,18 @@ class Machine {
     this.pos = opts.offset ?? 0;
     this.file = opts.file ?? "<pickle>";
     this.opts = opts;
+    this.workLimit = workBudget(opts.available ?? bytes.length - this.pos);
+  }
+
+  /** Charges `count` items of `each` bytes of copying against the budget (see {@link workBudget}). */
+  private charge(count: number, each: number): void {
+    this.work += count * each;
+    if (this.work > this.workLimit) {
+      this.fail(
+        `the pickle asks for more than ${this.workLimit} bytes of copying (${WORK_PER_BYTE} per byte of ` +
+          `pickle + ${WORK_SLACK >> 20} MiB): memo references replaying big copies; refusing`,
+      );
+    }
   }
 
   private fail(msg: string): never {
@@ -429,12 +472,28 @@ class Machine {
       if (this.more(this.b.length, 1)) throw new NeedMoreData();
       this.fail("truncated: missing end of line");
     }
+    if (end - this.pos > MAX_TEXT_BYTES) {
+      this.fail(`a text line of ${end - this.pos} bytes exceeds the limit`);
+    }
     const s = latin1.decode(this.b.subarray(this.pos, end));
     this.pos = end + 1;
     return s;
   }
 
   run(): UnpickleResult {
+    try {
+      return this.loop();
+    } catch (e) {
+      // Engine limits that bad input can reach (a Map past 2^24 entries, an array or string past the engine's
+      // maximum, memory for a huge container) become this reader's typed error.
+      if (e instanceof RangeError || e instanceof TypeError) {
+        this.fail(`${e.message} (an engine limit: the pickle's data is too large)`);
+      }
+      throw e;
+    }
+  }
+
+  private loop(): UnpickleResult {
     let stack: (PyValue | typeof MARK)[] = [];
     const markStack: (PyValue | typeof MARK)[][] = [];
     const memo = new Map<number, PyValue>();
@@ -455,9 +514,10 @@ class Machine {
       stack = prev;
       return items;
     };
-    const ctx = (global: string): CallContext => ({ file: this.file, offset: this.opStart, global });
+    const charge = (count: number, each: number) => this.charge(count, each);
+    const ctx = (global: string): CallContext => ({ file: this.file, offset: this.opStart, global, charge });
     const resolve = (module: string, name: string): PyGlobal => {
-      const mod = PY2_MODULES[module] ?? module;
+      const mod = PY2_MODULES.get(module) ?? module;
       const q = fmtGlobal(mod, name);
       const beh = this.opts.resolveGlobal(mod, name);
       if (!beh) this.unsafe(`refusing pickle global '${q}' (not in the allowlist)`, q);
@@ -833,14 +893,24 @@ class Machine {
   private persistent(pid: PyValue): PyValue {
     const pl = this.opts.persistentLoad;
     if (!pl) this.unsafe("refusing a persistent id (this pickle stream takes none)", "persistent_id");
-    return this.guard(() => pl(pid, { file: this.file, offset: this.opStart, global: "persistent_load" }));
+    return this.guard(() =>
+      pl(pid, {
+        file: this.file,
+        offset: this.opStart,
+        global: "persistent_load",
+        charge: (count, each) => this.charge(count, each),
+      })
+    );
   }
 
   private build(obj: PyValue, state: PyValue): void {
     if (obj instanceof PyDict) {
       // OrderedDict.__setstate__ is object's: a dict state sets attributes (state_dict._metadata).
       const dict = this.stateDict(state, obj.pyClass);
-      if (dict) { for (const [k, v] of dict) obj.attrs.set(keyText(k), v); }
+      if (dict) {
+        this.charge(dict.size, COPY_COST.entry);
+        for (const [k, v] of dict) obj.attrs.set(keyText(k), v);
+      }
       return;
     }
     if (obj instanceof PyObject) {
@@ -849,7 +919,10 @@ class Machine {
         return;
       }
       const dict = this.stateDict(state, obj.pyClass);
-      if (dict) { for (const [k, v] of dict) obj.attrs.set(keyText(k), v); }
+      if (dict) {
+        this.charge(dict.size, COPY_COST.entry);
+        for (const [k, v] of dict) obj.attrs.set(keyText(k), v);
+      }
       return;
     }
     if (obj !== null && typeof obj === "object" && "setState" in obj && typeof obj.setState === "function") {
@@ -870,6 +943,7 @@ class Machine {
       for (const part of [d, slots]) {
         if (part === null) continue;
         if (!(part instanceof PyDict)) this.fail(`BUILD state of ${cls} holds a ${pyTypeName(part)}`);
+        this.charge(part.size, COPY_COST.entry);
         for (const [k, v] of part) out.set(k, v);
       }
       return out;
@@ -921,12 +995,20 @@ class Machine {
     return Number.isSafeInteger(Number(v)) && BigInt(Number(v)) === v ? Number(v) : v;
   }
 
+  private textSize(data: Uint8Array): void {
+    if (data.length > MAX_TEXT_BYTES) {
+      this.fail(`a string of ${data.length} bytes exceeds the ${MAX_TEXT_BYTES}-byte limit`);
+    }
+  }
+
   private utf8(data: Uint8Array): string {
+    this.textSize(data);
     return utf8.decode(data);
   }
 
   /** Python 2 str payloads: torch.load decodes them as UTF-8; fall back to latin-1 for other bytes. */
   private decodeText(data: Uint8Array): string {
+    this.textSize(data);
     try {
       return new TextDecoder("utf-8", { fatal: true }).decode(data);
     } catch {
@@ -940,47 +1022,65 @@ class Machine {
       this.fail("the STRING opcode argument must be quoted");
     }
     const body = t.slice(1, -1);
-    const out: number[] = [];
+    // One byte per character at most: decode into a byte array of that size (not a number[] per byte).
+    const out = new Uint8Array(body.length);
+    let o = 0;
+    const hex = (c: number): number =>
+      c >= 0x30 && c <= 0x39
+        ? c - 0x30
+        : c >= 0x61 && c <= 0x66
+        ? c - 0x57
+        : c >= 0x41 && c <= 0x46
+        ? c - 0x37
+        : -1;
     for (let i = 0; i < body.length; i++) {
       const c = body.charCodeAt(i);
       if (c !== 0x5c) {
-        out.push(c & 0xff);
+        out[o++] = c & 0xff;
         continue;
       }
-      const n = body[++i];
-      const simple: Record<string, number> = {
-        "\\": 0x5c,
-        "'": 0x27,
-        '"': 0x22,
-        a: 7,
-        b: 8,
-        f: 12,
-        n: 10,
-        r: 13,
-        t: 9,
-        v: 11,
-        "\n": -1,
-      };
-      if (n === undefined) this.fail("STRING ends with a backslash");
-      if (n in simple) {
-        if (simple[n] >= 0) out.push(simple[n]);
-      } else if (n === "x") {
-        const h = body.slice(i + 1, i + 3);
-        if (!/^[0-9a-fA-F]{2}$/.test(h)) this.fail("bad \\x escape in STRING");
-        out.push(parseInt(h, 16));
+      if (i + 1 >= body.length) this.fail("STRING ends with a backslash");
+      const n = body.charCodeAt(++i);
+      const simple = SIMPLE_ESCAPES.get(n);
+      if (simple !== undefined) {
+        if (simple >= 0) out[o++] = simple;
+      } else if (n === 0x78) { // x
+        const h1 = hex(body.charCodeAt(i + 1)), h2 = hex(body.charCodeAt(i + 2));
+        if (h1 < 0 || h2 < 0) this.fail("bad \\x escape in STRING");
+        out[o++] = h1 * 16 + h2;
         i += 2;
-      } else if (/[0-7]/.test(n)) {
+      } else if (n >= 0x30 && n <= 0x37) {
+        let v = 0;
         let j = i;
-        while (j < i + 3 && j < body.length && /[0-7]/.test(body[j])) j++;
-        out.push(parseInt(body.slice(i, j), 8) & 0xff);
+        while (j < i + 3 && j < body.length && body.charCodeAt(j) >= 0x30 && body.charCodeAt(j) <= 0x37) {
+          v = v * 8 + body.charCodeAt(j) - 0x30;
+          j++;
+        }
+        out[o++] = v & 0xff;
         i = j - 1;
       } else {
-        out.push(0x5c, n.charCodeAt(0) & 0xff);
+        out[o++] = 0x5c;
+        out[o++] = n & 0xff;
       }
     }
-    return this.decodeText(new Uint8Array(out));
+    return this.decodeText(out.subarray(0, o));
   }
 }
+
+/** The single-character escapes of Python's string literals (a backslash-newline continues the line: -1). */
+const SIMPLE_ESCAPES: ReadonlyMap<number, number> = new Map([
+  [0x5c, 0x5c],
+  [0x27, 0x27],
+  [0x22, 0x22],
+  [0x61, 7],
+  [0x62, 8],
+  [0x66, 12],
+  [0x6e, 10],
+  [0x72, 13],
+  [0x74, 9],
+  [0x76, 11],
+  [0x0a, -1],
+]);
 
 /** Decodes Python's raw-unicode-escape (the UNICODE opcode): only \uXXXX and \UXXXXXXXX are escapes. */
 function decodeRawUnicodeEscape(s: string): string {

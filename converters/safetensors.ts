@@ -13,6 +13,7 @@ import { writeFileAtomic, type WriteOptions } from "../src/core/atomic.ts";
 import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "../src/core/types.ts";
 import { castFloatInto, f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from "../src/core/dtype.ts";
 import { isDeno, readBytes, sourceOf } from "../src/core/platform.ts";
+import { readRegularFile } from "../src/core/files.ts";
 
 /** The largest header the reader accepts (100 MB, as the reference implementation does). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -282,7 +283,12 @@ export async function readSafetensors(path: string): Promise<Safetensors> {
   let bytes: Uint8Array;
   try {
     // a local path: one exact buffer (Deno); a URL (or any string in a browser): fetched
-    bytes = isDeno() && sourceOf(path).path !== undefined ? await readWhole(path) : await readBytes(path);
+    // (a local path that is not a regular file, a FIFO or a device, is refused before it is opened)
+    bytes = isDeno() && sourceOf(path).path !== undefined
+      ? await readRegularFile(path, (msg) => {
+        throw new SafetensorsError(msg, { file: path });
+      })
+      : await readBytes(path);
   } catch (e) {
     throw new SafetensorsError(`cannot read: ${(e as Error).message}`, { file: path, cause: e });
   }

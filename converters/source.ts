@@ -8,6 +8,8 @@
 import { CheckpointError } from "../src/core/errors.ts";
 import { requireDeno } from "../src/core/platform.ts";
 
+import { regularFileSize } from "../src/core/files.ts";
+
 /** Random access to a file's bytes. */
 export interface ByteSource {
   /** A name for error messages (the path, or a label). */
@@ -94,6 +96,10 @@ export class FileSource implements ByteSource {
       "opening a file",
       "the file's bytes (fetch, File.arrayBuffer) with MemorySource or parseCheckpoint",
     );
+    // Checked before opening: opening a FIFO blocks until a writer appears, a device never ends.
+    regularFileSize(path, (msg, cause) => {
+      throw new CheckpointError(msg, { file: path, cause });
+    });
     let file: Deno.FsFile;
     try {
       file = Deno.openSync(path, { read: true });

@@ -13,6 +13,7 @@ import { CheckpointError } from "../src/core/errors.ts";
 import type { DType, RawTensor } from "../src/core/types.ts";
 import {
   type CallContext,
+  COPY_COST,
   type GlobalBehaviour,
   isTuple,
   keyText,
@@ -111,7 +112,10 @@ export const TORCH_DTYPES: Readonly<Record<string, TorchDType>> = {
 export interface StorageBacking {
   /** Bytes `[start, start + length)` of the storage, little-endian. Bounds were checked by the caller. */
   bytes(start: number, length: number): Uint8Array;
-  /** True when returned bytes are views of memory that must not be modified. */
+  /**
+   * True when returned bytes are views of memory that must not be modified. Readers never modify what a
+   * backing returns either way ({@link TorchTensor.read} swaps big-endian data into a copy).
+   */
   readonly shared: boolean;
 }
 
@@ -292,7 +296,7 @@ export class TorchTensor {
     let owned: boolean;
     if (this.isContiguous) {
       data = backing.bytes(this.storageOffset * is, this.numel * is);
-      owned = !backing.shared;
+      owned = false; // a view of the source, of a cached record or of a reused read buffer
     } else {
       let last = this.storageOffset;
       for (let i = 0; i < this.shape.length; i++) last += (this.shape[i] - 1) * this.stride[i];
@@ -301,6 +305,8 @@ export class TorchTensor {
       owned = true;
     }
     if (this.storage.bigEndian && is > 1) {
+      // Never swap bytes a backing handed out: they may be a cached record that another tensor on the same
+      // storage range reads next (swapping it in place would corrupt both). Swap into a fresh copy.
       if (!owned) data = data.slice();
       swapBytes(data, is);
     }
@@ -370,7 +376,13 @@ function int(ctx: CallContext, v: PyValue, what: string): number {
 
 function intTuple(ctx: CallContext, v: PyValue, what: string): number[] {
   if (!Array.isArray(v)) fail(ctx, `${what} is a ${pyTypeName(v)}, not a tuple`);
-  return v.map((x, i) => int(ctx, x, `${what}[${i}]`));
+  ctx.charge(v.length, COPY_COST.element);
+  const out = new Array<number>(v.length);
+  for (let i = 0; i < v.length; i++) {
+    const x = v[i];
+    out[i] = typeof x === "number" && Number.isSafeInteger(x) ? x : int(ctx, x, `${what}[${i}]`);
+  }
+  return out;
 }
 
 function argc(ctx: CallContext, args: readonly PyValue[], min: number, max: number): void {
@@ -409,8 +421,8 @@ function rebuildTensor(
 
 function dtypeArg(ctx: CallContext, v: PyValue): TorchDType {
   if (v instanceof PyGlobal && v.qualname.startsWith("torch.")) {
-    const d = TORCH_DTYPES[v.qualname.slice(6)];
-    if (d) return d;
+    const name = v.qualname.slice(6);
+    if (Object.hasOwn(TORCH_DTYPES, name)) return TORCH_DTYPES[name];
   }
   fail(ctx, `dtype is a ${pyTypeName(v)}, not a torch dtype`);
 }
@@ -420,6 +432,9 @@ function orderedDict(ctx: CallContext, args: readonly PyValue[]): PyDict {
   const d = new PyDict("collections.OrderedDict");
   if (args.length === 1 && args[0] !== null) {
     const src = args[0];
+    if (src instanceof PyDict || Array.isArray(src)) {
+      ctx.charge(src instanceof PyDict ? src.size : src.length, COPY_COST.entry);
+    }
     if (src instanceof PyDict) {
       for (const [k, v] of src) d.set(k, v);
     } else if (Array.isArray(src)) {
@@ -452,7 +467,8 @@ const NUMPY_KINDS: Record<
 /** Decodes a numpy scalar (dtype record + raw bytes) to a JS value, or undefined for other kinds. */
 function numpyScalarValue(dtype: PyValue, data: Uint8Array): PyValue | undefined {
   if (!(dtype instanceof PyObject) || typeof dtype.value !== "string") return undefined;
-  const kind = NUMPY_KINDS[dtype.value.replace(/^[<>=|]/, "")];
+  const code = dtype.value.replace(/^[<>=|]/, "");
+  const kind = Object.hasOwn(NUMPY_KINDS, code) ? NUMPY_KINDS[code] : undefined;
   if (!kind || data.length !== kind.size) return undefined;
   const state = dtype.attrs.get("__state__");
   const order = Array.isArray(state) && typeof state[1] === "string" ? state[1] : "<";
@@ -462,6 +478,7 @@ function numpyScalarValue(dtype: PyValue, data: Uint8Array): PyValue | undefined
 }
 
 function latin1Bytes(ctx: CallContext, s: string): Uint8Array {
+  ctx.charge(s.length, COPY_COST.byte);
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
@@ -551,7 +568,10 @@ const ALLOW: Record<string, GlobalBehaviour> = {
     call: (a, ctx) => {
       argc(ctx, a, 1, 2);
       const o = new PyObject("torch.device", [...a]);
-      o.value = a.length === 2 && a[1] !== null ? `${keyText(a[0])}:${keyText(a[1])}` : keyText(a[0]);
+      const type = keyText(a[0]);
+      const index = a.length === 2 && a[1] !== null ? keyText(a[1]) : null;
+      ctx.charge(type.length + (index?.length ?? 0), COPY_COST.char);
+      o.value = index !== null ? `${type}:${index}` : type;
       return o;
     },
   },
@@ -563,12 +583,17 @@ const ALLOW: Record<string, GlobalBehaviour> = {
     },
   },
   "argparse.Namespace": {
-    construct: (args, kwargs) => {
+    construct: (args, kwargs, ctx) => {
+      ctx.charge(args.length, COPY_COST.element);
+      ctx.charge(kwargs?.size ?? 0, COPY_COST.entry);
       const o = new PyObject("argparse.Namespace", [...args]);
       if (kwargs) { for (const [k, v] of kwargs) o.attrs.set(keyText(k), v); }
       return o;
     },
-    call: (args) => new PyObject("argparse.Namespace", [...args]),
+    call: (args, ctx) => {
+      ctx.charge(args.length, COPY_COST.element);
+      return new PyObject("argparse.Namespace", [...args]);
+    },
   },
   "_codecs.encode": {
     call: (a, ctx) => {
@@ -578,7 +603,10 @@ const ALLOW: Record<string, GlobalBehaviour> = {
       if (typeof s !== "string") fail(ctx, `argument is a ${pyTypeName(s)}, not a str`);
       const e = a.length === 2 ? keyText(enc).toLowerCase().replace(/[-_]/g, "") : "utf8";
       if (e === "latin1" || e === "iso88591") return latin1Bytes(ctx, s);
-      if (e === "utf8") return new TextEncoder().encode(s);
+      if (e === "utf8") {
+        ctx.charge(s.length, 3 * COPY_COST.byte); // UTF-8: up to 3 bytes per UTF-16 unit
+        return new TextEncoder().encode(s);
+      }
       if (e === "ascii") {
         for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) fail(ctx, "string does not fit ascii");
         return latin1Bytes(ctx, s);
@@ -590,6 +618,7 @@ const ALLOW: Record<string, GlobalBehaviour> = {
     call: (a, ctx) => {
       argc(ctx, a, 0, 1);
       if (a.length && !Array.isArray(a[0])) fail(ctx, `argument is a ${pyTypeName(a[0])}`);
+      ctx.charge(a.length ? (a[0] as PyValue[]).length : 0, COPY_COST.entry);
       return new Set<PyValue>(a.length ? (a[0] as PyValue[]) : []);
     },
   },
@@ -597,6 +626,7 @@ const ALLOW: Record<string, GlobalBehaviour> = {
     call: (a, ctx) => {
       argc(ctx, a, 0, 1);
       if (a.length && !Array.isArray(a[0])) fail(ctx, `argument is a ${pyTypeName(a[0])}`);
+      ctx.charge(a.length ? (a[0] as PyValue[]).length : 0, COPY_COST.entry);
       return new Set<PyValue>(a.length ? (a[0] as PyValue[]) : []);
     },
   },
@@ -604,7 +634,10 @@ const ALLOW: Record<string, GlobalBehaviour> = {
     call: (a, ctx) => {
       argc(ctx, a, 0, 3);
       if (a.length === 0) return new Uint8Array(0);
-      if (a[0] instanceof Uint8Array) return a[0].slice();
+      if (a[0] instanceof Uint8Array) {
+        ctx.charge(a[0].length, COPY_COST.byte);
+        return a[0].slice();
+      }
       if (typeof a[0] === "string" && a.length >= 2) return latin1Bytes(ctx, a[0]);
       fail(ctx, `cannot build a bytearray from a ${pyTypeName(a[0])}`);
     },
@@ -660,7 +693,12 @@ function numpyReconstruct(a: readonly PyValue[], ctx: CallContext): PyValue {
 
 function pathCall(cls: string, sep: string): (a: readonly PyValue[], ctx: CallContext) => PyValue {
   return (a, ctx) => {
-    for (const p of a) if (typeof p !== "string") fail(ctx, `path part is a ${pyTypeName(p)}`);
+    let n = a.length;
+    for (const p of a) {
+      if (typeof p !== "string") fail(ctx, `path part is a ${pyTypeName(p)}`);
+      n += p.length;
+    }
+    ctx.charge(n, COPY_COST.char);
     const o = new PyObject(cls, [...a]);
     o.value = (a as string[]).join(sep).replace(sep + sep, sep);
     return o;
@@ -687,7 +725,7 @@ export function storageClassDType(g: PyValue): TorchDType | undefined {
     : q.startsWith("torch.")
     ? q.slice(6)
     : null;
-  if (name === null || name.includes(".")) return undefined;
+  if (name === null || name.includes(".") || !Object.hasOwn(STORAGE_CLASSES, name)) return undefined;
   return STORAGE_CLASSES[name];
 }
 

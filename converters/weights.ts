@@ -58,6 +58,19 @@ export interface SelectOptions {
  * ```
  */
 export function describeValue(v: PyValue): string {
+  if (!(v instanceof PyDict)) return describeUncached(v);
+  // A dict's description walks it; remember it per dict (and size), so a report over many keys sharing one
+  // big dict walks it once, not once per key (which would be quadratic in the file's size).
+  const hit = described.get(v);
+  if (hit && hit.size === v.size) return hit.text;
+  const text = describeUncached(v);
+  described.set(v, { size: v.size, text });
+  return text;
+}
+
+const described = new WeakMap<PyDict, { size: number; text: string }>();
+
+function describeUncached(v: PyValue): string {
   if (v instanceof TorchTensor) return `tensor ${v.torchDtype.name}[${v.shape.join(", ")}]`;
   if (v instanceof PyDict) {
     let tensors = 0;
@@ -164,11 +177,12 @@ export function selectWeights(root: PyValue, opts: SelectOptions = {}): WeightSe
   }
 
   const dropped: DroppedEntry[] = [];
+  const describe = describeValue;
   if (key !== null) {
     const top = key.split("/")[0];
     for (const [k, v] of root) {
       const name = keyText(k);
-      if (name !== top && name !== key) dropped.push({ key: name, what: describeValue(v) });
+      if (name !== top && name !== key) dropped.push({ key: name, what: describe(v) });
     }
   }
   const names: string[] = [];
@@ -178,7 +192,7 @@ export function selectWeights(root: PyValue, opts: SelectOptions = {}): WeightSe
     if (v instanceof TorchTensor && typeof k === "string") {
       names.push(name);
       values.push(v);
-    } else dropped.push({ key: key === null ? name : `${key}/${name}`, what: describeValue(v) });
+    } else dropped.push({ key: key === null ? name : `${key}/${name}`, what: describe(v) });
   }
   // DataParallel / DistributedDataParallel saves prefix every key with "module." (timm strips it per key).
   const prefix = "module.";

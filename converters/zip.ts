@@ -45,6 +45,18 @@ const SIG_ZIP64_EOCD = 0x06064b50;
 const SIG_ZIP64_LOCATOR = 0x07064b50;
 /** Deflate cannot expand data by more than about 1032:1; a declared size beyond that is a lie. */
 const MAX_DEFLATE_RATIO = 1032;
+/**
+ * Everything an archive inflates, over its whole life (re-reads included), may total at most
+ * `INFLATE_FACTOR` times the file's size plus {@link INFLATE_SLACK}: a small file cannot make gigabytes.
+ * Torch writes stored archives; other tools' deflated weights compress about 1.1:1.
+ */
+export const INFLATE_FACTOR = 16;
+/** See {@link INFLATE_FACTOR}: 32 MiB. */
+export const INFLATE_SLACK: number = 32 << 20;
+/** Inflated records kept for re-reads (the most recently used first out), in bytes. */
+const INFLATE_CACHE_BYTES = 256 << 20;
+/** Chunk size of a stored record's one-time CRC pass over a file. */
+const CRC_CHUNK = 4 << 20;
 
 /** True when `head` starts like a zip archive (a local file header or an empty archive's end record). */
 export function isZip(head: Uint8Array): boolean {
@@ -74,11 +86,21 @@ export class ZipArchive {
   /** Where the central directory starts: no entry's data may reach past it. */
   readonly centralDirectoryOffset: number;
   private readonly dataOffsets = new Map<string, number>();
+  /** Stored records whose CRC-32 has been checked once (later reads are slices). */
+  private readonly crcChecked = new Set<string>();
+  /** Inflated records, least recently used first. */
+  private readonly inflatedCache = new Map<string, Uint8Array>();
+  private inflatedCacheBytes = 0;
+  /** Bytes inflated so far, charged against {@link ZipArchive.inflateBudget}. */
+  inflatedBytes = 0;
+  /** The most this archive may inflate in total (see {@link INFLATE_FACTOR}). */
+  readonly inflateBudget: number;
 
   private constructor(source: ByteSource, entries: Map<string, ZipEntry>, cdOffset: number) {
     this.source = source;
     this.entries = entries;
     this.centralDirectoryOffset = cdOffset;
+    this.inflateBudget = INFLATE_FACTOR * source.size + INFLATE_SLACK;
   }
 
   /** Throws a CheckpointError about the archive. */
@@ -293,69 +315,147 @@ export class ZipArchive {
   }
 
   /**
-   * The uncompressed bytes of an entry. Stored entries over an in-memory source are zero-copy views.
+   * The uncompressed bytes of an entry. Stored entries over an in-memory source are zero-copy views;
+   * inflated entries are cached (do not modify them).
    *
-   * @throws {CheckpointError} for unsupported compression, sizes that lie, or a CRC mismatch
+   * @throws {CheckpointError} for unsupported compression, sizes that lie, a CRC mismatch, or an archive
+   *   that inflates past its budget
    */
   read(entry: ZipEntry, opts: ZipReadOptions = {}): Uint8Array {
     const s = this.source;
     const start = this.dataOffset(entry);
-    let data: Uint8Array;
     if (entry.method === 0) {
-      if (entry.compressedSize !== entry.size) {
-        ZipArchive.fail(
-          s,
-          `stored entry '${entry.name}' declares ${entry.size} bytes but stores ${entry.compressedSize}`,
-          entry.name,
-        );
+      this.checkStored(entry);
+      const data = s.read(start, entry.size);
+      if (opts.verifyCrc !== false && !this.crcChecked.has(entry.name)) {
+        this.checkCrc(entry, crc32(data));
+        this.crcChecked.add(entry.name);
       }
-      data = s.read(start, entry.size);
-    } else if (entry.method === 8) {
-      if (entry.size > entry.compressedSize * MAX_DEFLATE_RATIO + 1024) {
-        ZipArchive.fail(
-          s,
-          `deflated entry '${entry.name}' declares ${entry.size} bytes from ${entry.compressedSize}, ` +
-            "more than deflate can expand",
-          entry.name,
-        );
+      return data;
+    }
+    return this.inflate(entry, start, opts.verifyCrc !== false);
+  }
+
+  /**
+   * Bytes `[offset, offset + length)` of an entry's uncompressed data, checked against the entry's size.
+   * A stored entry's CRC-32 is checked once, on its first read (a streamed pass for file sources); after that
+   * each read costs only the bytes it returns, so many small views of one big record stay cheap. A deflated
+   * entry is inflated once and cached while it fits the cache; every inflation counts against the archive's
+   * {@link ZipArchive.inflateBudget}. The result may be a view of shared or reused memory: do not modify it.
+   *
+   * @throws {CheckpointError} as {@link ZipArchive.read}, or for a range outside the entry
+   */
+  readRange(entry: ZipEntry, offset: number, length: number): Uint8Array {
+    if (offset < 0 || length < 0 || offset + length > entry.size) {
+      ZipArchive.fail(
+        this.source,
+        `bytes ${offset}..${offset + length} are outside '${entry.name}' (${entry.size} bytes)`,
+        entry.name,
+      );
+    }
+    const s = this.source;
+    const start = this.dataOffset(entry);
+    if (entry.method !== 0) return this.inflate(entry, start, true).subarray(offset, offset + length);
+    this.checkStored(entry);
+    if (!this.crcChecked.has(entry.name)) {
+      let crc = 0;
+      for (let p = 0; p < entry.size; p += CRC_CHUNK) {
+        crc = crc32(s.read(start + p, Math.min(CRC_CHUNK, entry.size - p)), crc);
       }
-      const packed = s.read(start, entry.compressedSize);
-      try {
-        data = inflateRaw(packed, entry.size);
-      } catch (e) {
-        throw new CheckpointError(`zip: cannot inflate '${entry.name}': ${(e as Error).message}`, {
-          file: s.name,
-          key: entry.name,
-          cause: e,
-        });
-      }
-      if (data.byteLength !== entry.size) {
-        ZipArchive.fail(
-          s,
-          `'${entry.name}' inflates to ${data.byteLength} bytes, not the declared ${entry.size}`,
-          entry.name,
-        );
-      }
-    } else {
+      this.checkCrc(entry, crc >>> 0);
+      this.crcChecked.add(entry.name);
+    }
+    return s.read(start + offset, length);
+  }
+
+  /** Refuses a stored entry whose two sizes differ. */
+  private checkStored(entry: ZipEntry): void {
+    if (entry.compressedSize !== entry.size) {
+      ZipArchive.fail(
+        this.source,
+        `stored entry '${entry.name}' declares ${entry.size} bytes but stores ${entry.compressedSize}`,
+        entry.name,
+      );
+    }
+  }
+
+  /** Refuses an entry whose data has another CRC-32 than the directory's. */
+  private checkCrc(entry: ZipEntry, crc: number): void {
+    if (crc !== entry.crc32) {
+      ZipArchive.fail(
+        this.source,
+        `CRC-32 of '${entry.name}' is ${hex(crc)}, the directory says ${hex(entry.crc32)} (corrupt data)`,
+        entry.name,
+      );
+    }
+  }
+
+  /** An entry's inflated bytes: from the cache, or inflated once against the archive's budget. */
+  private inflate(entry: ZipEntry, start: number, verifyCrc: boolean): Uint8Array {
+    const s = this.source;
+    const cached = this.inflatedCache.get(entry.name);
+    if (cached) {
+      this.inflatedCache.delete(entry.name); // re-insert as the most recently used
+      this.inflatedCache.set(entry.name, cached);
+      return cached;
+    }
+    if (entry.method !== 8) {
       ZipArchive.fail(
         s,
         `entry '${entry.name}' uses compression method ${entry.method}; only stored (0) and deflate (8) are supported`,
         entry.name,
       );
     }
-    if (opts.verifyCrc !== false) {
-      const crc = crc32(data);
-      if (crc !== entry.crc32) {
-        ZipArchive.fail(
-          s,
-          `CRC-32 of '${entry.name}' is ${hex(crc)}, the directory says ${hex(entry.crc32)} (corrupt data)`,
-          entry.name,
-        );
+    if (entry.size > entry.compressedSize * MAX_DEFLATE_RATIO + 1024) {
+      ZipArchive.fail(
+        s,
+        `deflated entry '${entry.name}' declares ${entry.size} bytes from ${entry.compressedSize}, ` +
+          "more than deflate can expand",
+        entry.name,
+      );
+    }
+    if (this.inflatedBytes + entry.size > this.inflateBudget) {
+      ZipArchive.fail(
+        s,
+        `inflating '${entry.name}' (${entry.size} bytes) would take the archive past ${this.inflateBudget} ` +
+          `inflated bytes (${INFLATE_FACTOR}x its ${s.size} bytes + ${INFLATE_SLACK >> 20} MiB): a ` +
+          "decompression bomb; refusing",
+        entry.name,
+      );
+    }
+    this.inflatedBytes += entry.size;
+    const packed = s.read(start, entry.compressedSize);
+    let data: Uint8Array;
+    try {
+      data = inflateRaw(packed, entry.size);
+    } catch (e) {
+      throw new CheckpointError(`zip: cannot inflate '${entry.name}': ${(e as Error).message}`, {
+        file: s.name,
+        key: entry.name,
+        cause: e,
+      });
+    }
+    if (data.byteLength !== entry.size) {
+      ZipArchive.fail(
+        s,
+        `'${entry.name}' inflates to ${data.byteLength} bytes, not the declared ${entry.size}`,
+        entry.name,
+      );
+    }
+    if (verifyCrc) this.checkCrc(entry, crc32(data));
+    if (data.byteLength <= INFLATE_CACHE_BYTES) {
+      while (this.inflatedCacheBytes + data.byteLength > INFLATE_CACHE_BYTES) {
+        const [name, old] = this.inflatedCache.entries().next().value!;
+        this.inflatedCache.delete(name);
+        this.inflatedCacheBytes -= old.byteLength;
       }
+      this.inflatedCache.set(entry.name, data);
+      this.inflatedCacheBytes += data.byteLength;
     }
     return data;
   }
 }
+
 
 /** Entry names: ASCII (every torch record) without a TextDecoder call, else UTF-8. */
 function decodeName(b: Uint8Array, start: number, len: number, dec: TextDecoder): string {
@@ -391,7 +491,7 @@ function zlib(): Zlib | null {
 let crcTable: Uint32Array | undefined;
 
 /** CRC-32 (IEEE) in JavaScript, slicing by 8 bytes (about 1 GB/s); the fallback where there is no zlib. */
-export function crc32Js(data: Uint8Array): number {
+export function crc32Js(data: Uint8Array, seed = 0): number {
   if (!crcTable) {
     crcTable = new Uint32Array(256 * 8);
     for (let n = 0; n < 256; n++) {
@@ -407,7 +507,7 @@ export function crc32Js(data: Uint8Array): number {
     }
   }
   const T = crcTable;
-  let c = 0xffffffff;
+  let c = (seed ^ 0xffffffff) >>> 0;
   let i = 0;
   const n = data.length;
   for (; i + 8 <= n; i += 8) {
@@ -420,10 +520,13 @@ export function crc32Js(data: Uint8Array): number {
   return (c ^ 0xffffffff) >>> 0;
 }
 
-/** CRC-32 of `data`: native zlib where there is one, else {@linkcode crc32Js}. */
-export function crc32(data: Uint8Array): number {
+/**
+ * CRC-32 of `data`, continuing from `seed` (the CRC of the bytes before it): native zlib where there is one,
+ * else {@linkcode crc32Js}.
+ */
+export function crc32(data: Uint8Array, seed = 0): number {
   const z = zlib();
-  return z ? z.crc32(data) >>> 0 : crc32Js(data);
+  return z ? z.crc32(data, seed) >>> 0 : crc32Js(data, seed);
 }
 
 /**

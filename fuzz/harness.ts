@@ -13,6 +13,8 @@ import type { DTypeOption } from "../converters/convert.ts";
 import { caseSeed, Rng } from "./rng.ts";
 import { type Corpus, loadCorpus, mutate, type Target, TARGETS } from "./mutate.ts";
 import { Finding, runReaders } from "./readers.ts";
+import { MemorySource } from "../converters/source.ts";
+import { ZipArchive } from "../converters/zip.ts";
 
 /** Options of a fuzz run. */
 export interface FuzzOptions {
@@ -87,7 +89,7 @@ export interface CaseResult {
   finding?: FindingInfo;
 }
 
-const TARGET_WEIGHTS: Record<Target, number> = { zip: 3, pickle: 3, legacy: 2, safetensors: 2 };
+const TARGET_WEIGHTS: Record<Target, number> = { zip: 3, pickle: 3, legacy: 2, safetensors: 2, amplify: 0.3 };
 const DTYPES: DTypeOption[] = ["keep", "keep", "keep", "f16", "bf16", "f32"];
 
 /** Peak and current resident memory from /proc (Linux), with the peak reset per case. */
@@ -155,6 +157,22 @@ function processCpuNs(): number | null {
     return (u.user + u.system) * 1000;
   } catch {
     return null;
+  }
+}
+
+/**
+ * The bytes a case's input really holds: a zip archive's deflated records count at their inflated size, as
+ * far as the archive's inflate budget lets a reader inflate them (that data is in the file, and each reader
+ * pass may hold it); anything else counts at its length.
+ */
+function effectiveInputBytes(bytes: Uint8Array): number {
+  try {
+    const zip = ZipArchive.open(new MemorySource(bytes, "case"));
+    let inflated = 0;
+    for (const e of zip.entries.values()) if (e.method === 8) inflated += e.size;
+    return bytes.length + Math.min(inflated, zip.inflateBudget);
+  } catch {
+    return bytes.length;
   }
 }
 
@@ -264,12 +282,15 @@ export class Fuzzer {
     result.cpuMs = m.cpuMs;
     result.memGrowth = m.growth;
     result.peakRss = m.peak;
-    const limit = (this.opts.memFactor ?? 6) * mutant.bytes.length + (this.opts.memSlackBytes ?? 96 << 20);
+    const inputBytes = effectiveInputBytes(mutant.bytes);
+    const limit = (this.opts.memFactor ?? 6) * inputBytes + (this.opts.memSlackBytes ?? 96 << 20);
     if (m.growth !== null && m.growth > limit && !result.finding) {
       result.finding = {
         kind: "memory",
         message: `peak memory grew by ${mib(m.growth)} for a ${mib(mutant.bytes.length)} input ` +
-          `(limit ${mib(limit)})`,
+          `${inputBytes > mutant.bytes.length ? `(${mib(inputBytes)} once inflated) ` : ""}(limit ${
+            mib(limit)
+          })`,
       };
     }
     if (result.finding) this.save(result, mutant.bytes);

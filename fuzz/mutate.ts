@@ -14,6 +14,7 @@ import { sniffFormat } from "../converters/checkpoint.ts";
 import { MemorySource } from "../converters/source.ts";
 import { ZipArchive } from "../converters/zip.ts";
 import type { Rng } from "./rng.ts";
+import { amplifyCase } from "./amplify.ts";
 import {
   type Field,
   type LegacyMap,
@@ -26,11 +27,14 @@ import {
   type ZipMap,
 } from "./structure.ts";
 
-/** What a fuzz case feeds. */
-export type Target = "zip" | "legacy" | "pickle" | "safetensors";
+/**
+ * What a fuzz case feeds. `amplify` cases are not mutations of the corpus but files built from scratch by
+ * `amplify.ts` (memo reuse, nested copies, many views, deflate ratios, image bombs).
+ */
+export type Target = "zip" | "legacy" | "pickle" | "safetensors" | "amplify";
 
 /** Every target. */
-export const TARGETS: readonly Target[] = ["zip", "legacy", "pickle", "safetensors"];
+export const TARGETS: readonly Target[] = ["zip", "legacy", "pickle", "safetensors", "amplify"];
 
 /** A seed file and its structure map. */
 export interface Seed {
@@ -113,6 +117,7 @@ export function loadCorpus(referenceDir: string, opts: CorpusOptions = {}): Corp
     legacy: seeds.filter((s) => s.kind === "legacy"),
     pickle: seeds.filter((s) => s.kind === "legacy" || s.pkl !== undefined),
     safetensors: seeds.filter((s) => s.kind === "safetensors"),
+    amplify: [],
   };
   return { seeds, byTarget };
 }
@@ -760,6 +765,11 @@ function stEdit(seed: Seed, rng: Rng): [Uint8Array, string] {
 
 /** Makes one mutated input for `target` from a seed chosen by `rng`. */
 export function mutate(corpus: Corpus, target: Target, rng: Rng): { seed: Seed; mutant: Mutant } {
+  if (target === "amplify") {
+    const c = amplifyCase(rng);
+    const seed: Seed = { name: "(generated)", kind: "zip", bytes: c.bytes, regions: [] };
+    return { seed, mutant: { bytes: c.bytes, pickle: c.pickle, steps: c.steps } };
+  }
   const seeds = corpus.byTarget[target];
   if (!seeds.length) throw new Error(`no seed files for target ${target}`);
   // The 34 MB full-size checkpoint is the slowest seed: use it for 1 case in 50.

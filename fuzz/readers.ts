@@ -36,6 +36,7 @@ import {
 } from "../converters/safetensors.ts";
 import type { RawTensor, TensorMap } from "../src/core/types.ts";
 import type { Target } from "./mutate.ts";
+import { decodeImage } from "../src/images/decode.ts";
 
 /** A broken invariant (as opposed to a typed error, which is a correct outcome). */
 export class Finding extends Error {
@@ -334,5 +335,25 @@ async function safetensorsCase(input: CaseInput): Promise<CaseOutcome> {
  * @throws {Finding} when an invariant breaks (an untyped error escaped, outputs disagree...)
  */
 export function runReaders(input: CaseInput): Promise<CaseOutcome> {
+  if (input.target === "amplify" && sniffImage(input.bytes)) return imageCase(input);
   return input.target === "safetensors" ? safetensorsCase(input) : checkpointCase(input);
+}
+
+function sniffImage(b: Uint8Array): boolean {
+  return (b.length > 8 && b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47) ||
+    (b.length > 2 && b[0] === 0xff && b[1] === 0xd8);
+}
+
+/** Feeds an image case to the decoder: a decoded image of the header's size, or a typed error. */
+function imageCase(input: CaseInput): Promise<CaseOutcome> {
+  const r = typed("decodeImage", () => decodeImage(input.bytes, input.name));
+  if (r instanceof T2tVitError) {
+    return Promise.resolve({
+      outcome: r.name,
+      pattern: pattern(r, input.name),
+      message: r.message.slice(0, 300),
+    });
+  }
+  if (r.data.length !== r.width * r.height * 3) throw new Finding("image", "decoded size is wrong");
+  return Promise.resolve({ outcome: "ok" });
 }

@@ -27,7 +27,9 @@ const USAGE = `Usage: deno task fuzz [options]
   --seed <n>          run seed (default 1); case N of a seed is always the same input
   --cases <n>         number of cases (default 100000)
   --start <n>         first case index (default 0)
-  --target <t>        zip | legacy | pickle | safetensors | all (default all)
+  --target <t>        zip | legacy | pickle | safetensors | amplify | all (default all); amplify
+                      builds hostile files from scratch (memo reuse, nested copies, many views,
+                      deflate ratios, PNG/JPEG bombs) instead of mutating the corpus
   --time-limit <s>    stop starting cases after this many seconds
   --save <dir>        save failing cases (input bytes + JSON with seed, case, steps, error) here
   --case <n>          run only case n, in this thread, and print everything about it

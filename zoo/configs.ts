@@ -360,6 +360,16 @@ export function resolveConfig(init: T2tVitConfigInit): T2tVitConfig {
   for (const k of ["dropRate", "attnDropRate", "dropPathRate"] as const) {
     if (!isRate(cfg[k])) bad(k, `${k} must be in [0, 1), got ${cfg[k]}`);
   }
+  for (const [k, max] of Object.entries(CONFIG_LIMITS) as [keyof typeof CONFIG_LIMITS, number][]) {
+    const v = cfg[k];
+    if (typeof v === "number" && v > max) bad(k, `${k} ${v} exceeds the limit of ${max}`);
+  }
+  if (Array.isArray(cfg.blockConfig)) {
+    if (cfg.blockConfig.length > 64) bad("blockConfig", "blockConfig has more than 64 stages");
+    if (cfg.blockConfig.some((n) => typeof n === "number" && n > CONFIG_LIMITS.depth)) {
+      bad("blockConfig", `a blockConfig stage exceeds ${CONFIG_LIMITS.depth} blocks`);
+    }
+  }
   const widths: number[] = [];
   if (cfg.blockType === "dense") {
     if (!isPosInt(cfg.growthRate)) bad("growthRate", "a dense config needs a positive integer growthRate");
@@ -386,6 +396,111 @@ export function resolveConfig(init: T2tVitConfigInit): T2tVitConfig {
     if (w % cfg.numHeads !== 0) {
       bad("numHeads", `block width ${w} is not divisible by numHeads ${cfg.numHeads}`);
     }
+  }
+  return cfg;
+}
+
+/**
+ * The largest value each size field may take (every official variant is far inside): a configuration that
+ * arrives in a file cannot ask for a model of terabytes. `createModel` refuses anything beyond these.
+ */
+export const CONFIG_LIMITS: Readonly<{
+  imgSize: number;
+  inChans: number;
+  numClasses: number;
+  tokenDim: number;
+  embedDim: number;
+  depth: number;
+  numHeads: number;
+  mlpRatio: number;
+  growthRate: number;
+}> = Object.freeze({
+  imgSize: 4096,
+  inChans: 64,
+  numClasses: 1_000_000,
+  tokenDim: 4096,
+  embedDim: 8192,
+  depth: 1024,
+  numHeads: 1024,
+  mlpRatio: 64,
+  growthRate: 4096,
+});
+
+/**
+ * A lower bound on a configuration's parameter count: the attention projections of every block (at least
+ * `width²` each), the position embedding and the head. Cheap to compute, and never above the real count.
+ */
+export function minParameterCount(cfg: T2tVitConfig): number {
+  let n = 0;
+  if (cfg.blockType === "dense" && cfg.blockConfig && cfg.growthRate) {
+    let start = cfg.embedDim;
+    cfg.blockConfig.forEach((blocks, i) => {
+      for (let j = 0; j < blocks; j++) n += (start + j * cfg.growthRate!) ** 2;
+      if (i !== cfg.blockConfig!.length - 1) start = Math.floor((start + blocks * cfg.growthRate!) / 2);
+    });
+  } else n += cfg.depth * cfg.embedDim ** 2;
+  n += ((cfg.imgSize / 16) ** 2 + 1) * cfg.embedDim + cfg.embedDim * cfg.numClasses;
+  return n;
+}
+
+/** Model parameters a weights file's `config` may ask for beyond its own tensor elements: 2^24. */
+export const CONFIG_PARAMETER_SLACK: number = 1 << 24;
+
+/**
+ * The configuration a weights file's `config` metadata (the official constructor's keyword arguments as
+ * JSON, written by the converter) describes, checked before any model is built: JSON, known keys, the
+ * {@link CONFIG_LIMITS}, and a model no bigger than the file's own weights could fill (at most twice its
+ * tensor elements plus {@link CONFIG_PARAMETER_SLACK}): a 175-byte file cannot make a model of gigabytes.
+ * `null` values are left out (the constructor's default applies).
+ *
+ * @throws {ModelError} naming the file and the `config` key
+ *
+ * @example
+ * ```ts
+ * import { configFromMetadata } from "./configs.ts";
+ * const cfg = configFromMetadata('{"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}', 0);
+ * cfg.depth; // 2
+ * ```
+ */
+export function configFromMetadata(
+  text: string,
+  weightElements: number,
+  file?: string,
+  opts: { requireHeads?: boolean } = {},
+): T2tVitConfig {
+  const bad = (msg: string, cause?: unknown): never => {
+    throw new ModelError(msg, { file, key: "config", cause });
+  };
+  let kwargs: unknown;
+  try {
+    kwargs = JSON.parse(text);
+  } catch (e) {
+    bad(`the 'config' metadata is not JSON: ${(e as Error).message}`, e);
+  }
+  if (typeof kwargs !== "object" || kwargs === null || Array.isArray(kwargs)) {
+    bad("the 'config' metadata is not an object");
+  }
+  const clean = Object.fromEntries(Object.entries(kwargs as object).filter(([, v]) => v !== null));
+  if (opts.requireHeads && !Object.hasOwn(clean, "num_heads")) {
+    throw new ModelError(
+      "the weights do not say how many attention heads the model has; build it with createModel(config, { weights })",
+      { file, key: "num_heads" },
+    );
+  }
+  let cfg: T2tVitConfig;
+  try {
+    cfg = configFromKwargs(clean);
+  } catch (e) {
+    if (e instanceof ModelError) bad(`the 'config' metadata: ${e.message}`, e);
+    throw e;
+  }
+  const need = minParameterCount(cfg);
+  const limit = 2 * weightElements + CONFIG_PARAMETER_SLACK;
+  if (need > limit) {
+    bad(
+      `the 'config' metadata describes a model of at least ${need} parameters but the file holds ` +
+        `${weightElements} tensor elements; refusing to build it`,
+    );
   }
   return cfg;
 }
@@ -428,7 +543,7 @@ export function configFromKwargs(kwargs: Record<string, unknown>): T2tVitConfig 
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(kwargs)) {
     if (k === "block_type") out.blockType = v;
-    else if (k in KWARGS) out[KWARGS[k]] = v;
+    else if (Object.hasOwn(KWARGS, k)) out[KWARGS[k]] = v;
     else throw new ModelError(`unknown T2T-ViT argument '${k}'`, { key: k });
   }
   if (out.blockType === undefined && (out.growthRate !== undefined || out.blockConfig !== undefined)) {

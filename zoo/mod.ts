@@ -49,11 +49,18 @@ export {
 export { BACKEND_STATE, type BackendState } from "./kernels/state.ts";
 export {
   type BlockType,
+  CONFIG_LIMITS,
+  CONFIG_PARAMETER_SLACK,
   configFromKwargs,
+  configFromMetadata,
   DEFAULT_CONFIG,
   IMAGENET_MEAN,
   IMAGENET_STD,
+<<<<<<< HEAD
   isModelName,
+=======
+  minParameterCount,
+>>>>>>> harden
   MODEL_CONFIGS,
   MODEL_NAMES,
   type ModelName,
@@ -86,6 +93,7 @@ export {
   T2tVitT14,
   T2tVitT19,
   T2tVitT24,
+  tensorElements,
 } from "./models.ts";
 export { type ForwardOptions, type LoadOptions, type LoadReport, type ModelInit, T2tVit } from "./model.ts";
 export { resizePosEmbed, sinusoidTable } from "./layers/position.ts";

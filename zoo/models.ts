@@ -12,6 +12,7 @@ import { parseCheckpoint, sniffFormat } from "../converters/checkpoint.ts";
 import { materialize, planConversion } from "../converters/convert.ts";
 import { describeWeights } from "./arch.ts";
 import { parseSafetensors } from "../converters/safetensors.ts";
+<<<<<<< HEAD
 import { architectureOf } from "./metadata.ts";
 import type { RawTensor, TensorMap } from "../src/core/types.ts";
 import { ensureBackend } from "./backend/backend.ts";
@@ -21,6 +22,15 @@ import { readBytes, sourceOf } from "../src/core/platform.ts";
 import {
   configFromKwargs,
   isModelName,
+=======
+import type { RawTensor, TensorMap } from "../converters/types.ts";
+import { ensureBackend } from "../src/backend.ts";
+import { readRegularFile } from "../src/files.ts";
+import { ModelError, T2tVitError, WeightsError } from "../src/errors.ts";
+import { paramStoreOf, T2tVit } from "../src/model.ts";
+import {
+  configFromMetadata,
+>>>>>>> harden
   MODEL_CONFIGS,
   MODEL_NAMES,
   type ModelName,
@@ -30,6 +40,13 @@ import {
 } from "./configs.ts";
 import { type HubOptions, loadPretrainedBytes } from "./hub.ts";
 import { type PretrainedTag, resolvePretrained } from "./pretrained.ts";
+
+/** The total element count of a tensor map (what a file's `config` may ask a model to hold). */
+export function tensorElements(tensors: TensorMap): number {
+  let n = 0;
+  for (const t of tensors.values()) n += t.shape.reduce((a, b) => a * b, 1);
+  return n;
+}
 
 /** Options of {@linkcode createModel} and the variants' `create`. */
 export interface CreateOptions {
@@ -93,6 +110,7 @@ export async function readWeights(
   } else if (src instanceof Blob) {
     file = (src as Blob & { name?: string }).name || "<blob>";
     try {
+<<<<<<< HEAD
       bytes = new Uint8Array(await src.arrayBuffer());
     } catch (e) {
       throw new WeightsError(`cannot read weights: ${(e as Error).message}`, { file, cause: e });
@@ -101,7 +119,20 @@ export async function readWeights(
     file = sourceOf(src).label;
     try {
       bytes = await readBytes(src);
+=======
+      if (url === undefined || url.protocol === "file:") {
+        // checked to be a regular file first: a FIFO would block the read forever
+        bytes = await readRegularFile(file, (msg, cause) => {
+          throw new WeightsError(`cannot read weights: ${msg}`, { file, cause });
+        });
+      } else {
+        const res = await fetch(url);
+        if (!res.ok) throw new Error(`HTTP ${res.status} ${res.statusText}`);
+        bytes = new Uint8Array(await res.arrayBuffer());
+      }
+>>>>>>> harden
     } catch (e) {
+      if (e instanceof WeightsError) throw e;
       throw new WeightsError(`cannot read weights: ${(e as Error).message}`, { file, cause: e });
     }
   }
@@ -409,25 +440,8 @@ export async function loadModel(
     return createModel(arch as ModelName, { ...opts, weights: tensors });
   }
   if (metadata.config !== undefined) {
-    let kwargs: Record<string, unknown>;
-    try {
-      kwargs = JSON.parse(metadata.config);
-    } catch (e) {
-      throw new ModelError(`the 'config' metadata is not JSON: ${(e as Error).message}`, {
-        file,
-        key: "config",
-      });
-    }
-    if (typeof kwargs !== "object" || kwargs === null || Array.isArray(kwargs)) {
-      throw new ModelError("the 'config' metadata is not an object", { file, key: "config" });
-    }
-    if (!("num_heads" in kwargs)) {
-      throw new ModelError(
-        "the weights do not say how many attention heads the model has; build it with createModel(config, { weights })",
-        { file, key: "num_heads" },
-      );
-    }
-    return createModel(configFromKwargs(kwargs), { ...opts, weights: tensors });
+    const cfg = configFromMetadata(metadata.config, tensorElements(tensors), file, { requireHeads: true });
+    return createModel(cfg, { ...opts, weights: tensors });
   }
   throw new ModelError(
     "the weights do not name their architecture; build the model with createModel(name, { weights })",

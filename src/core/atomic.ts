@@ -7,6 +7,7 @@
 
 import { T2tVitError } from "./errors.ts";
 import { requireDeno } from "./platform.ts";
+import { releaseTempFile, tempPathFor, trackTempFile } from "./files.ts";
 
 /** Options of {@link writeFileAtomic}. */
 export interface WriteOptions {
@@ -42,7 +43,8 @@ export async function writeFileAtomic(
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
   }
-  const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  const tmp = tempPathFor(path);
+  trackTempFile(tmp); // SIGINT/SIGTERM remove it
   try {
     await Deno.writeFile(tmp, bytes, { createNew: true });
     await Deno.rename(tmp, path);
@@ -50,5 +52,7 @@ export async function writeFileAtomic(
     await Deno.remove(tmp).catch(() => {});
     if (e instanceof T2tVitError) throw e;
     throw new errorType(`cannot write: ${(e as Error).message}`, { file: path, cause: e });
+  } finally {
+    releaseTempFile(tmp);
   }
 }

@@ -5,6 +5,46 @@
  * @module
  */
 
+// C0 and C1 control characters, DEL, and the Unicode format characters that reorder or hide text (bidi
+// embeddings, overrides and isolates, the Arabic letter mark, line/paragraph separators).
+// deno-lint-ignore no-control-regex
+const UNPRINTABLE = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const UNPRINTABLE_KEEP_NEWLINE =
+  // deno-lint-ignore no-control-regex
+  /[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+function escapeChar(c: string): string {
+  const n = c.charCodeAt(0);
+  return n <= 0xff ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u${n.toString(16).padStart(4, "0")}`;
+}
+
+/**
+ * Text from a file made safe to print: control characters (ESC, CR, BEL, ...), DEL, C1 controls and the
+ * Unicode characters that reorder or hide text are shown as `\x1b` / `\u202e` escapes, so a name inside a
+ * file cannot move the cursor, repaint a line or disguise itself on a terminal. Everything else is unchanged.
+ *
+ * @example
+ * ```ts
+ * import { printable } from "./errors.ts";
+ * printable("evil\x1b[2K\rOK"); // "evil\\x1b[2K\\x0dOK"
+ * ```
+ */
+export function printable(s: string): string {
+  return s.replace(UNPRINTABLE, escapeChar);
+}
+
+/**
+ * `JSON.stringify(value, null, 1)` with the characters {@link printable} escapes written as `\uXXXX` JSON
+ * escapes (JSON.stringify escapes only C0 controls): machine-readable output that is also safe on a terminal.
+ */
+export function printableJson(value: unknown): string {
+  // (JSON.stringify already escapes C0 controls inside strings; its own newlines are layout)
+  return JSON.stringify(value, null, 1).replace(
+    UNPRINTABLE_KEEP_NEWLINE,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
 /** Where an error was found: the file, the key or tensor name, a byte offset. All optional. */
 export interface ErrorContext {
   /** The file (path or label) the bad input came from. */
@@ -45,7 +85,10 @@ export class T2tVitError extends Error {
     const where = [ctx.file, ctx.key !== undefined ? `'${ctx.key}'` : undefined].filter((s) =>
       s !== undefined
     );
-    super(where.length ? `${where.join(": ")}: ${message}` : message, { cause: ctx.cause });
+    // File names, keys and whatever the message quotes from a file are escaped (newlines in the message are
+    // its own line breaks and kept): an error message cannot paint over a terminal.
+    const text = where.length ? `${where.map(printable).join(": ")}: ${message}` : message;
+    super(text.replace(UNPRINTABLE_KEEP_NEWLINE, escapeChar), { cause: ctx.cause });
     // each class states its name as a string (`errorName`): minifiers rename classes, so `new.target.name`
     // would say "e" in a bundle; a subclass without one (a user's) keeps its class name
     const cls = new.target as unknown as { readonly errorName?: string; readonly name: string };

@@ -15,9 +15,15 @@
  * @module
  */
 
+<<<<<<< HEAD
 import { DatasetError } from "../core/errors.ts";
 import { writeFileAtomic } from "../core/atomic.ts";
 import { denoNs, isNotFound, readBytes, readText, sourceOf } from "../core/platform.ts";
+=======
+import { DatasetError } from "../errors.ts";
+import { readRegularFile, regularFileSize } from "../files.ts";
+import { writeFileAtomic } from "../../converters/safetensors.ts";
+>>>>>>> harden
 
 /** The two datasets. */
 export type CifarName = "cifar10" | "cifar100";
@@ -135,11 +141,52 @@ async function resolveLayout(
 
 async function readNames(path: string): Promise<string[] | undefined> {
   try {
+<<<<<<< HEAD
     const text = await readText(path);
+=======
+    const text = new TextDecoder().decode(
+      await readRegularFile(path, (msg) => {
+        throw new DatasetError(msg, { file: path });
+      }, 1 << 20),
+    );
+>>>>>>> harden
     const names = text.split(/\r?\n/).map((s) => s.trim()).filter((s) => s.length > 0);
     return names.length > 0 ? names : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/** The most records one file may hold when official counts are not required (CIFAR-100's train file has 50000). */
+export const MAX_CIFAR_RECORDS = 100_000;
+
+function checkCifarSize(
+  size: number,
+  expected: number,
+  recBytes: number,
+  labelBytes: number,
+  file: string,
+): void {
+  if (size === 0 || size % recBytes !== 0) {
+    throw new DatasetError(
+      `is ${size} bytes, not a whole number of ${recBytes}-byte records ` +
+        `(${labelBytes} label byte${labelBytes > 1 ? "s" : ""} + 3072 pixel bytes)`,
+      { file },
+    );
+  }
+  if (expected && size !== expected * recBytes) {
+    throw new DatasetError(
+      `is ${size} bytes (${size / recBytes} records); expected ${expected} records (${
+        expected * recBytes
+      } bytes)`,
+      { file },
+    );
+  }
+  if (size / recBytes > MAX_CIFAR_RECORDS) {
+    throw new DatasetError(
+      `holds ${size / recBytes} records, more than the ${MAX_CIFAR_RECORDS} a CIFAR file may have`,
+      { file },
+    );
   }
 }
 
@@ -181,9 +228,24 @@ export async function readCifar(
     const file = layout.files[i];
     let bytes: Uint8Array;
     try {
+<<<<<<< HEAD
       bytes = await readBytes(file);
     } catch (e) {
       const what = isNotFound(e)
+=======
+      // The size is checked from stat before anything is read: a file of the wrong size (a sparse 3 GB
+      // file, a FIFO, a directory) is refused without reading it.
+      const size = regularFileSize(file, (msg, cause) => {
+        throw new DatasetError(msg, { file, cause });
+      });
+      checkCifarSize(size, layout.records[i], recBytes, layout.labelBytes, file);
+      bytes = await Deno.readFile(file);
+    } catch (e) {
+      if (e instanceof DatasetError && !(e.cause instanceof Deno.errors.NotFound)) throw e;
+      const notFound = e instanceof Deno.errors.NotFound ||
+        (e as Error).cause instanceof Deno.errors.NotFound;
+      const what = notFound
+>>>>>>> harden
         ? `missing: the ${dataset} ${split} split needs ${
           cifarFiles(dataset, split).join(", ")
         } in ${layout.dir} ` +
@@ -191,23 +253,8 @@ export async function readCifar(
         : `cannot be read: ${(e as Error).message}`;
       throw new DatasetError(what, { file, cause: e });
     }
-    const expected = layout.records[i];
-    if (bytes.byteLength === 0 || bytes.byteLength % recBytes !== 0) {
-      throw new DatasetError(
-        `is ${bytes.byteLength} bytes, not a whole number of ${recBytes}-byte records ` +
-          `(${layout.labelBytes} label byte${layout.labelBytes > 1 ? "s" : ""} + 3072 pixel bytes)`,
-        { file },
-      );
-    }
-    if (expected && bytes.byteLength !== expected * recBytes) {
-      throw new DatasetError(
-        `is ${bytes.byteLength} bytes (${
-          bytes.byteLength / recBytes
-        } records); expected ${expected} records ` +
-          `(${expected * recBytes} bytes)`,
-        { file },
-      );
-    }
+    // (again: the file may have changed between stat and read)
+    checkCifarSize(bytes.byteLength, layout.records[i], recBytes, layout.labelBytes, file);
     chunks.push(bytes);
   }
   const count = chunks.reduce((a, c) => a + c.byteLength / recBytes, 0);

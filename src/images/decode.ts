@@ -11,6 +11,10 @@ import { describeReadError, readBytes, sourceOf } from "../core/platform.ts";
 import type { RgbImage } from "./image.ts";
 import { decodeJpeg } from "./jpeg.ts";
 import { decodePng } from "./png.ts";
+import { readRegularFile } from "../files.ts";
+
+/** The largest image file {@link readImage} reads: 256 MiB (a 179-megapixel JPEG is well under it). */
+export const MAX_IMAGE_FILE_BYTES: number = 256 << 20;
 
 /** Image formats recognised by their magic bytes; only `png` and `jpeg` can be decoded. */
 export type ImageFormat =
@@ -110,6 +114,7 @@ export async function readImage(path: string | URL): Promise<DecodedImage> {
   const { url, label } = sourceOf(path);
   let bytes: Uint8Array;
   try {
+<<<<<<< HEAD
     bytes = await readBytes(path);
   } catch (e) {
     const why = describeReadError(e);
@@ -118,6 +123,22 @@ export async function readImage(path: string | URL): Promise<DecodedImage> {
       file: label,
       cause: e,
     });
+=======
+    // a regular file (a FIFO would block forever) of a size an image can have
+    bytes = await readRegularFile(path instanceof URL ? label : path, (msg) => {
+      throw new ImageError(msg, { file: label });
+    }, MAX_IMAGE_FILE_BYTES);
+  } catch (e) {
+    if (e instanceof ImageError) throw e;
+    const why = e instanceof Deno.errors.NotFound
+      ? "no such file"
+      : e instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : e instanceof Error && /directory/i.test(e.message)
+      ? "is a directory"
+      : `cannot read (${e instanceof Error ? e.message : String(e)})`;
+    throw new ImageError(why, { file: label, cause: e });
+>>>>>>> harden
   }
   return decodeImage(bytes, label);
 }

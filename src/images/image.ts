@@ -37,6 +37,39 @@ export function checkImageSize(width: number, height: number, file?: string): vo
 }
 
 /**
+ * Images up to this many pixels (24 megapixels, a large camera photo) decode whatever their compression;
+ * larger ones must hold at least one byte of coded data per {@link IMAGE_PIXELS_PER_CODED_BYTE} pixels.
+ */
+export const IMAGE_FREE_PIXELS = 24_000_000;
+/** See {@link IMAGE_FREE_PIXELS}: 64 (photos code 1-10 pixels per byte, flat scans a few dozen). */
+export const IMAGE_PIXELS_PER_CODED_BYTE = 64;
+
+/**
+ * Bounds decoding by the data that is really there: decoding costs about 20 bytes of memory per pixel, so a
+ * small file that claims a huge image (a PNG of zeros deflated 1000:1, a JPEG whose blocks are one bit each)
+ * is refused unless the image is at most {@link IMAGE_FREE_PIXELS} or the file codes at least one byte per
+ * {@link IMAGE_PIXELS_PER_CODED_BYTE} pixels. `codedBytes` counts image data only (IDAT chunks,
+ * entropy-coded scans), never comments or metadata.
+ */
+export function checkCodedSize(
+  width: number,
+  height: number,
+  codedBytes: number,
+  what: string,
+  file?: string,
+): void {
+  const pixels = width * height;
+  if (pixels > IMAGE_FREE_PIXELS && pixels > IMAGE_PIXELS_PER_CODED_BYTE * codedBytes) {
+    throw new ImageError(
+      `a ${width}x${height} image from ${codedBytes} bytes of ${what} (more than ` +
+        `${IMAGE_PIXELS_PER_CODED_BYTE} pixels per byte beyond ${IMAGE_FREE_PIXELS / 1e6} megapixels): ` +
+        "refusing a decompression bomb",
+      { file },
+    );
+  }
+}
+
+/**
  * Wraps RGB bytes as an {@link RgbImage}, checking the size.
  *
  * @example

@@ -19,8 +19,13 @@
  */
 
 import jpeg from "jpeg-js";
+<<<<<<< HEAD
 import { ImageError } from "../core/errors.ts";
 import { checkImageSize, MAX_IMAGE_PIXELS, type RgbImage } from "./image.ts";
+=======
+import { ImageError } from "../errors.ts";
+import { checkCodedSize, checkImageSize, MAX_IMAGE_PIXELS, type RgbImage } from "./image.ts";
+>>>>>>> harden
 
 /** What the JPEG's markers say, and the mode Pillow opens it in. */
 export interface JpegHeader {
@@ -59,8 +64,21 @@ const UNSUPPORTED_SOF: Record<number, string> = {
   0xcf: "arithmetic-coded hierarchical lossless",
 };
 
-/** At most this many pixels per byte of file: one bit per 8x8 block (see {@link decodeJpeg}). */
+/** At most this many pixels per entropy-coded byte: one bit per 8x8 block (see {@link decodeJpeg}). */
 const JPEG_PIXELS_PER_BYTE = 512;
+
+/**
+ * The most scans a JPEG may have. libjpeg's progressive scripts use about 10 and optimisers a few dozen;
+ * every scan makes the decoder pass over the whole image again, so a file of thousands of tiny scans costs
+ * minutes. (libjpeg-turbo suggests a limit of this order for untrusted input.)
+ */
+export const MAX_JPEG_SCANS = 256;
+
+/**
+ * The most decoding work a JPEG may ask for, as pixels times scans: about 3 seconds of the pure-JS decoder.
+ * A 24-megapixel progressive photo with 10 scans needs 2.4e8.
+ */
+export const MAX_JPEG_PIXEL_SCANS = 1e9;
 
 interface Markers {
   header: JpegHeader;
@@ -68,6 +86,8 @@ interface Markers {
   restartInterval: number;
   /** Offset of the Adobe APP14 transform byte, if there is one. */
   adobeTransformAt?: number;
+  /** Offset of the first SOS marker. */
+  scanAt: number;
 }
 
 /** Walks the markers up to the first SOS, validating what the rest of the decoder relies on. */
@@ -175,7 +195,57 @@ function readMarkers(b: Uint8Array, file?: string): Markers {
     },
     adobeTransformAt,
     restartInterval,
+    scanAt: off,
   };
+}
+
+/**
+ * Walks the scans from the first SOS to EOI: counts the scans and the entropy-coded bytes (the bytes that
+ * really code blocks, not comments, APPn padding or tables), so the size guards cannot be padded past.
+ */
+function scanStats(b: Uint8Array, at: number, file?: string): { scans: number; entropyBytes: number } {
+  let scans = 0, entropyBytes = 0, off = at;
+  while (off + 1 < b.length) {
+    if (b[off] !== 0xff) break; // garbage after the data: the decoder decides
+    const m = b[off + 1];
+    if (m === 0xff) {
+      off++;
+      continue;
+    }
+    if (m === 0xd9) break; // EOI
+    if (m === 0x01 || (m >= 0xd0 && m <= 0xd7)) {
+      off += 2;
+      continue;
+    }
+    if (off + 4 > b.length) break;
+    const len = (b[off + 2] << 8) | b[off + 3];
+    off += 2 + len;
+    if (m !== 0xda) continue;
+    if (++scans > MAX_JPEG_SCANS) {
+      throw new ImageError(`unsupported JPEG (more than ${MAX_JPEG_SCANS} scans)`, { file });
+    }
+    // entropy-coded data: up to a marker that is not a stuffed 0xFF00 or a restart marker
+    const start = off;
+    let restarts = 0;
+    while (off < b.length) {
+      if (b[off] === 0xff && off + 1 < b.length) {
+        const n = b[off + 1];
+        if (n === 0x00) {
+          off += 2;
+          continue;
+        }
+        if (n >= 0xd0 && n <= 0xd7) {
+          restarts += 2;
+          off += 2;
+          continue;
+        }
+        break;
+      }
+      off++;
+    }
+    entropyBytes += off - start - restarts;
+  }
+  return { scans, entropyBytes };
 }
 
 /**
@@ -189,14 +259,25 @@ function readMarkers(b: Uint8Array, file?: string): Markers {
  * ```
  */
 export function decodeJpeg(bytes: Uint8Array, file?: string): DecodedJpeg {
-  const { header, adobeTransformAt, restartInterval } = readMarkers(bytes, file);
-  // Every 8x8 block of a complete Huffman-coded JPEG costs at least one bit (its DC code), so N bytes hold at
-  // most 512·N pixels. A frame header claiming more is corrupt or a truncated file (jpeg-js would decode the
-  // missing data as zeros, allocating and working for an image the file does not hold).
-  if (header.width * header.height > JPEG_PIXELS_PER_BYTE * bytes.length) {
+  const { header, adobeTransformAt, restartInterval, scanAt } = readMarkers(bytes, file);
+  // Every 8x8 block of a complete Huffman-coded JPEG costs at least one bit (its DC code), so N entropy-coded
+  // bytes hold at most 512·N pixels. A frame header claiming more is corrupt or a truncated file (jpeg-js would
+  // decode the missing data as zeros, allocating and working for an image the file does not hold). Only
+  // entropy-coded bytes count: comments and APPn segments cannot pad a file past this guard.
+  const { scans, entropyBytes } = scanStats(bytes, scanAt, file);
+  const pixels = header.width * header.height;
+  if (pixels > JPEG_PIXELS_PER_BYTE * entropyBytes) {
     throw new ImageError(
       `corrupt or truncated JPEG file (a ${header.width}x${header.height} frame cannot be coded in ` +
-        `${bytes.length} bytes)`,
+        `${entropyBytes} bytes of scan data)`,
+      { file },
+    );
+  }
+  checkCodedSize(header.width, header.height, entropyBytes, "scan data", file);
+  if (pixels * scans > MAX_JPEG_PIXEL_SCANS) {
+    throw new ImageError(
+      `unsupported JPEG (${scans} scans over ${header.width}x${header.height} pixels: more decoding work ` +
+        `than the limit of ${MAX_JPEG_PIXEL_SCANS} pixel-scans)`,
       { file },
     );
   }
@@ -215,7 +296,7 @@ export function decodeJpeg(bytes: Uint8Array, file?: string): DecodedJpeg {
       colorTransform: own ? false : undefined,
       tolerantDecoding: true,
       maxResolutionInMP: Math.ceil(MAX_IMAGE_PIXELS / 1e6),
-      maxMemoryUsageInMB: 4096,
+      maxMemoryUsageInMB: 1024, // coefficients + output: a 100-megapixel 4:2:0 photo needs about 600
     });
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);

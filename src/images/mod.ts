@@ -24,10 +24,33 @@
  * @module
  */
 
-export { checkImageSize, fromGray, fromRgba, MAX_IMAGE_PIXELS, type RgbImage, rgbImage } from "./image.ts";
-export { type DecodedImage, decodeImage, detectImageFormat, type ImageFormat, readImage } from "./decode.ts";
-export { type DecodedPng, decodePng, type PngHeader } from "./png.ts";
-export { type DecodedJpeg, decodeJpeg, type JpegHeader } from "./jpeg.ts";
+export {
+  checkCodedSize,
+  checkImageSize,
+  fromGray,
+  fromRgba,
+  IMAGE_FREE_PIXELS,
+  IMAGE_PIXELS_PER_CODED_BYTE,
+  MAX_IMAGE_PIXELS,
+  type RgbImage,
+  rgbImage,
+} from "./image.ts";
+export {
+  type DecodedImage,
+  decodeImage,
+  detectImageFormat,
+  type ImageFormat,
+  MAX_IMAGE_FILE_BYTES,
+  readImage,
+} from "./decode.ts";
+export { type DecodedPng, decodePng, type PngHeader, pngRawSize } from "./png.ts";
+export {
+  type DecodedJpeg,
+  decodeJpeg,
+  type JpegHeader,
+  MAX_JPEG_PIXEL_SCANS,
+  MAX_JPEG_SCANS,
+} from "./jpeg.ts";
 export { encodePng, type PngEncodeOptions, type PngPixels } from "./png_encode.ts";
 export { type ResampleFilter, type ResizeBox, resizeImage } from "./resize.ts";
 export {

@@ -17,9 +17,15 @@
  */
 
 import { decode as decodeFastPng } from "fast-png";
+<<<<<<< HEAD
 import { unzlibSync } from "fflate";
 import { ImageError } from "../core/errors.ts";
 import { checkImageSize, type RgbImage } from "./image.ts";
+=======
+import { Unzlib, unzlibSync } from "fflate";
+import { ImageError } from "../errors.ts";
+import { checkCodedSize, checkImageSize, type RgbImage } from "./image.ts";
+>>>>>>> harden
 import { type PngChunk, readPngChunks } from "./png_chunks.ts";
 
 /** What the IHDR chunk says about a PNG, and the mode Pillow 9.4 opens it in. */
@@ -125,6 +131,7 @@ export function decodePng(bytes: Uint8Array, file?: string): DecodedPng {
     throw new ImageError("corrupt PNG file (no IDAT chunk)", { file });
   }
   const palette = plte ? readPalette(plte.data, file) : undefined;
+  checkIdatSize(chunks, header, file);
   let samples: Uint8Array | Uint16Array;
   if (header.interlaced && header.bitDepth < 8) {
     samples = decodeAdam7LowDepth(chunks, header, file);
@@ -152,6 +159,52 @@ export function decodePng(bytes: Uint8Array, file?: string): DecodedPng {
     }
   }
   return { width: header.width, height: header.height, data: samplesToRgb(samples, header, palette), header };
+}
+
+/** The bytes of filtered scanlines a PNG's header implies (all seven Adam7 passes when interlaced). */
+export function pngRawSize(h: PngHeader): number {
+  const bits = CHANNELS[h.colorType] * h.bitDepth;
+  const rows = (w: number, n: number) => (w > 0 && n > 0 ? n * (1 + Math.ceil((w * bits) / 8)) : 0);
+  if (!h.interlaced) return rows(h.width, h.height);
+  let total = 0;
+  for (const [x0, y0, dx, dy] of ADAM7) {
+    total += rows(Math.ceil((h.width - x0) / dx), Math.ceil((h.height - y0) / dy));
+  }
+  return total;
+}
+
+/** Slack over {@link pngRawSize} that trailing bytes after the image data may take (Pillow ignores them). */
+const IDAT_SLACK = 1 << 16;
+
+/**
+ * Inflates the IDAT stream in small steps, counting, and refuses it as soon as it passes what the header
+ * implies: a 16x16 image whose data inflates to a gigabyte costs a few milliseconds, not gigabytes.
+ */
+function checkIdatSize(chunks: PngChunk[], h: PngHeader, file?: string): void {
+  let coded = 0;
+  for (const c of chunks) if (c.type === "IDAT") coded += c.data.length;
+  checkCodedSize(h.width, h.height, coded, "image data", file);
+  const cap = pngRawSize(h) + IDAT_SLACK;
+  let total = 0;
+  const tooBig = new ImageError(
+    `corrupt PNG file (the image data inflates past the ${cap - IDAT_SLACK} bytes a ${h.width}x${h.height} ` +
+      "header implies: a decompression bomb)",
+    { file },
+  );
+  const z = new Unzlib((chunk) => {
+    total += chunk.length;
+    if (total > cap) throw tooBig;
+  });
+  const STEP = 4096; // at most ~4 MiB of output per step (deflate expands at most ~1032:1)
+  try {
+    for (const c of chunks) {
+      if (c.type !== "IDAT") continue;
+      for (let i = 0; i < c.data.length; i += STEP) z.push(c.data.subarray(i, i + STEP));
+    }
+  } catch (e) {
+    if (e === tooBig) throw e;
+    // malformed streams are reported by the decoder with its own message
+  }
 }
 
 function readPalette(data: Uint8Array, file?: string): Uint8Array {

@@ -42,7 +42,8 @@ Deno.test("fuzz smoke: 2,500 seeded cases over zip, legacy, pickle and safetenso
   assert.equal(s.cases, CASES);
   assert.equal(s.findings, 0);
   for (const t of TARGETS) {
-    assert.ok(s.perTarget[t] > CASES / 8, `${t}: ${s.perTarget[t]} cases`);
+    // amplify cases are built from scratch and slower: drawn a tenth as often as the others
+    assert.ok(s.perTarget[t] > (t === "amplify" ? CASES / 60 : CASES / 8), `${t}: ${s.perTarget[t]} cases`);
     const o = s.outcomes[t] as Record<string, number>;
     assert.ok(o.ok > 0, `${t}: some mutants still read`);
     assert.ok(Object.keys(o).some((k) => k.endsWith("Error")), `${t}: typed errors`);
