@@ -13,13 +13,8 @@
  */
 
 import { parseArgs } from "node:util";
-<<<<<<< HEAD
-import { T2tVitError } from "./src/core/errors.ts";
+import { printable, printableJson, T2tVitError } from "./src/core/errors.ts";
 import { openCheckpoint, sniffFormat } from "./converters/checkpoint.ts";
-=======
-import { printable, printableJson, T2tVitError } from "./src/errors.ts";
-import { openCheckpoint } from "./converters/checkpoint.ts";
->>>>>>> harden
 import {
   type ConversionPlan,
   convertCheckpoint,
@@ -211,28 +206,8 @@ export async function main(args: string[]): Promise<number> {
       writeLines(lines);
       return 0;
     }
-<<<<<<< HEAD
     const progress = progressReporter(input, o.quiet);
     const onProgress = progress?.update;
-=======
-    const size = Deno.statSync(input).size;
-    const showProgress = !o.quiet && size > PROGRESS_MIN_BYTES;
-    const tty = Deno.stderr.isTerminal();
-    const enc = new TextEncoder();
-    let lastShown = -1;
-    const onProgress = showProgress
-      ? (p: ConvertProgress) => {
-        const pct = p.bytesTotal ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 100;
-        const step = tty ? pct : Math.floor(pct / 10) * 10;
-        if (step === lastShown) return;
-        lastShown = step;
-        const line = `converting ${printable(input)}: ${pct}% (${p.tensorsDone}/${p.tensorsTotal} tensors, ${
-          mb(p.bytesDone)
-        })`;
-        Deno.stderr.writeSync(enc.encode(tty ? `\r${line}` : `${line}\n`));
-      }
-      : undefined;
->>>>>>> harden
     const t0 = performance.now();
     const output = o.output ?? defaultOutputPath(input);
     const r = await convertCheckpoint(input, {
@@ -278,7 +253,6 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-<<<<<<< HEAD
 /**
  * Progress on stderr for inputs over 50 MB (unless quiet): a line rewritten in place on a terminal, every 10%
  * on its own line otherwise.
@@ -297,7 +271,7 @@ function progressReporter(
       const step = tty ? pct : Math.floor(pct / 10) * 10;
       if (step === lastShown) return;
       lastShown = step;
-      const line = `converting ${input}: ${pct}% (${p.tensorsDone}/${p.tensorsTotal} tensors, ${
+      const line = `converting ${printable(input)}: ${pct}% (${p.tensorsDone}/${p.tensorsTotal} tensors, ${
         mb(p.bytesDone)
       })`;
       Deno.stderr.writeSync(enc.encode(tty ? `\r${line}` : `${line}\n`));
@@ -463,11 +437,11 @@ async function pretrained(
     console.error(`internal error: ${(e as Error)?.stack ?? String(e)}`);
     return 3;
   }
-=======
+}
+
 /** Prints many lines in a few large writes (one console.log per line is slow for 300k tensors). */
 function writeLines(lines: string[]): void {
   for (let i = 0; i < lines.length; i += 4096) console.log(lines.slice(i, i + 4096).join("\n"));
->>>>>>> harden
 }
 
 if (import.meta.main) {

@@ -15,19 +15,12 @@
  */
 
 import { parseArgs } from "node:util";
-<<<<<<< HEAD
 import { fromFloat32, writeSafetensors } from "./converters/safetensors.ts";
 import { writeFileAtomic } from "./src/core/atomic.ts";
 import type { TensorMap } from "./src/core/types.ts";
-import { T2tVitError } from "./src/core/errors.ts";
+import { printable, printableJson, T2tVitError } from "./src/core/errors.ts";
 import { fill } from "./src/core/fill.ts";
 import { architectureOf } from "./zoo/metadata.ts";
-=======
-import { fromFloat32, writeFileAtomic, writeSafetensors } from "./converters/safetensors.ts";
-import type { TensorMap } from "./converters/types.ts";
-import { printable, printableJson, T2tVitError } from "./src/errors.ts";
-import { fill } from "./src/fill.ts";
->>>>>>> harden
 import {
   attentionRollout,
   attentionStacks,

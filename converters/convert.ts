@@ -12,20 +12,13 @@ import { requireDeno } from "../src/core/platform.ts";
 import { type Checkpoint, openCheckpoint, parseCheckpoint } from "./checkpoint.ts";
 import { FileSource } from "./source.ts";
 import { StagedWriter } from "./staged_writer.ts";
-<<<<<<< HEAD
 import { readSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
 import { castFloatInto, type FloatDType } from "../src/core/dtype.ts";
 import { TorchTensor } from "./torch_globals.ts";
 import { PyDict } from "./pickle.ts";
 import { torchArchiveName, TorchZipWriter } from "./torch_writer.ts";
 import { type DType, DTYPE_SIZE, type RawTensor, type ShapeMap, type TensorMap } from "../src/core/types.ts";
-=======
-import { releaseTempFile, sameFile, tempPathFor, trackTempFile, yieldForSignals } from "../src/files.ts";
-import { parseSafetensors, safetensorsHeader, serializeSafetensors } from "./safetensors.ts";
-import { castFloatInto, type FloatDType } from "./dtype.ts";
-import type { TorchTensor } from "./torch_globals.ts";
-import { type DType, DTYPE_SIZE, type RawTensor, type TensorMap } from "./types.ts";
->>>>>>> harden
+import { releaseTempFile, sameFile, tempPathFor, trackTempFile, yieldForSignals } from "../src/core/files.ts";
 import { type DroppedEntry, selectWeights } from "./weights.ts";
 
 /** `--dtype`: keep each tensor's dtype, or convert floating-point tensors (integer tensors are always kept). */
@@ -286,7 +279,6 @@ export interface ConvertResult<A = null> extends ConversionPlan<A> {
  * console.log(r.output, r.weightsKey, r.verified); // 81.5_T2T_ViT_14.safetensors state_dict_ema true
  * ```
  */
-<<<<<<< HEAD
 export function convertCheckpoint<A = null>(
   input: string,
   opts: ConvertFileOptions<A> = {},
@@ -299,11 +291,6 @@ export function convertCheckpoint<A = null>(
     );
     return convertSync(input, opts);
   });
-=======
-export function convertCheckpoint(input: string, opts: ConvertFileOptions = {}): Promise<ConvertResult> {
-  // Synchronous I/O inside, yielding now and then so SIGINT/SIGTERM can remove the temporary file.
-  return Promise.resolve().then(() => convertSync(input, opts));
->>>>>>> harden
 }
 
 function exists(path: string): boolean {
@@ -329,11 +316,7 @@ function headerBytes(plan: ConversionPlan<unknown>): Uint8Array {
   );
 }
 
-<<<<<<< HEAD
-function convertSync<A>(input: string, opts: ConvertFileOptions<A>): ConvertResult<A> {
-=======
-async function convertSync(input: string, opts: ConvertFileOptions): Promise<ConvertResult> {
->>>>>>> harden
+async function convertSync<A>(input: string, opts: ConvertFileOptions<A>): Promise<ConvertResult<A>> {
   const output = opts.output ?? defaultOutputPath(input);
   // By the file, not the spelling: `dir/./in.pth`, a symlink or a hard link to the input is the input.
   if (output === input || sameFile(output, input)) {
@@ -346,8 +329,7 @@ async function convertSync(input: string, opts: ConvertFileOptions): Promise<Con
   try {
     const plan = planConversion(ckpt, opts);
     const verify = opts.verify !== false;
-<<<<<<< HEAD
-    const size = writeVerified(output, opts.force ?? false, (put) => {
+    const size = await writeVerified(output, opts.force ?? false, async (put) => {
       const header = headerBytes(plan);
       put(header);
       const progress: ConvertProgress = {
@@ -364,19 +346,6 @@ async function convertSync(input: string, opts: ConvertFileOptions): Promise<Con
       for (const p of plan.tensors) uses.set(p.tensor.storage, (uses.get(p.tensor.storage) ?? 0) + 1);
       const shared = [...uses.values()].some((n) => n > 1);
       if (ckpt.source instanceof FileSource && !shared) ckpt.source.reuseBuffers = true;
-=======
-    const tmp = tempPathFor(output);
-    trackTempFile(tmp); // SIGINT/SIGTERM remove it (tracked before it exists: no window without a handler)
-    let f: Deno.FsFile;
-    try {
-      f = Deno.openSync(tmp, { write: true, createNew: true });
-    } catch (e) {
-      releaseTempFile(tmp);
-      throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
-    }
-    let size = 0;
-    try {
->>>>>>> harden
       try {
         const largest = plan.tensors.reduce(
           (m, p) => Math.max(m, p.tensor.dtype === p.dtype ? 0 : p.nbytes),
@@ -400,37 +369,7 @@ async function convertSync(input: string, opts: ConvertFileOptions): Promise<Con
       } finally {
         if (ckpt.source instanceof FileSource) ckpt.source.reuseBuffers = false;
       }
-<<<<<<< HEAD
     }, verify ? (tmp) => verifyOutput(tmp, plan, ckpt.file, output) : undefined);
-=======
-      // Prove the file before it takes the output's name: a failed check leaves nothing behind.
-      await yieldForSignals(0); // a signal that came during the writes is handled here, not after the rename
-      if (verify) verifyOutput(tmp, plan, ckpt.file, output);
-      await yieldForSignals(0);
-      if (opts.force) Deno.renameSync(tmp, output);
-      else {
-        // link() fails if the output appeared meanwhile: never clobber without force.
-        try {
-          Deno.linkSync(tmp, output);
-          Deno.removeSync(tmp);
-        } catch (e) {
-          if (e instanceof Deno.errors.AlreadyExists) {
-            throw new SafetensorsError("already exists (use --force to overwrite)", { file: output });
-          }
-          if (exists(output)) throw e;
-          Deno.renameSync(tmp, output);
-        }
-      }
-    } catch (e) {
-      try {
-        Deno.removeSync(tmp);
-      } catch { /* already gone */ }
-      if (e instanceof T2tVitError) throw e;
-      throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
-    } finally {
-      releaseTempFile(tmp);
-    }
->>>>>>> harden
     return { ...plan, output, outputBytes: size, verified: verify };
   } finally {
     ckpt.close();
@@ -442,32 +381,36 @@ async function convertSync(input: string, opts: ConvertFileOptions): Promise<Con
  * file next to `output`, `check` (when given) proves the temporary file, and only then does it take the
  * output's name; any failure removes it, so nothing half-written or unproven is left. Returns the size.
  */
-function writeVerified(
+async function writeVerified(
   output: string,
   force: boolean,
-  write: (put: (bytes: Uint8Array) => void) => void,
+  write: (put: (bytes: Uint8Array) => void) => void | Promise<void>,
   check?: (tmp: string) => void,
-): number {
-  const dir = output.includes("/") ? output.slice(0, output.lastIndexOf("/") + 1) : "";
-  const tmp = `${dir}.${basename(output)}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+): Promise<number> {
+  const tmp = tempPathFor(output);
+  trackTempFile(tmp); // SIGINT/SIGTERM remove it (tracked before it exists: no window without a handler)
   let f: Deno.FsFile;
   try {
     f = Deno.openSync(tmp, { write: true, createNew: true });
   } catch (e) {
+    releaseTempFile(tmp);
     throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
   }
   let size = 0;
   try {
     try {
       const writer = new StagedWriter((b) => writeAll(f, b));
-      write((b) => writer.put(b));
+      await write((b) => writer.put(b));
       writer.flush();
       size = writer.written;
     } finally {
       f.close();
     }
+    // a signal that came during the writes is handled here, before the check and the rename
+    await yieldForSignals(0);
     // Prove the file before it takes the output's name: a failed check leaves nothing behind.
     check?.(tmp);
+    await yieldForSignals(0);
     if (force) Deno.renameSync(tmp, output);
     else {
       // link() fails if the output appeared meanwhile: never clobber without force.
@@ -488,6 +431,8 @@ function writeVerified(
     } catch { /* already gone */ }
     if (e instanceof T2tVitError) throw e;
     throw new SafetensorsError(`cannot write: ${(e as Error).message}`, { file: output, cause: e });
+  } finally {
+    releaseTempFile(tmp);
   }
   return size;
 }
@@ -647,7 +592,9 @@ export function defaultTorchOutputPath(input: string): string {
  */
 export async function exportTorchCheckpoint(input: string, opts: ExportOptions = {}): Promise<ExportResult> {
   const output = opts.output ?? defaultTorchOutputPath(input);
-  if (output === input) throw new SafetensorsError("output would overwrite the input", { file: output });
+  if (output === input || sameFile(output, input)) {
+    throw new SafetensorsError("output would overwrite the input", { file: output });
+  }
   if (!opts.force && exists(output)) {
     throw new SafetensorsError("already exists (use --force to overwrite)", { file: output });
   }
@@ -658,7 +605,7 @@ export async function exportTorchCheckpoint(input: string, opts: ExportOptions =
   const verify = opts.verify !== false;
   let dataBytes = 0;
   for (const t of st.tensors.values()) dataBytes += t.data.length;
-  const size = writeVerified(output, opts.force ?? false, (put) => {
+  const size = await writeVerified(output, opts.force ?? false, (put) => {
     const w = new TorchZipWriter(put, archiveName, { wrap });
     w.begin([...st.tensors].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })));
     const progress: ConvertProgress = {

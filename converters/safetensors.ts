@@ -295,26 +295,6 @@ export async function readSafetensors(path: string): Promise<Safetensors> {
   return parseSafetensors(bytes, path);
 }
 
-/**
- * A file's bytes in one buffer of exactly its size (`Deno.readFile` peaks at twice the size of a large file
- * while it gathers the chunks).
- */
-async function readWhole(path: string): Promise<Uint8Array> {
-  using f = await Deno.open(path, { read: true });
-  const size = (await f.stat()).size;
-  const out = new Uint8Array(size);
-  let n = 0;
-  while (n < size) {
-    const got = await f.read(out.subarray(n));
-    if (got === null) break;
-    n += got;
-  }
-  // a file that grew or shrank meanwhile: take what is there now
-  if (n < size) return out.subarray(0, n);
-  const more = await f.read(new Uint8Array(1));
-  return more === null ? out : await Deno.readFile(path);
-}
-
 /** One tensor's entry in a safetensors header. */
 export interface HeaderEntry {
   /** Tensor name. */

@@ -456,7 +456,6 @@ export class ZipArchive {
   }
 }
 
-
 /** Entry names: ASCII (every torch record) without a TextDecoder call, else UTF-8. */
 function decodeName(b: Uint8Array, start: number, len: number, dec: TextDecoder): string {
   let s = "";

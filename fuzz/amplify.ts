@@ -21,9 +21,9 @@
 
 import zlib from "node:zlib";
 import { Buffer } from "node:buffer";
-import { makeZip, OP, Pickle, type TensorSpec, torchPickle } from "../tests/_checkpoint_builders.ts";
-import { progressiveGrayJpeg } from "../tests/_jpeg_builder.ts";
-import { chunk } from "../tests/_png_builder.ts";
+import { makeZip, OP, Pickle, type TensorSpec, torchPickle } from "../tests/support/checkpoint_builders.ts";
+import { progressiveGrayJpeg } from "../tests/support/jpeg_builder.ts";
+import { chunk } from "../tests/support/png_builder.ts";
 import type { Rng } from "./rng.ts";
 
 /** One generated case: the file, and the bare pickle for checkpoints. */

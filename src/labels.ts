@@ -8,13 +8,8 @@
 
 import IMAGENET_JSON from "./imagenet_classes.json" with { type: "json" };
 import { CIFAR10_CLASSES } from "./data/cifar.ts";
-<<<<<<< HEAD
 import { T2tVitError } from "./core/errors.ts";
-import { readText } from "./core/platform.ts";
-=======
-import { T2tVitError } from "./errors.ts";
-import { readRegularFile } from "./files.ts";
->>>>>>> harden
+import { readLocalOrFetch } from "./core/files.ts";
 
 /**
  * The ImageNet-1k class names in class-index order (index 0 `tench` … 999 `toilet tissue`), as in
@@ -69,14 +64,10 @@ export function parseLabels(text: string, file?: string): string[] {
 export async function readLabels(path: string): Promise<string[]> {
   let text: string;
   try {
-<<<<<<< HEAD
-    text = await readText(path);
-=======
     const fail = (msg: string): never => {
       throw new T2tVitError(`cannot read label file (${msg})`, { file: path });
     };
-    text = new TextDecoder().decode(await readRegularFile(path, fail, 64 << 20));
->>>>>>> harden
+    text = new TextDecoder().decode(await readLocalOrFetch(path, fail, 64 << 20));
   } catch (e) {
     if (e instanceof T2tVitError) throw e;
     throw new T2tVitError(`cannot read label file (${e instanceof Error ? e.message : String(e)})`, {

@@ -56,11 +56,8 @@ export {
   DEFAULT_CONFIG,
   IMAGENET_MEAN,
   IMAGENET_STD,
-<<<<<<< HEAD
   isModelName,
-=======
   minParameterCount,
->>>>>>> harden
   MODEL_CONFIGS,
   MODEL_NAMES,
   type ModelName,

@@ -12,25 +12,16 @@ import { parseCheckpoint, sniffFormat } from "../converters/checkpoint.ts";
 import { materialize, planConversion } from "../converters/convert.ts";
 import { describeWeights } from "./arch.ts";
 import { parseSafetensors } from "../converters/safetensors.ts";
-<<<<<<< HEAD
 import { architectureOf } from "./metadata.ts";
 import type { RawTensor, TensorMap } from "../src/core/types.ts";
 import { ensureBackend } from "./backend/backend.ts";
 import { ModelError, T2tVitError, WeightsError } from "../src/core/errors.ts";
 import { paramStoreOf, T2tVit } from "./model.ts";
-import { readBytes, sourceOf } from "../src/core/platform.ts";
-import {
-  configFromKwargs,
-  isModelName,
-=======
-import type { RawTensor, TensorMap } from "../converters/types.ts";
-import { ensureBackend } from "../src/backend.ts";
-import { readRegularFile } from "../src/files.ts";
-import { ModelError, T2tVitError, WeightsError } from "../src/errors.ts";
-import { paramStoreOf, T2tVit } from "../src/model.ts";
+import { sourceOf } from "../src/core/platform.ts";
+import { readLocalOrFetch } from "../src/core/files.ts";
 import {
   configFromMetadata,
->>>>>>> harden
+  isModelName,
   MODEL_CONFIGS,
   MODEL_NAMES,
   type ModelName,
@@ -110,7 +101,6 @@ export async function readWeights(
   } else if (src instanceof Blob) {
     file = (src as Blob & { name?: string }).name || "<blob>";
     try {
-<<<<<<< HEAD
       bytes = new Uint8Array(await src.arrayBuffer());
     } catch (e) {
       throw new WeightsError(`cannot read weights: ${(e as Error).message}`, { file, cause: e });
@@ -118,19 +108,9 @@ export async function readWeights(
   } else {
     file = sourceOf(src).label;
     try {
-      bytes = await readBytes(src);
-=======
-      if (url === undefined || url.protocol === "file:") {
-        // checked to be a regular file first: a FIFO would block the read forever
-        bytes = await readRegularFile(file, (msg, cause) => {
-          throw new WeightsError(`cannot read weights: ${msg}`, { file, cause });
-        });
-      } else {
-        const res = await fetch(url);
-        if (!res.ok) throw new Error(`HTTP ${res.status} ${res.statusText}`);
-        bytes = new Uint8Array(await res.arrayBuffer());
-      }
->>>>>>> harden
+      bytes = await readLocalOrFetch(src, (msg, cause) => {
+        throw new WeightsError(`cannot read weights: ${msg}`, { file, cause });
+      });
     } catch (e) {
       if (e instanceof WeightsError) throw e;
       throw new WeightsError(`cannot read weights: ${(e as Error).message}`, { file, cause: e });

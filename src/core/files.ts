@@ -8,6 +8,8 @@
  * @module
  */
 
+import { readBytes, sourceOf } from "./platform.ts";
+
 /**
  * Checks that `path` names a regular file (following symlinks) before anything opens it, and returns its
  * size. `fail` turns a problem into the caller's typed error.
@@ -146,4 +148,21 @@ export async function yieldForSignals(everyMs = 50): Promise<void> {
 export function tempPathFor(output: string): string {
   const cut = output.lastIndexOf("/");
   return `${output.slice(0, cut + 1)}.${output.slice(cut + 1)}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+}
+
+/**
+ * The bytes of `src`: in Deno, a local path (or `file:` URL) is read with {@link readRegularFile} (refused
+ * before opening unless it is a regular file of at most `max` bytes); a URL, or any string in a browser, is
+ * fetched with the platform's `readBytes` (whose errors the caller wraps).
+ */
+export async function readLocalOrFetch(
+  src: string | URL,
+  fail: (msg: string, cause?: unknown) => never,
+  max = Infinity,
+): Promise<Uint8Array> {
+  const { path } = sourceOf(src);
+  if (path !== undefined) {
+    return await readRegularFile(path instanceof URL ? decodeURIComponent(path.pathname) : path, fail, max);
+  }
+  return await readBytes(src);
 }

@@ -15,15 +15,10 @@
  * @module
  */
 
-<<<<<<< HEAD
 import { DatasetError } from "../core/errors.ts";
 import { writeFileAtomic } from "../core/atomic.ts";
-import { denoNs, isNotFound, readBytes, readText, sourceOf } from "../core/platform.ts";
-=======
-import { DatasetError } from "../errors.ts";
-import { readRegularFile, regularFileSize } from "../files.ts";
-import { writeFileAtomic } from "../../converters/safetensors.ts";
->>>>>>> harden
+import { denoNs, isNotFound, readBytes, sourceOf } from "../core/platform.ts";
+import { readLocalOrFetch, regularFileSize } from "../core/files.ts";
 
 /** The two datasets. */
 export type CifarName = "cifar10" | "cifar100";
@@ -141,15 +136,11 @@ async function resolveLayout(
 
 async function readNames(path: string): Promise<string[] | undefined> {
   try {
-<<<<<<< HEAD
-    const text = await readText(path);
-=======
     const text = new TextDecoder().decode(
-      await readRegularFile(path, (msg) => {
+      await readLocalOrFetch(path, (msg) => {
         throw new DatasetError(msg, { file: path });
       }, 1 << 20),
     );
->>>>>>> harden
     const names = text.split(/\r?\n/).map((s) => s.trim()).filter((s) => s.length > 0);
     return names.length > 0 ? names : undefined;
   } catch {
@@ -228,24 +219,19 @@ export async function readCifar(
     const file = layout.files[i];
     let bytes: Uint8Array;
     try {
-<<<<<<< HEAD
-      bytes = await readBytes(file);
-    } catch (e) {
-      const what = isNotFound(e)
-=======
       // The size is checked from stat before anything is read: a file of the wrong size (a sparse 3 GB
       // file, a FIFO, a directory) is refused without reading it.
-      const size = regularFileSize(file, (msg, cause) => {
-        throw new DatasetError(msg, { file, cause });
-      });
-      checkCifarSize(size, layout.records[i], recBytes, layout.labelBytes, file);
-      bytes = await Deno.readFile(file);
+      if (denoNs() && sourceOf(file).path !== undefined) {
+        const size = regularFileSize(file, (msg, cause) => {
+          throw new DatasetError(msg, { file, cause });
+        });
+        checkCifarSize(size, layout.records[i], recBytes, layout.labelBytes, file);
+      }
+      bytes = await readBytes(file);
     } catch (e) {
-      if (e instanceof DatasetError && !(e.cause instanceof Deno.errors.NotFound)) throw e;
-      const notFound = e instanceof Deno.errors.NotFound ||
-        (e as Error).cause instanceof Deno.errors.NotFound;
+      if (e instanceof DatasetError && !isNotFound(e.cause)) throw e;
+      const notFound = isNotFound(e) || isNotFound((e as Error).cause);
       const what = notFound
->>>>>>> harden
         ? `missing: the ${dataset} ${split} split needs ${
           cifarFiles(dataset, split).join(", ")
         } in ${layout.dir} ` +

@@ -7,11 +7,11 @@
  */
 
 import { ImageError } from "../core/errors.ts";
-import { describeReadError, readBytes, sourceOf } from "../core/platform.ts";
+import { describeReadError, sourceOf } from "../core/platform.ts";
 import type { RgbImage } from "./image.ts";
 import { decodeJpeg } from "./jpeg.ts";
 import { decodePng } from "./png.ts";
-import { readRegularFile } from "../files.ts";
+import { readLocalOrFetch } from "../core/files.ts";
 
 /** The largest image file {@link readImage} reads: 256 MiB (a 179-megapixel JPEG is well under it). */
 export const MAX_IMAGE_FILE_BYTES: number = 256 << 20;
@@ -114,31 +114,18 @@ export async function readImage(path: string | URL): Promise<DecodedImage> {
   const { url, label } = sourceOf(path);
   let bytes: Uint8Array;
   try {
-<<<<<<< HEAD
-    bytes = await readBytes(path);
+    // a regular file (a FIFO would block forever) of a size an image can have
+    bytes = await readLocalOrFetch(path, (msg) => {
+      throw new ImageError(msg, { file: label });
+    }, MAX_IMAGE_FILE_BYTES);
   } catch (e) {
+    if (e instanceof ImageError) throw e;
     const why = describeReadError(e);
     const known = /^(no such file|permission denied|is a directory)$/.test(why);
     throw new ImageError(known ? why : url ? `cannot download (${why})` : `cannot read (${why})`, {
       file: label,
       cause: e,
     });
-=======
-    // a regular file (a FIFO would block forever) of a size an image can have
-    bytes = await readRegularFile(path instanceof URL ? label : path, (msg) => {
-      throw new ImageError(msg, { file: label });
-    }, MAX_IMAGE_FILE_BYTES);
-  } catch (e) {
-    if (e instanceof ImageError) throw e;
-    const why = e instanceof Deno.errors.NotFound
-      ? "no such file"
-      : e instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : e instanceof Error && /directory/i.test(e.message)
-      ? "is a directory"
-      : `cannot read (${e instanceof Error ? e.message : String(e)})`;
-    throw new ImageError(why, { file: label, cause: e });
->>>>>>> harden
   }
   return decodeImage(bytes, label);
 }

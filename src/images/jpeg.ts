@@ -19,13 +19,8 @@
  */
 
 import jpeg from "jpeg-js";
-<<<<<<< HEAD
 import { ImageError } from "../core/errors.ts";
-import { checkImageSize, MAX_IMAGE_PIXELS, type RgbImage } from "./image.ts";
-=======
-import { ImageError } from "../errors.ts";
 import { checkCodedSize, checkImageSize, MAX_IMAGE_PIXELS, type RgbImage } from "./image.ts";
->>>>>>> harden
 
 /** What the JPEG's markers say, and the mode Pillow opens it in. */
 export interface JpegHeader {

@@ -17,15 +17,9 @@
  */
 
 import { decode as decodeFastPng } from "fast-png";
-<<<<<<< HEAD
-import { unzlibSync } from "fflate";
-import { ImageError } from "../core/errors.ts";
-import { checkImageSize, type RgbImage } from "./image.ts";
-=======
 import { Unzlib, unzlibSync } from "fflate";
-import { ImageError } from "../errors.ts";
+import { ImageError } from "../core/errors.ts";
 import { checkCodedSize, checkImageSize, type RgbImage } from "./image.ts";
->>>>>>> harden
 import { type PngChunk, readPngChunks } from "./png_chunks.ts";
 
 /** What the IHDR chunk says about a PNG, and the mode Pillow 9.4 opens it in. */

@@ -7,13 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-<<<<<<< HEAD:tests/hostile/hostile_pickle_test.ts
-import { CheckpointError, UnsafePickleError } from "../../src/core/errors.ts";
+import { CheckpointError, printable, UnsafePickleError } from "../../src/core/errors.ts";
 import { type PyValue, unpickle } from "../../converters/pickle.ts";
-=======
-import { CheckpointError, printable, UnsafePickleError } from "../src/errors.ts";
-import { type PyValue, unpickle } from "../converters/pickle.ts";
->>>>>>> harden:tests/hostile_pickle_test.ts
 import {
   ALLOWED_GLOBALS,
   resolveTorchGlobal,

@@ -16,17 +16,23 @@
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import { Buffer } from "node:buffer";
-import { CheckpointError, DatasetError, ImageError, ModelError, type T2tVitError } from "../src/errors.ts";
-import { MAX_TEXT_BYTES, unpickle, workBudget } from "../converters/pickle.ts";
-import { resolveTorchGlobal, TorchStorage } from "../converters/torch_globals.ts";
-import { openCheckpoint, parseCheckpoint, walkTensors } from "../converters/checkpoint.ts";
-import { convertToSafetensorsBytes, planConversion } from "../converters/convert.ts";
-import { toFloat32 } from "../converters/safetensors.ts";
-import { serializeSafetensors } from "../converters/safetensors.ts";
-import { decodePng } from "../src/images/png.ts";
-import { decodeJpeg, MAX_JPEG_SCANS } from "../src/images/jpeg.ts";
-import { readCifar } from "../src/data/cifar.ts";
-import { loadModel } from "../zoo/models.ts";
+import {
+  CheckpointError,
+  DatasetError,
+  ImageError,
+  ModelError,
+  type T2tVitError,
+} from "../../src/core/errors.ts";
+import { MAX_TEXT_BYTES, unpickle, workBudget } from "../../converters/pickle.ts";
+import { resolveTorchGlobal, TorchStorage } from "../../converters/torch_globals.ts";
+import { openCheckpoint, parseCheckpoint, walkTensors } from "../../converters/checkpoint.ts";
+import { convertToSafetensorsBytes, planConversion } from "../../converters/convert.ts";
+import { toFloat32 } from "../../converters/safetensors.ts";
+import { serializeSafetensors } from "../../converters/safetensors.ts";
+import { decodePng } from "../../src/images/png.ts";
+import { decodeJpeg, MAX_JPEG_SCANS } from "../../src/images/jpeg.ts";
+import { readCifar } from "../../src/data/cifar.ts";
+import { loadModel } from "../../zoo/models.ts";
 import {
   f32bytes,
   makeZip,
@@ -35,10 +41,10 @@ import {
   Pickle,
   type TensorSpec,
   torchPickle,
-} from "./_checkpoint_builders.ts";
-import { chunk } from "./_png_builder.ts";
-import { progressiveGrayJpeg } from "./_jpeg_builder.ts";
-import { timeBound } from "./_timing.ts";
+} from "../support/checkpoint_builders.ts";
+import { chunk } from "../support/png_builder.ts";
+import { progressiveGrayJpeg } from "../support/jpeg_builder.ts";
+import { timeBound } from "../support/timing.ts";
 
 const MiB = 1 << 20;
 const CASES: [string, () => void | Promise<void>][] = [];

@@ -7,8 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import { printable } from "../src/errors.ts";
-import { serializeSafetensors } from "../converters/safetensors.ts";
+import { printable } from "../../src/core/errors.ts";
+import { serializeSafetensors } from "../../converters/safetensors.ts";
 import {
   f32bytes,
   makeZipCheckpoint,
@@ -16,11 +16,11 @@ import {
   Pickle,
   type TensorSpec,
   torchPickle,
-} from "./_checkpoint_builders.ts";
-import { timeBound } from "./_timing.ts";
+} from "../support/checkpoint_builders.ts";
+import { timeBound } from "../support/timing.ts";
 
-const CONVERT = new URL("../convert.ts", import.meta.url).pathname;
-const PREDICT = new URL("../predict.ts", import.meta.url).pathname;
+const CONVERT = new URL("../../convert.ts", import.meta.url).pathname;
+const PREDICT = new URL("../../predict.ts", import.meta.url).pathname;
 
 async function run(
   cli: string,
