@@ -13,7 +13,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { printable, printableJson, T2tVitError } from "./src/core/errors.ts";
+import { CheckpointError, printable, printableJson, T2tVitError } from "./src/core/errors.ts";
+import { regularFileSize } from "./src/core/files.ts";
 import { openCheckpoint, sniffFormat } from "./converters/checkpoint.ts";
 import {
   type ConversionPlan,
@@ -284,6 +285,10 @@ function progressReporter(
 
 /** True when the file's first bytes are a safetensors header. */
 function isSafetensors(path: string): boolean {
+  // a FIFO would block the open, a device never end: refused before opening, as every reader does
+  regularFileSize(path, (msg, cause) => {
+    throw new CheckpointError(msg, { file: path, cause });
+  });
   const f = Deno.openSync(path, { read: true });
   try {
     const head = new Uint8Array(4096);
