@@ -62,6 +62,7 @@ Model:
   --fill-weights          no weights: deterministic placeholder weights (offline demo; the classes
                           are meaningless). Needs --model.
   --backend <name>        webgpu | wasm | cpu (default: the fastest available)
+  --threads <n>           wasm threads (default: every core the machine offers)
 
 Output:
   -k, --topk <n>          classes per image (default 5)
@@ -93,6 +94,7 @@ interface Options {
   imgSize?: number;
   fillWeights: boolean;
   backend?: BackendName;
+  threads?: number;
   topk: number;
   json: boolean;
   labels?: string;
@@ -131,6 +133,7 @@ function parse(args: string[]): Options | "help" {
         "img-size": { type: "string" },
         "fill-weights": { type: "boolean", default: false },
         backend: { type: "string" },
+        threads: { type: "string" },
         topk: { type: "string", short: "k" },
         json: { type: "boolean", default: false },
         labels: { type: "string" },
@@ -188,6 +191,7 @@ function parse(args: string[]): Options | "help" {
     imgSize: o["img-size"] === undefined ? undefined : intOption("img-size", o["img-size"], 224, 16),
     fillWeights: o["fill-weights"],
     backend: o.backend as BackendName | undefined,
+    threads: o.threads === undefined ? undefined : intOption("threads", o.threads, 1, 1),
     topk: intOption("topk", o.topk, 5, 1),
     json: o.json,
     labels: o.labels,
@@ -300,7 +304,9 @@ export async function main(args: string[]): Promise<number> {
   }
   let model: T2tVit | undefined;
   try {
-    if (o.backend) await setBackend(o.backend);
+    if (o.backend || o.threads !== undefined) {
+      await setBackend(o.backend, o.threads === undefined ? {} : { wasmThreads: o.threads });
+    }
     if (o.fillWeights) {
       console.error(
         "warning: --fill-weights: deterministic placeholder weights, not a trained model; " +

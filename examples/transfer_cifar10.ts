@@ -20,6 +20,7 @@
 
 import { parseArgs } from "node:util";
 import { createModel, MODEL_NAMES, type ModelName, setBackend } from "../zoo/mod.ts";
+import { wasmThreadsCount } from "../src/kernels/wasm_threads.ts";
 import { T2tVitError } from "../src/errors.ts";
 import { writeFileAtomic } from "../converters/safetensors.ts";
 import {
@@ -64,7 +65,9 @@ Model and data
   --limit-test N          evaluate on only N test images
 Optimisation
   --b N                   batch size (alias --batch-size; default 128)
-  --micro-batch N         accumulate gradients over chunks of N images (same update, less memory)
+  --micro-batch N|auto    accumulate gradients over chunks of N images (same update, less memory); default
+                          auto: the largest chunk whose step fits the backend's memory (estimated from the
+                          model, image size and batch; reported at start; refused up front if none fits)
   --test-batch N          evaluation batch size (default 100)
   --lr X                  learning rate of the head (default 0.01)
   --transfer-ratio X      backbone lr = X * lr when fine-tuning (default 0.01); as in the official script,
@@ -83,9 +86,14 @@ Optimisation
   --train-resize MODE     tensor | pillow: how training images are resized (default tensor)
 Run
   --backend NAME          webgpu | wasm | cpu (default: the best available)
+  --threads N             wasm threads (default: every core, ${navigator.hardwareConcurrency || 1} here)
   --seed N                seed of shuffling, augmentation and dropout (default 0)
   --out DIR               output folder (default checkpoint_<dataset>_<model>)
-  --resume                continue from <out>/last.safetensors
+  --resume                continue from <out>/last.safetensors with every setting of that run (model, data,
+                          image size, schedule, batch, seed...); a flag that would change the run is refused
+                          unless named in --change
+  --stop-after N          stop after N epochs in this invocation (the run stays resumable with --resume)
+  --change FLAGS          with --resume: settings meant to change, comma-separated (e.g. --change epochs)
   -h, --help              this help
 `;
 
@@ -144,6 +152,9 @@ function parse(argv: string[]) {
       "drop-path": { type: "string" },
       "train-resize": { type: "string" },
       backend: { type: "string" },
+      threads: { type: "string" },
+      change: { type: "string" },
+      "stop-after": { type: "string" },
       seed: { type: "string" },
       out: { type: "string" },
       resume: { type: "boolean", short: "r" },
@@ -151,6 +162,11 @@ function parse(argv: string[]) {
     },
   });
   if (values.help) return undefined;
+  const given = new Set<string>(
+    Object.entries(values).filter(([, v]) => v !== undefined).map(([k]) =>
+      k === "transfer-model" ? "weights" : k === "batch-size" ? "b" : k
+    ),
+  );
   const model = (values.model ?? "t2t_vit_14").toLowerCase() as ModelName;
   if (!MODEL_NAMES.includes(model)) {
     throw new UsageError(`unknown model '${values.model}' (one of ${MODEL_NAMES.join(", ")})`);
@@ -182,10 +198,10 @@ function parse(argv: string[]) {
     anyCount: values["any-count"] ?? false,
     limitTrain: limit("limit-train"),
     limitTest: limit("limit-test"),
-    batch: num(values.b ?? values["batch-size"], "b", 128, { int: true, min: 1 }),
+    b: num(values.b ?? values["batch-size"], "b", 128, { int: true, min: 1 }),
     testBatch: num(values["test-batch"], "test-batch", 100, { int: true, min: 1 }),
-    microBatch: values["micro-batch"] === undefined
-      ? undefined
+    microBatch: values["micro-batch"] === undefined || values["micro-batch"] === "auto"
+      ? "auto" as const
       : num(values["micro-batch"], "micro-batch", 0, { int: true, min: 1 }),
     lr: num(values.lr, "lr", 0.01, { min: 0 }),
     transferRatio: num(values["transfer-ratio"], "transfer-ratio", 0.01, { min: 0 }),
@@ -207,8 +223,46 @@ function parse(argv: string[]) {
     seed: num(values.seed, "seed", 0, { int: true, min: 0 }),
     out: values.out ?? `checkpoint_${dataset}_${model}`,
     resume: values.resume ?? false,
+    threads: values.threads === undefined
+      ? undefined
+      : num(values.threads, "threads", 1, { int: true, min: 1 }),
+    stopAfter: values["stop-after"] === undefined
+      ? Infinity
+      : num(values["stop-after"], "stop-after", 1, { int: true, min: 1 }),
+    change: new Set(
+      (values.change ?? "").split(",").map((c) => c.trim().replace(/^--/, "")).filter((c) => c),
+    ),
+    given,
   };
 }
+
+/** The settings a run is made of, by flag name: restored by --resume, changed only when named in --change. */
+const RUN_SETTINGS = {
+  model: "model",
+  weights: "weights",
+  dataset: "dataset",
+  data: "data",
+  "img-size": "imgSize",
+  "any-count": "anyCount",
+  "limit-train": "limitTrain",
+  "limit-test": "limitTest",
+  b: "b",
+  lr: "lr",
+  "transfer-ratio": "transferRatio",
+  wd: "wd",
+  "min-lr": "minLr",
+  epochs: "epochs",
+  "warmup-epochs": "warmupEpochs",
+  "warmup-lr": "warmupLr",
+  opt: "opt",
+  momentum: "momentum",
+  smoothing: "smoothing",
+  "clip-grad": "clipGrad",
+  drop: "drop",
+  "drop-path": "dropPath",
+  "train-resize": "trainResize",
+  seed: "seed",
+} as const;
 
 type Args = NonNullable<ReturnType<typeof parse>>;
 
@@ -260,6 +314,53 @@ async function readLog(path: string, before: number): Promise<LogLine[]> {
   }
 }
 
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/**
+ * --resume: every setting of the run comes from the checkpoint; a flag given now that differs is refused
+ * unless named in --change. Checkpoints from before settings were saved are read through their command line.
+ */
+function restoreSettings(a: Args, extra: Record<string, unknown>, file: string): void {
+  let saved = extra.settings as Record<string, unknown> | undefined;
+  if (!saved && Array.isArray(extra.args)) {
+    const old = parse((extra.args as string[]).filter((x) => x !== "--resume" && x !== "-r"));
+    if (old) saved = Object.fromEntries(Object.entries(RUN_SETTINGS).map(([f, k]) => [f, old[k] ?? null]));
+  }
+  if (!saved) {
+    throw new T2tVitError(`${file}: the checkpoint does not record the run's settings; cannot resume`);
+  }
+  const refused: string[] = [];
+  const target = a as unknown as Record<string, unknown>;
+  for (const [flag, field] of Object.entries(RUN_SETTINGS)) {
+    if (!(flag in saved)) continue;
+    const was = saved[flag] ?? undefined;
+    const now = target[field];
+    if (a.given.has(flag) && now !== was) {
+      if (a.change.has(flag)) continue; // intended: keep the new value
+      refused.push(`--${flag} ${now} (the run has ${was ?? "none"})`);
+      continue;
+    }
+    target[field] = was;
+  }
+  if (refused.length) {
+    throw new UsageError(
+      `--resume continues the run in ${a.out} with its own settings; these flags would change it: ${
+        refused.join(", ")
+      }. Leave them out, or name them in --change (e.g. --change ${
+        refused.map((r) => r.slice(2, r.indexOf(" "))).join(",")
+      }) if the change is intended`,
+    );
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const a = parse(argv);
   if (!a) {
@@ -269,14 +370,34 @@ async function main(argv: string[]): Promise<number> {
   const say = (s: string) => console.error(s);
   const lastPath = `${a.out}/last.safetensors`;
   let resumed: Awaited<ReturnType<typeof readTrainingState>> | undefined;
-  if (a.resume) resumed = await readTrainingState(lastPath);
+  if (a.change.size && !a.resume) throw new UsageError("--change only applies with --resume");
+  for (const c of a.change) {
+    if (!(c in RUN_SETTINGS)) {
+      throw new UsageError(
+        `--change ${c}: not a setting of the run (${Object.keys(RUN_SETTINGS).join(", ")})`,
+      );
+    }
+  }
+  if (a.resume) {
+    resumed = await readTrainingState(lastPath);
+    restoreSettings(a, resumed.training.extra ?? {}, lastPath);
+  }
   const transfer = resumed ? Boolean(resumed.training.extra?.transfer) : a.weights !== undefined;
-  const seed = resumed ? resumed.training.seed : a.seed;
+  const seed = a.seed;
+  if (resumed && resumed.training.epoch >= a.epochs) {
+    say(
+      `==> the run in ${a.out} has finished: ${resumed.training.epoch} of ${a.epochs} epochs, best ${
+        (100 * (resumed.training.bestAccuracy ?? 0)).toFixed(2)
+      }% (${a.out}/best.safetensors); nothing to do. To train longer: --resume --epochs N --change epochs`,
+    );
+    return 0;
+  }
 
   const train = await readCifar(a.data, a.dataset, "train", { strictCounts: !a.anyCount });
   const test = await readCifar(a.data, a.dataset, "test", { strictCounts: !a.anyCount });
-  const backend = await setBackend(a.backend);
-  say(`==> ${a.dataset}: ${train.count} train / ${test.count} test images, backend ${backend}`);
+  const backend = await setBackend(a.backend, a.threads === undefined ? {} : { wasmThreads: a.threads });
+  const threads = backend === "wasm" ? `, ${wasmThreadsCount()} thread(s)` : "";
+  say(`==> ${a.dataset}: ${train.count} train / ${test.count} test images, backend ${backend}${threads}`);
 
   const model = await createModel(a.model, {
     weights: resumed ? undefined : a.weights,
@@ -292,11 +413,11 @@ async function main(argv: string[]): Promise<number> {
     warmupT: a.warmupEpochs,
     warmupLrInit: a.warmupLr,
   });
-  let startEpoch = 0, best = 0;
+  let startEpoch = 0, best = -1; // the first evaluation is always kept as best.safetensors
   if (resumed) {
     const st = await loadCheckpoint(lastPath, model, optimizer);
     startEpoch = st.epoch;
-    best = st.bestAccuracy ?? 0;
+    best = st.bestAccuracy ?? -1;
     say(
       `==> resumed from ${lastPath}: epoch ${startEpoch}, step ${st.globalStep}, best ${
         (100 * best).toFixed(2)
@@ -316,6 +437,8 @@ async function main(argv: string[]): Promise<number> {
     clipGradNorm: a.clipGrad,
     microBatch: a.microBatch,
   });
+  const plan = trainer.plan(Math.min(a.b, Math.min(train.count, a.limitTrain ?? Infinity)), a.imgSize);
+  if (plan) say(`==> memory: ${plan.summary}`);
   await Deno.mkdir(a.out, { recursive: true });
   const logPath = `${a.out}/log.jsonl`;
   const log = await readLog(logPath, startEpoch);
@@ -323,14 +446,15 @@ async function main(argv: string[]): Promise<number> {
   const nTest = Math.min(test.count, a.limitTest ?? Infinity);
   const runStart = performance.now();
 
-  for (let epoch = startEpoch; epoch < a.epochs; epoch++) {
+  const endEpoch = Math.min(a.epochs, startEpoch + a.stopAfter);
+  for (let epoch = startEpoch; epoch < endEpoch; epoch++) {
     const lrs = trainer.startEpoch(epoch);
-    const steps = numBatches(nTrain, a.batch);
+    const steps = numBatches(nTrain, a.b);
     const bar = new ProgressBar({ label: `epoch ${epoch} train`, total: steps });
     let lossSum = 0, correct = 0, seen = 0, done = 0;
     for (
       const { x, labels } of cifarBatches(train, {
-        batchSize: a.batch,
+        batchSize: a.b,
         imgSize: a.imgSize,
         train: true,
         seed,
@@ -370,10 +494,11 @@ async function main(argv: string[]): Promise<number> {
         }),
     );
     evalBar.done();
-    const improved = ev.accuracy > best;
+    const bestPath = `${a.out}/best.safetensors`;
+    const improved = ev.accuracy > best || !(await exists(bestPath));
     if (improved) {
-      best = ev.accuracy;
-      await saveWeights(`${a.out}/best.safetensors`, model, {
+      best = Math.max(best, ev.accuracy);
+      await saveWeights(bestPath, model, {
         arch: a.model,
         dataset: a.dataset,
         epoch: String(epoch),
@@ -385,7 +510,16 @@ async function main(argv: string[]): Promise<number> {
       bestAccuracy: best,
       seed,
       schedule: schedule.toJSON(),
-      extra: { transfer, model: a.model, dataset: a.dataset, imgSize: a.imgSize, args: argv },
+      extra: {
+        transfer,
+        model: a.model,
+        dataset: a.dataset,
+        imgSize: a.imgSize,
+        args: argv,
+        settings: Object.fromEntries(
+          Object.entries(RUN_SETTINGS).map(([flag, field]) => [flag, a[field] ?? null]),
+        ),
+      },
     }, { arch: a.model, dataset: a.dataset });
     const line: LogLine = {
       epoch,
@@ -415,6 +549,11 @@ async function main(argv: string[]): Promise<number> {
       }%` +
         `${improved ? " (best, saved)" : ""}, best ${(100 * best).toFixed(2)}%, ${formatDuration(left)} left`,
     );
+  }
+  if (endEpoch < a.epochs) {
+    say(`==> stopped after epoch ${endEpoch - 1} of ${a.epochs}; continue with: --out ${a.out} --resume`);
+  } else {
+    say(`==> finished ${a.epochs} epochs; best ${(100 * best).toFixed(2)}% in ${a.out}/best.safetensors`);
   }
   optimizer.dispose();
   model.dispose();

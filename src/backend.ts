@@ -12,7 +12,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import { T2tVitError } from "./errors.ts";
-import { enableWasmThreads } from "./kernels/wasm_threads.ts";
+import { defaultWasmThreads, enableWasmThreads, wasmThreadsChosen } from "./kernels/wasm_threads.ts";
 
 /** The backends the zoo runs on. */
 export type BackendName = "webgpu" | "wasm" | "cpu";
@@ -30,7 +30,8 @@ export interface BackendOptions {
    */
   wasmPaths?: string | Record<string, string>;
   /**
-   * Threads for the wasm backend (default 1). Above 1, tfjs's threaded SIMD build is started (it runs in Deno
+   * Threads for the wasm backend (default: every core, `navigator.hardwareConcurrency`, unless
+   * `enableWasmThreads` chose a count first). Above 1, tfjs's threaded SIMD build is started (it runs in Deno
    * with the start-up fixes of `enableWasmThreads`) and our matrix-product and attention kernels split their
    * work over a worker pool in its shared memory. Only helps when the cores are otherwise idle. Only honoured
    * before the wasm backend first starts.
@@ -349,7 +350,8 @@ async function tryBackend(name: BackendName, opts: BackendOptions): Promise<stri
       await registerWebGpu(opts.powerPreference ?? "high-performance");
     } else if (name === "wasm") {
       configureWasm(opts.wasmPaths);
-      if ((opts.wasmThreads ?? 1) > 1) enableWasmThreads(opts.wasmThreads!);
+      if (opts.wasmThreads !== undefined) enableWasmThreads(opts.wasmThreads);
+      else if (!wasmThreadsChosen()) enableWasmThreads(defaultWasmThreads());
       patchWasmKernels();
     }
     // tf.setBackend logs and returns false when the factory throws; keep the console quiet for auto mode

@@ -98,5 +98,16 @@ export {
   transformCpu,
   transformTensor,
 } from "../data/transforms.ts";
+export {
+  estimateStepMemory,
+  type MemoryBudget,
+  memoryBudget,
+  type MemoryConfig,
+  MemoryPlanError,
+  type MicroBatchPlan,
+  planMicroBatch,
+  type StepMemory,
+  WASM_STEP_BUDGET,
+} from "./memory.ts";
 export { registerTrainingGradients, shareWasmIdentity, TRAINING_GRADIENTS } from "./gradients.ts";
 export { formatDuration, ProgressBar, type ProgressOptions } from "./progress.ts";

@@ -11,9 +11,16 @@ import { shareWasmIdentity } from "./gradients.ts";
 import type { TensorMap } from "../../converters/types.ts";
 import { ModelError } from "../errors.ts";
 import { crossEntropy, type Labels } from "./loss.ts";
-import { clipGradNorm, type Gradients, type NamedParameters, type Optimizer } from "./optim.ts";
+import { AdamW, clipGradNorm, type Gradients, type NamedParameters, type Optimizer } from "./optim.ts";
 import { Rng, withSeededMathRandom } from "./rng.ts";
 import type { CosineSchedule } from "./schedule.ts";
+import {
+  estimateStepMemory,
+  type MemoryBudget,
+  type MemoryConfig,
+  type MicroBatchPlan,
+  planMicroBatch,
+} from "./memory.ts";
 
 /**
  * What training needs from a model; every zoo `T2tVit` satisfies it. `trainableVariables()` holds the
@@ -187,8 +194,15 @@ export interface TrainerOptions {
   seed?: number;
   /** Schedule applied per epoch by {@linkcode Trainer.startEpoch}. */
   schedule?: CosineSchedule;
-  /** Gradient accumulation chunk size (see {@linkcode LossAndGradientsOptions.microBatch}). */
-  microBatch?: number;
+  /**
+   * Gradient accumulation chunk size (see {@linkcode LossAndGradientsOptions.microBatch}). Default `"auto"`:
+   * the largest chunk whose step fits the backend's memory by the estimate of `memory.ts` (models with a
+   * `config`; others run whole batches). A number is checked against the same estimate; a step that cannot fit
+   * throws {@linkcode MemoryPlanError} before anything runs.
+   */
+  microBatch?: number | "auto";
+  /** The memory a step may use (default: `memoryBudget()` of the running backend). */
+  memoryBudget?: MemoryBudget;
 }
 
 /** Result of one training step. */
@@ -251,12 +265,43 @@ export class Trainer {
   readonly options: Readonly<TrainerOptions>;
   /** The epoch `startEpoch` was last called with. */
   epoch = 0;
+  #plans = new Map<string, MicroBatchPlan | undefined>();
 
   /** Binds a model and an optimizer whose groups hold (some of) the model's trainable variables. */
   constructor(model: TrainableModel, optimizer: Optimizer<object>, opts: TrainerOptions = {}) {
     this.model = model;
     this.optimizer = optimizer;
     this.options = { seed: 0, labelSmoothing: 0, ...opts };
+  }
+
+  /**
+   * The micro-batch plan for batches of `batch` images at `imgSize` (default: the model's), or `undefined`
+   * when the model has no config to estimate from (whole batches then, or the number given). Cached.
+   *
+   * @throws {MemoryPlanError} when not even one image fits (or the requested micro-batch does not)
+   */
+  plan(batch: number, imgSize?: number): MicroBatchPlan | undefined {
+    const cfg = (this.model as { config?: MemoryConfig }).config;
+    const img = imgSize ?? cfg?.imgSize ?? 0;
+    const key = `${batch}:${img}`;
+    if (this.#plans.has(key)) return this.#plans.get(key);
+    let plan: MicroBatchPlan | undefined;
+    if (cfg && img > 0) {
+      let params = 0;
+      for (const t of this.model.stateDict().values()) params += t.size;
+      const buffers = this.optimizer instanceof AdamW ? 2 : 1;
+      const memory = estimateStepMemory(cfg, params, { imgSize: img, optimizerBuffers: buffers });
+      const mb = this.options.microBatch;
+      plan = planMicroBatch({
+        memory,
+        batch,
+        imgSize: img,
+        budget: this.options.memoryBudget,
+        requested: typeof mb === "number" ? mb : undefined,
+      });
+    }
+    this.#plans.set(key, plan);
+    return plan;
   }
 
   /** Number of optimizer steps taken so far (restored from checkpoints). */
@@ -279,7 +324,8 @@ export class Trainer {
       labelSmoothing: this.options.labelSmoothing,
       params: this.optimizer.parameters(),
       rng,
-      microBatch: this.options.microBatch,
+      microBatch: this.plan(x.shape[0], x.shape[2])?.microBatch ??
+        (typeof this.options.microBatch === "number" ? this.options.microBatch : undefined),
     });
     let used = grads;
     let normT: tf.Scalar | undefined;
