@@ -134,3 +134,66 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "transfer script: stop after epoch 1 + `--out X --resume` alone = the uninterrupted run, bit for bit",
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      await Deno.mkdir(`${dir}/cifar-10-batches-bin`);
+      await writeData(`${dir}/cifar-10-batches-bin`);
+      const common = [
+        "--data",
+        dir,
+        "--any-count",
+        "--model",
+        "t2t_vit_7",
+        "--img-size",
+        "32",
+        "--b",
+        "8",
+        "--epochs",
+        "2",
+        "--seed",
+        "3",
+        "--lr",
+        "0.05",
+      ];
+      const straight = await run([...common, "--out", `${dir}/a`]);
+      assert.equal(straight.code, 0, straight.stderr);
+      const first = await run([...common, "--out", `${dir}/b`, "--stop-after", "1"]);
+      assert.equal(first.code, 0, first.stderr);
+      assert.match(first.stderr, /stopped after epoch 0 of 2; continue with: --out .*\/b --resume/);
+      const rest = await run(["--out", `${dir}/b`, "--resume"]);
+      assert.equal(rest.code, 0, rest.stderr);
+      assert.match(rest.stderr, /resumed from .*last\.safetensors: epoch 1, step 3/);
+      for (const f of ["last.safetensors", "last.optim.safetensors"]) {
+        const [a, b] = [await readSafetensors(`${dir}/a/${f}`), await readSafetensors(`${dir}/b/${f}`)];
+        assert.deepEqual([...b.tensors.keys()], [...a.tensors.keys()]);
+        for (const [k, t] of a.tensors) {
+          assert.deepEqual(b.tensors.get(k)!.data, t.data, `${f}: ${k} differs`);
+        }
+        if (f === "last.optim.safetensors") {
+          const strip = (m: Record<string, string>) => {
+            const t = JSON.parse(m.training);
+            delete t.extra;
+            return [m.optimizer, t];
+          };
+          assert.deepEqual(strip(b.metadata), strip(a.metadata));
+        }
+      }
+      const logs = await Promise.all(
+        ["a", "b"].map(async (r) =>
+          (await Deno.readTextFile(`${dir}/${r}/log.jsonl`)).trim().split("\n").map((l) => {
+            const { seconds: _s, images_per_s: _i, ...rest } = JSON.parse(l);
+            return rest;
+          })
+        ),
+      );
+      assert.deepEqual(logs[1], logs[0]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
