@@ -80,7 +80,7 @@ Deno.test({
       assert.equal(big.code, 1, big.stderr);
       assert.match(
         big.stderr,
-        /^transfer: --micro-batch 8 does not fit the wasm backend: .*use --micro-batch 1/m,
+        /^transfer: --micro-batch 8 does not fit the wasm backend: .*use --micro-batch \d/m,
       );
       assert.equal(big.stderr.trim().split("\n").filter((l) => !l.startsWith("==>")).length, 1);
       await assert.rejects(Deno.stat(`${dir}/other`)); // nothing written

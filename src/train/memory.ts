@@ -154,6 +154,8 @@ export interface MicroBatchPlan {
   memory: StepMemory;
   /** The budget used. */
   budget: MemoryBudget;
+  /** Whether the plan recomputes block activations in the backward pass. */
+  checkpointBlocks: boolean;
   /** Estimated peak bytes of a step with this micro-batch. */
   estimatedPeak: number;
   /** One line for the user. */
@@ -186,13 +188,15 @@ export function planMicroBatch(opts: {
   const fixes = `use a smaller --img-size${
     opts.checkpointBlocks ? "" : " or --checkpoint-blocks"
   }, or another backend`;
-  const need = `${mb(m.perImage)} per image + ${mb(m.fixed + inputBytes)} fixed`;
+  const need = `${mb(m.perImage)} per image${opts.checkpointBlocks ? " (blocks recomputed)" : ""} + ${
+    mb(m.fixed + inputBytes)
+  } fixed`;
   if (opts.requested !== undefined) {
     if (opts.requested > fit) {
       throw new MemoryPlanError(
         `--micro-batch ${opts.requested} does not fit the ${budget.backend} backend: a step needs about ${need}, ` +
           `${mb(budget.total)} available (${budget.source}); ` +
-          (fit >= 1 ? `use --micro-batch ${fit} or less` : fixes),
+          (fit >= 1 ? `use --micro-batch ${fit}${fit > 1 ? " or less" : ""}` : fixes),
       );
     }
     fit = opts.requested;
@@ -209,5 +213,13 @@ export function planMicroBatch(opts: {
   const summary =
     `micro-batch ${microBatch}${chunks > 1 ? ` (${chunks} chunks per batch of ${opts.batch})` : ""}` +
     `: about ${mb(estimatedPeak)} per step of ${mb(budget.total)} (${budget.source})`;
-  return { microBatch, chunks, memory: m, budget, estimatedPeak, summary };
+  return {
+    microBatch,
+    chunks,
+    memory: m,
+    budget,
+    checkpointBlocks: opts.checkpointBlocks ?? false,
+    estimatedPeak,
+    summary,
+  };
 }

@@ -109,5 +109,16 @@ export {
   type StepMemory,
   WASM_STEP_BUDGET,
 } from "./memory.ts";
+export {
+  extractFeatures,
+  featureCachePath,
+  type FeatureKey,
+  type FeatureModel,
+  type FeatureSet,
+  fileDigest,
+  probeEpoch,
+  probeEvaluate,
+  type ProbeHead,
+} from "./probe.ts";
 export { registerTrainingGradients, shareWasmIdentity, TRAINING_GRADIENTS } from "./gradients.ts";
 export { formatDuration, ProgressBar, type ProgressOptions } from "./progress.ts";

@@ -18,6 +18,7 @@ import {
   estimateStepMemory,
   type MemoryBudget,
   type MemoryConfig,
+  MemoryPlanError,
   type MicroBatchPlan,
   planMicroBatch,
 } from "./memory.ts";
@@ -28,7 +29,7 @@ import {
  */
 export interface TrainableModel {
   /** NCHW float32 images to logits `[batch, numClasses]`; `training` turns dropout and drop-path on. */
-  forward(x: tf.Tensor4D, opts?: { training?: boolean }): tf.Tensor2D;
+  forward(x: tf.Tensor4D, opts?: { training?: boolean; checkpointBlocks?: boolean }): tf.Tensor2D;
   /** Every state_dict tensor under its official key (the model's own tensors). */
   stateDict(): Map<string, tf.Tensor>;
   /** Replaces the weights. */
@@ -53,6 +54,11 @@ export interface LossAndGradientsOptions {
    * while holding only one chunk's activations. Default: the whole batch at once.
    */
   microBatch?: number;
+  /**
+   * Recompute each backbone block's activations in the backward pass instead of keeping them (see the zoo's
+   * `ForwardOptions.checkpointBlocks`): same gradients, much less memory per image, about a third more compute.
+   */
+  checkpointBlocks?: boolean;
 }
 
 /** Loss, logits and gradients of one batch. The caller disposes all three. */
@@ -160,7 +166,10 @@ function gradsOnce(
   let logits: tf.Tensor2D | undefined;
   const run = () =>
     tf.variableGrads(() => {
-      const out = model.forward(x, { training: opts.training ?? false });
+      const out = model.forward(x, {
+        training: opts.training ?? false,
+        checkpointBlocks: opts.checkpointBlocks,
+      });
       logits = tf.keep(out);
       return crossEntropy(out, labels, { labelSmoothing: opts.labelSmoothing });
     }, vars);
@@ -201,6 +210,11 @@ export interface TrainerOptions {
    * throws {@linkcode MemoryPlanError} before anything runs.
    */
   microBatch?: number | "auto";
+  /**
+   * Recompute block activations in the backward pass (see {@linkcode LossAndGradientsOptions.checkpointBlocks}).
+   * Default `"auto"`: only when a step would not fit the backend's memory without it (gradients are the same).
+   */
+  checkpointBlocks?: boolean | "auto";
   /** The memory a step may use (default: `memoryBudget()` of the running backend). */
   memoryBudget?: MemoryBudget;
 }
@@ -290,15 +304,31 @@ export class Trainer {
       let params = 0;
       for (const t of this.model.stateDict().values()) params += t.size;
       const buffers = this.optimizer instanceof AdamW ? 2 : 1;
-      const memory = estimateStepMemory(cfg, params, { imgSize: img, optimizerBuffers: buffers });
       const mb = this.options.microBatch;
-      plan = planMicroBatch({
-        memory,
-        batch,
-        imgSize: img,
-        budget: this.options.memoryBudget,
-        requested: typeof mb === "number" ? mb : undefined,
-      });
+      const ck = this.options.checkpointBlocks ?? "auto";
+      const make = (checkpointBlocks: boolean) =>
+        planMicroBatch({
+          memory: estimateStepMemory(cfg, params, {
+            imgSize: img,
+            optimizerBuffers: buffers,
+            checkpointBlocks,
+          }),
+          batch,
+          imgSize: img,
+          budget: this.options.memoryBudget,
+          requested: typeof mb === "number" ? mb : undefined,
+          checkpointBlocks,
+        });
+      if (ck === "auto") {
+        try {
+          plan = make(false);
+        } catch (e) {
+          if (!(e instanceof MemoryPlanError)) throw e;
+          plan = make(true);
+        }
+      } else {
+        plan = make(ck);
+      }
     }
     this.#plans.set(key, plan);
     return plan;
@@ -318,13 +348,15 @@ export class Trainer {
 
   /** One training step on a batch (the caller keeps ownership of `x`). */
   async trainStep(x: tf.Tensor4D, labels: Labels): Promise<StepResult> {
+    const plan = this.plan(x.shape[0], x.shape[2]);
     const rng = Rng.derive(this.options.seed ?? 0, "dropout", this.globalStep);
     const { loss, logits, grads } = lossAndGradients(this.model, x, labels, {
       training: true,
       labelSmoothing: this.options.labelSmoothing,
       params: this.optimizer.parameters(),
       rng,
-      microBatch: this.plan(x.shape[0], x.shape[2])?.microBatch ??
+      checkpointBlocks: plan ? plan.checkpointBlocks : this.options.checkpointBlocks === true,
+      microBatch: plan?.microBatch ??
         (typeof this.options.microBatch === "number" ? this.options.microBatch : undefined),
     });
     let used = grads;
