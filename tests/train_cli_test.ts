@@ -197,3 +197,61 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "transfer script: --freeze-backbone trains the head on cached features; the backbone is untouched",
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      await Deno.mkdir(`${dir}/cifar-10-batches-bin`);
+      await writeData(`${dir}/cifar-10-batches-bin`);
+      const args = [
+        "--data",
+        dir,
+        "--any-count",
+        "--model",
+        "t2t_vit_7",
+        "--img-size",
+        "32",
+        "--b",
+        "5",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.05",
+        "--freeze-backbone",
+        "--out",
+        `${dir}/probe`,
+      ];
+      const first = await run(args);
+      assert.equal(first.code, 0, first.stderr);
+      assert.match(first.stderr, /==> train features: 20 x 256\n/);
+      assert.match(first.stderr, /==> linear probe: 3 epochs in [\d.]+ s/);
+      const again = await run(args);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stderr, /==> train features: 20 x 256 \(cached\)/);
+      assert.match(again.stderr, /==> test features: 8 x 256 \(cached\)/);
+      const log = (await Deno.readTextFile(`${dir}/probe/log.jsonl`)).trim().split("\n").map((l) =>
+        JSON.parse(l)
+      );
+      assert.deepEqual(log.map((l) => l.step), [4, 8, 12]);
+      const best = await readSafetensors(`${dir}/probe/best.safetensors`);
+      assert.equal(best.metadata.probe, "linear (frozen backbone)");
+      // the backbone stays the initial one: two probes with different learning rates share every backbone
+      // tensor bit for bit and differ in the head
+      const other = await run([...args, "--lr", "0.5", "--out", `${dir}/probe2`]);
+      assert.equal(other.code, 0, other.stderr);
+      const best2 = await readSafetensors(`${dir}/probe2/best.safetensors`);
+      for (const [k, t] of best.tensors) {
+        if (k.startsWith("head.")) assert.notDeepEqual(best2.tensors.get(k)!.data, t.data, k);
+        else assert.deepEqual(best2.tensors.get(k)!.data, t.data, k);
+      }
+      const refused = await run([...args, "--resume"]);
+      assert.equal(refused.code, 2);
+      assert.match(refused.stderr, /--freeze-backbone trains in seconds/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

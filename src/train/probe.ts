@@ -59,7 +59,7 @@ export async function featureCachePath(dir: string, key: FeatureKey): Promise<st
   const text = JSON.stringify(key);
   const d = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
   const hex = [...d.subarray(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
-  return `${dir}/features-${key.model}-${key.imgSize}-${key.split}-${hex}.safetensors`;
+  return `${dir}/features-${key.model}-${key.imgSize}-${key.split.replace("/", "-")}-${hex}.safetensors`;
 }
 
 /** What {@linkcode extractFeatures} needs from a model. */
