@@ -7,13 +7,15 @@
  *                                    [--batch 16] [--img-size 224] [--steps 2] [--micro-batch auto|N]
  *                                    [--json bench/out/train.json] [--kernels on|off] [--threads N]
  *
+ * `--micro-batch auto` (the default) lets the trainer plan the largest micro-batch that fits the backend
+ * (`src/train/memory.ts`); `--checkpoint-blocks` recomputes block activations in the backward pass.
  * `--kernels off` runs tfjs's own kernels only (no wasm GEMM: see src/kernels; the fused kernels are never used
  * in training, they have no gradients); `--threads N` starts the wasm backend multi-threaded.
  *
  * Each (backend, model) runs in its own process (the wasm heap never shrinks): one untimed first step
  * (XNNPACK packing, shader compilation, optimizer buffers), then `--steps` timed steps. On wasm the batch is
- * split into micro-batches (gradient accumulation; same gradient, one optimizer step per batch of 16) by
- * default, because a whole batch of 16 at 224 needs more than the 4 GB a wasm heap can hold.
+ * split into micro-batches (gradient accumulation; same gradient, one optimizer step per batch of 16) as the
+ * memory planner decides, because a whole batch of 16 at 224 needs more than the 4 GB a wasm heap can hold.
  */
 import { parseArgs } from "node:util";
 import { type BackendName, createModel, type ModelName, setBackend, tf, webGpuAdapter } from "../zoo/mod.ts";
@@ -31,6 +33,7 @@ const { values } = parseArgs({
     json: { type: "string" },
     kernels: { type: "string", default: "on" },
     threads: { type: "string", default: "1" },
+    "checkpoint-blocks": { type: "boolean" },
     child: { type: "string" },
     help: { type: "boolean", short: "h" },
   },
@@ -54,15 +57,11 @@ export interface TrainRow {
 
 const batch = Number(values.batch), imgSize = Number(values["img-size"]), steps = Number(values.steps);
 
-function microFor(backend: string, model: string): number {
-  if (values["micro-batch"] !== "auto") return Number(values["micro-batch"]);
-  if (backend === "wasm") return model === "t2t_vit_7" ? 4 : 2;
-  return batch;
-}
+const microOption = values["micro-batch"] === "auto" ? "auto" as const : Number(values["micro-batch"]);
 
 async function child(spec: string): Promise<TrainRow> {
   const [backend, model] = spec.split(":") as [BackendName, ModelName];
-  if (backend === "wasm" && Number(values.threads) > 1) enableWasmThreads(Number(values.threads));
+  if (backend === "wasm") enableWasmThreads(Number(values.threads));
   await setBackend(backend);
   configureKernels({ enabled: values.kernels !== "off" });
   const adapter = backend === "webgpu" ? webGpuAdapter() : undefined;
@@ -72,8 +71,13 @@ async function child(spec: string): Promise<TrainRow> {
     momentum: 0.9,
     weightDecay: 5e-4,
   });
-  const microBatch = microFor(backend, model);
-  const trainer = new Trainer(net, opt, { microBatch });
+  const trainer = new Trainer(net, opt, {
+    microBatch: microOption,
+    checkpointBlocks: values["checkpoint-blocks"] ? true : "auto",
+  });
+  const plan = trainer.plan(batch, imgSize);
+  const microBatch = plan?.microBatch ?? batch;
+  if (plan) console.error(`${backend} ${model}: ${plan.summary}`);
   const n = batch * (steps + 1);
   const images = new Uint8Array(n * 3072);
   for (let i = 0; i < images.length; i++) images[i] = (i * 2654435761) >>> 24;
@@ -151,6 +155,7 @@ if (values.help) {
           values.kernels!,
           "--threads",
           values.threads!,
+          ...(values["checkpoint-blocks"] ? ["--checkpoint-blocks"] : []),
         ],
         stdout: "piped",
         stderr: "inherit",
@@ -166,7 +171,7 @@ if (values.help) {
           threads: Number(values.threads),
           model,
           batch,
-          microBatch: microFor(backend, model),
+          microBatch: NaN,
           imgSize,
           firstStepS: NaN,
           stepS: NaN,
