@@ -7,6 +7,12 @@
  *                                    [--batch 16] [--img-size 224] [--steps 2] [--micro-batch auto|N]
  *                                    [--json bench/out/train.json] [--kernels on|off] [--threads N]
  *
+ * `--torch DIR` adds the official PyTorch code's step as a contender in the same run (same models, batch,
+ * image size, steps and thread count; `bench/torch_train_step.py`): DIR holds the authors' `models/` folder
+ * (a clone of their repository), the timm helpers it imports come from `bench/torch_shim/`, and `--python`
+ * names an interpreter with PyTorch (default /usr/bin/python3, Debian's python3-torch). Its rows are printed
+ * with the ratio of our images/s to PyTorch's.
+ *
  * `--micro-batch auto` (the default) lets the trainer plan the largest micro-batch that fits the backend
  * (`src/train/memory.ts`); `--checkpoint-blocks` recomputes block activations in the backward pass.
  * `--kernels off` runs tfjs's own kernels only (no wasm GEMM: see src/kernels; the fused kernels are never used
@@ -34,6 +40,8 @@ const { values } = parseArgs({
     kernels: { type: "string", default: "on" },
     threads: { type: "string", default: "1" },
     "checkpoint-blocks": { type: "boolean" },
+    torch: { type: "string" },
+    python: { type: "string", default: "/usr/bin/python3" },
     child: { type: "string" },
     help: { type: "boolean", short: "h" },
   },
@@ -180,15 +188,54 @@ if (values.help) {
         };
       }
       rows.push(row);
-      console.log(
-        `${backend.padEnd(8)} ${model.padEnd(12)} ${String(batch).padStart(5)} ${
-          String(row.microBatch).padStart(6)
-        } ` +
-          `${row.firstStepS.toFixed(1).padStart(13)} ${row.stepS.toFixed(1).padStart(7)} ${
-            row.imagesPerSecond.toFixed(2).padStart(7)
-          }` +
-          (row.error ? `  ${row.error}` : "") + (row.adapter ? `  ${row.adapter}` : ""),
-      );
+      printRow(backend, row);
+    }
+  }
+  if (values.torch) {
+    for (const model of values.models!.split(",")) {
+      const threads = Number(values.threads);
+      const out = await new Deno.Command(values.python!, {
+        args: [
+          new URL("./torch_train_step.py", import.meta.url).pathname,
+          values.torch,
+          model,
+          String(batch),
+          String(imgSize),
+          String(steps),
+          String(threads),
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      }).output().catch((e) => ({ code: -1, stdout: new TextEncoder().encode(""), error: e }));
+      const line = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
+      let row: TrainRow;
+      try {
+        row = JSON.parse(line);
+      } catch {
+        row = {
+          backend: "pytorch",
+          kernels: false,
+          threads,
+          model,
+          batch,
+          microBatch: batch,
+          imgSize,
+          firstStepS: NaN,
+          stepS: NaN,
+          imagesPerSecond: NaN,
+          error:
+            `exit ${out.code} (needs PyTorch in ${values.python} and the official models/ in ${values.torch})`,
+        };
+      }
+      rows.push(row);
+      printRow("pytorch", row);
+      for (const ours of rows.filter((r) => r.model === model && r.backend !== "pytorch" && !r.error)) {
+        console.log(
+          `  ${ours.backend} ${model}: ${
+            (ours.imagesPerSecond / row.imagesPerSecond).toFixed(2)
+          }x the official code's img/s`,
+        );
+      }
     }
   }
   if (values.json) {
@@ -196,4 +243,16 @@ if (values.help) {
     await Deno.mkdir(dir, { recursive: true });
     await Deno.writeTextFile(values.json, JSON.stringify(rows, null, 1) + "\n");
   }
+}
+
+function printRow(backend: string, row: TrainRow): void {
+  console.log(
+    `${backend.padEnd(8)} ${row.model.padEnd(12)} ${String(batch).padStart(5)} ${
+      String(row.microBatch).padStart(6)
+    } ` +
+      `${row.firstStepS.toFixed(1).padStart(13)} ${row.stepS.toFixed(1).padStart(7)} ${
+        row.imagesPerSecond.toFixed(2).padStart(7)
+      }` +
+      (row.error ? `  ${row.error}` : "") + (row.adapter ? `  ${row.adapter}` : ""),
+  );
 }
