@@ -30,6 +30,7 @@ import {
   type CifarName,
   type CifarSplit,
   CosineSchedule,
+  estimateStepMemory,
   evaluate,
   extractFeatures,
   fileDigest,
@@ -38,6 +39,7 @@ import {
   numBatches,
   type Optimizer,
   type ParamGroupSpec,
+  planEvalBatch,
   probeEpoch,
   probeEvaluate,
   ProgressBar,
@@ -529,6 +531,20 @@ async function main(argv: string[]): Promise<number> {
     warmupT: a.warmupEpochs,
     warmupLrInit: a.warmupLr,
   });
+  // an eval-mode forward of --test-batch images must fit too (tfjs holds a forward's intermediates to its end)
+  let params = 0;
+  for (const t of model.stateDict().values()) params += t.size;
+  const evalBatch = planEvalBatch(
+    estimateStepMemory(model.config, params, { imgSize: a.imgSize }),
+    a.testBatch,
+    a.imgSize,
+  );
+  if (evalBatch < a.testBatch) {
+    say(
+      `==> evaluation in batches of ${evalBatch}: --test-batch ${a.testBatch} would not fit the ${backend} backend`,
+    );
+    a.testBatch = evalBatch;
+  }
   if (a.freezeBackbone) return await linearProbe(a, model, train, test, schedule);
   const optimizer = buildOptimizer(model, a, transfer);
   let startEpoch = 0, best = -1; // the first evaluation is always kept as best.safetensors

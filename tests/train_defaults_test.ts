@@ -64,6 +64,11 @@ Deno.test({
       assert.match(r.stderr, /backend wasm, \d+ thread\(s\)/);
       // one image of t2t_vit_14 at 224 takes ~2 GB by the estimate: the batch of 2 runs as 2 chunks
       assert.match(r.stderr, /==> memory: micro-batch 1 \(2 chunks per batch of 2\): about \d+ MB per step/);
+      // and evaluation at --test-batch 100 would not fit either (a forward of 100 images at 224 is ~14 GB)
+      assert.match(
+        r.stderr,
+        /==> evaluation in batches of \d+: --test-batch 100 would not fit the wasm backend/,
+      );
       assert.match(r.stderr, /==> epoch 0: train [\d.]+%, test [\d.]+% \(best, saved\)/);
       assert.match(
         r.stderr,

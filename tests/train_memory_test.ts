@@ -3,7 +3,7 @@
 // flag; recomputation lowers the estimate. Plus the wasm default of every core (issue 16), in child processes.
 import assert from "node:assert/strict";
 import { MODEL_CONFIGS } from "../zoo/mod.ts";
-import { estimateStepMemory, MemoryPlanError, planMicroBatch } from "../src/train/mod.ts";
+import { estimateStepMemory, MemoryPlanError, planEvalBatch, planMicroBatch } from "../src/train/mod.ts";
 
 const MB = 2 ** 20;
 
@@ -22,7 +22,13 @@ Deno.test("estimateStepMemory: per image, within the measured peaks' range, reco
 });
 
 Deno.test("planMicroBatch: largest fit, requested checked, per-buffer limits, typed refusal naming the flag", () => {
-  const memory = { perImage: 500 * MB, fixed: 100 * MB, largestTensorPerImage: 10 * MB };
+  const memory = {
+    perImage: 500 * MB,
+    fixed: 100 * MB,
+    largestTensorPerImage: 10 * MB,
+    evalPerImage: 0,
+    weights: 0,
+  };
   const wasm = { backend: "wasm", total: 3072 * MB, source: "test" };
   const p = planMicroBatch({ memory, batch: 128, imgSize: 32, budget: wasm });
   assert.equal(p.microBatch, 5);
@@ -45,6 +51,16 @@ Deno.test("planMicroBatch: largest fit, requested checked, per-buffer limits, ty
       e instanceof MemoryPlanError && /one image does not fit the wasm backend at 224 px/.test(e.message) &&
       /--img-size or --checkpoint-blocks/.test(e.message),
   );
+});
+
+Deno.test("planEvalBatch: --test-batch, or what an eval forward fits (measured ~137 MB per t2t_vit_14 image)", () => {
+  const wasm = { backend: "wasm", total: 3072 * MB, source: "test" };
+  const m14 = estimateStepMemory(MODEL_CONFIGS.t2t_vit_14, 21.5e6, { imgSize: 224 });
+  assert.ok(m14.evalPerImage > 137 * MB);
+  const b = planEvalBatch(m14, 100, 224, wasm);
+  assert.ok(b >= 4 && b < 22, String(b));
+  assert.equal(planEvalBatch(m14, 3, 224, wasm), 3);
+  assert.equal(planEvalBatch({ ...m14, evalPerImage: 8000 * MB }, 100, 224, wasm), 1);
 });
 
 async function threadsIn(code: string): Promise<number> {

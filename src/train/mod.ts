@@ -105,6 +105,7 @@ export {
   type MemoryConfig,
   MemoryPlanError,
   type MicroBatchPlan,
+  planEvalBatch,
   planMicroBatch,
   type StepMemory,
   WASM_STEP_BUDGET,
