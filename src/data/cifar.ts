@@ -204,7 +204,8 @@ export async function readCifar(
         `is ${bytes.byteLength} bytes (${
           bytes.byteLength / recBytes
         } records); expected ${expected} records ` +
-          `(${expected * recBytes} bytes)`,
+          `(${expected * recBytes} bytes); for a subset or your own data in CIFAR format pass ` +
+          "--any-count (strictCounts: false)",
         { file },
       );
     }
