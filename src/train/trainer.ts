@@ -29,7 +29,12 @@ import {
  * parameters PyTorch marks `requires_grad` (all but the performer's `w` and `pos_embed`).
  */
 export interface TrainableModel {
-  /** NCHW float32 images to logits `[batch, numClasses]`; `training` turns dropout and drop-path on. */
+  /**
+   * NCHW float32 images to logits `[batch, numClasses]`; `training` turns dropout and drop-path on. Random
+   * ops take their seeds from `rng` (one `uniform()` draw each, as the op's seed argument): the trainer
+   * passes a generator derived from its seed and step, so the masks, and a resumed run, are reproducible.
+   * `checkpointBlocks` asks for activation recomputation (models without it may ignore it).
+   */
   forward(
     x: tf.Tensor4D,
     opts?: { training?: boolean; rng?: { uniform(): number }; checkpointBlocks?: boolean },
