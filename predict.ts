@@ -76,6 +76,7 @@ Model:
   --backend <name>        webgpu | wasm | cpu (default: the fastest available)
   --engine <name>         tfjs (default) or onnxruntime: export the model to ONNX in memory and run it
                           on ONNX Runtime (onnxruntime-node, loaded only then; not with --attention)
+  --threads <n>           wasm threads (default: every core the machine offers)
 
 Output:
   -k, --topk <n>          classes per image (default 5)
@@ -110,6 +111,7 @@ interface Options {
   offline: boolean;
   backend?: BackendName;
   engine: "tfjs" | "onnxruntime";
+  threads?: number;
   topk: number;
   json: boolean;
   labels?: string;
@@ -151,6 +153,7 @@ function parse(args: string[]): Options | "help" {
         offline: { type: "boolean", default: false },
         backend: { type: "string" },
         engine: { type: "string", default: "tfjs" },
+        threads: { type: "string" },
         topk: { type: "string", short: "k" },
         json: { type: "boolean", default: false },
         labels: { type: "string" },
@@ -230,6 +233,7 @@ function parse(args: string[]): Options | "help" {
     offline: o.offline,
     backend: o.backend as BackendName | undefined,
     engine: o.engine as "tfjs" | "onnxruntime",
+    threads: o.threads === undefined ? undefined : intOption("threads", o.threads, 1, 1),
     topk: intOption("topk", o.topk, 5, 1),
     json: o.json,
     labels: o.labels,
@@ -345,7 +349,9 @@ export async function main(args: string[]): Promise<number> {
   let model: T2tVit | undefined;
   let onnx: OnnxModel | undefined;
   try {
-    if (o.backend) await setBackend(o.backend);
+    if (o.backend || o.threads !== undefined) {
+      await setBackend(o.backend, o.threads === undefined ? {} : { wasmThreads: o.threads });
+    }
     if (o.fillWeights) {
       console.error(
         "warning: --fill-weights: deterministic placeholder weights, not a trained model; " +

@@ -60,7 +60,7 @@ const reps = Number(args.values.reps);
 const budgetMs = Number(args.values.budget) * 1000;
 const workers = Number(args.values.workers);
 const kernels = args.values.kernels !== "off";
-if (Number(args.values.threads) > 1) enableWasmThreads(Number(args.values.threads));
+enableWasmThreads(Number(args.values.threads)); // also for 1: setBackend() would otherwise take every core
 
 /** One measured configuration, as written to the JSON output (read back by bench/run.ts). */
 export interface InferRow {

@@ -84,7 +84,7 @@ let adapterDesc = "";
 if (backend === "webgpu") {
   adapterDesc = await startWebGpuWithTimer();
 } else {
-  if (backend === "wasm" && values.threads) enableWasmThreads(Number(values.threads));
+  if (backend === "wasm") enableWasmThreads(Number(values.threads ?? 1)); // 1 unless told: setBackend() takes every core
   await setBackend(backend);
 }
 configureKernels({ enabled: !values["no-fused"] });

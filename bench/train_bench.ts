@@ -7,13 +7,21 @@
  *                                    [--batch 16] [--img-size 224] [--steps 2] [--micro-batch auto|N]
  *                                    [--json bench/out/train.json] [--kernels on|off] [--threads N]
  *
+ * `--torch DIR` adds the official PyTorch code's step as a contender in the same run (same models, batch,
+ * image size, steps and thread count; `bench/torch_train_step.py`): DIR holds the authors' `models/` folder
+ * (a clone of their repository), the timm helpers it imports come from `bench/torch_shim/`, and `--python`
+ * names an interpreter with PyTorch (default /usr/bin/python3, Debian's python3-torch). Its rows are printed
+ * with the ratio of our images/s to PyTorch's.
+ *
+ * `--micro-batch auto` (the default) lets the trainer plan the largest micro-batch that fits the backend
+ * (`src/train/memory.ts`); `--checkpoint-blocks` recomputes block activations in the backward pass.
  * `--kernels off` runs tfjs's own kernels only (no wasm GEMM: see zoo/kernels; the fused kernels are never used
  * in training, they have no gradients); `--threads N` starts the wasm backend multi-threaded.
  *
  * Each (backend, model) runs in its own process (the wasm heap never shrinks): one untimed first step
  * (XNNPACK packing, shader compilation, optimizer buffers), then `--steps` timed steps. On wasm the batch is
- * split into micro-batches (gradient accumulation; same gradient, one optimizer step per batch of 16) by
- * default, because a whole batch of 16 at 224 needs more than the 4 GB a wasm heap can hold.
+ * split into micro-batches (gradient accumulation; same gradient, one optimizer step per batch of 16) as the
+ * memory planner decides, because a whole batch of 16 at 224 needs more than the 4 GB a wasm heap can hold.
  */
 import { parseArgs } from "node:util";
 import { type BackendName, createModel, type ModelName, setBackend, tf, webGpuAdapter } from "../zoo/mod.ts";
@@ -31,6 +39,9 @@ const { values } = parseArgs({
     json: { type: "string" },
     kernels: { type: "string", default: "on" },
     threads: { type: "string", default: "1" },
+    "checkpoint-blocks": { type: "boolean" },
+    torch: { type: "string" },
+    python: { type: "string", default: "/usr/bin/python3" },
     child: { type: "string" },
     help: { type: "boolean", short: "h" },
   },
@@ -54,15 +65,11 @@ export interface TrainRow {
 
 const batch = Number(values.batch), imgSize = Number(values["img-size"]), steps = Number(values.steps);
 
-function microFor(backend: string, model: string): number {
-  if (values["micro-batch"] !== "auto") return Number(values["micro-batch"]);
-  if (backend === "wasm") return model === "t2t_vit_7" ? 4 : 2;
-  return batch;
-}
+const microOption = values["micro-batch"] === "auto" ? "auto" as const : Number(values["micro-batch"]);
 
 async function child(spec: string): Promise<TrainRow> {
   const [backend, model] = spec.split(":") as [BackendName, ModelName];
-  if (backend === "wasm" && Number(values.threads) > 1) enableWasmThreads(Number(values.threads));
+  if (backend === "wasm") enableWasmThreads(Number(values.threads));
   await setBackend(backend);
   configureKernels({ enabled: values.kernels !== "off" });
   const adapter = backend === "webgpu" ? webGpuAdapter() : undefined;
@@ -72,8 +79,13 @@ async function child(spec: string): Promise<TrainRow> {
     momentum: 0.9,
     weightDecay: 5e-4,
   });
-  const microBatch = microFor(backend, model);
-  const trainer = new Trainer(net, opt, { microBatch });
+  const trainer = new Trainer(net, opt, {
+    microBatch: microOption,
+    checkpointBlocks: values["checkpoint-blocks"] ? true : "auto",
+  });
+  const plan = trainer.plan(batch, imgSize);
+  const microBatch = plan?.microBatch ?? batch;
+  if (plan) console.error(`${backend} ${model}: ${plan.summary}`);
   const n = batch * (steps + 1);
   const images = new Uint8Array(n * 3072);
   for (let i = 0; i < images.length; i++) images[i] = (i * 2654435761) >>> 24;
@@ -151,6 +163,7 @@ if (values.help) {
           values.kernels!,
           "--threads",
           values.threads!,
+          ...(values["checkpoint-blocks"] ? ["--checkpoint-blocks"] : []),
         ],
         stdout: "piped",
         stderr: "inherit",
@@ -166,7 +179,7 @@ if (values.help) {
           threads: Number(values.threads),
           model,
           batch,
-          microBatch: microFor(backend, model),
+          microBatch: NaN,
           imgSize,
           firstStepS: NaN,
           stepS: NaN,
@@ -175,15 +188,54 @@ if (values.help) {
         };
       }
       rows.push(row);
-      console.log(
-        `${backend.padEnd(8)} ${model.padEnd(12)} ${String(batch).padStart(5)} ${
-          String(row.microBatch).padStart(6)
-        } ` +
-          `${row.firstStepS.toFixed(1).padStart(13)} ${row.stepS.toFixed(1).padStart(7)} ${
-            row.imagesPerSecond.toFixed(2).padStart(7)
-          }` +
-          (row.error ? `  ${row.error}` : "") + (row.adapter ? `  ${row.adapter}` : ""),
-      );
+      printRow(backend, row);
+    }
+  }
+  if (values.torch) {
+    for (const model of values.models!.split(",")) {
+      const threads = Number(values.threads);
+      const out = await new Deno.Command(values.python!, {
+        args: [
+          new URL("./torch_train_step.py", import.meta.url).pathname,
+          values.torch,
+          model,
+          String(batch),
+          String(imgSize),
+          String(steps),
+          String(threads),
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      }).output().catch((e) => ({ code: -1, stdout: new TextEncoder().encode(""), error: e }));
+      const line = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
+      let row: TrainRow;
+      try {
+        row = JSON.parse(line);
+      } catch {
+        row = {
+          backend: "pytorch",
+          kernels: false,
+          threads,
+          model,
+          batch,
+          microBatch: batch,
+          imgSize,
+          firstStepS: NaN,
+          stepS: NaN,
+          imagesPerSecond: NaN,
+          error:
+            `exit ${out.code} (needs PyTorch in ${values.python} and the official models/ in ${values.torch})`,
+        };
+      }
+      rows.push(row);
+      printRow("pytorch", row);
+      for (const ours of rows.filter((r) => r.model === model && r.backend !== "pytorch" && !r.error)) {
+        console.log(
+          `  ${ours.backend} ${model}: ${
+            (ours.imagesPerSecond / row.imagesPerSecond).toFixed(2)
+          }x the official code's img/s`,
+        );
+      }
     }
   }
   if (values.json) {
@@ -191,4 +243,16 @@ if (values.help) {
     await Deno.mkdir(dir, { recursive: true });
     await Deno.writeTextFile(values.json, JSON.stringify(rows, null, 1) + "\n");
   }
+}
+
+function printRow(backend: string, row: TrainRow): void {
+  console.log(
+    `${backend.padEnd(8)} ${row.model.padEnd(12)} ${String(batch).padStart(5)} ${
+      String(row.microBatch).padStart(6)
+    } ` +
+      `${row.firstStepS.toFixed(1).padStart(13)} ${row.stepS.toFixed(1).padStart(7)} ${
+        row.imagesPerSecond.toFixed(2).padStart(7)
+      }` +
+      (row.error ? `  ${row.error}` : "") + (row.adapter ? `  ${row.adapter}` : ""),
+  );
 }

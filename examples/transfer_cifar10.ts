@@ -20,6 +20,7 @@
 
 import { parseArgs } from "node:util";
 import { createModel, MODEL_NAMES, type ModelName, setBackend } from "../zoo/mod.ts";
+import { wasmThreadsCount } from "../zoo/kernels/wasm_threads.ts";
 import { T2tVitError } from "../src/core/errors.ts";
 import { writeFileAtomic } from "../src/core/atomic.ts";
 import {
@@ -27,13 +28,20 @@ import {
   type AdamWOptions,
   cifarBatches,
   type CifarName,
+  type CifarSplit,
   CosineSchedule,
+  estimateStepMemory,
   evaluate,
+  extractFeatures,
+  fileDigest,
   formatDuration,
   loadCheckpoint,
   numBatches,
   type Optimizer,
   type ParamGroupSpec,
+  planEvalBatch,
+  probeEpoch,
+  probeEvaluate,
   ProgressBar,
   readCifar,
   readTrainingState,
@@ -64,7 +72,14 @@ Model and data
   --limit-test N          evaluate on only N test images
 Optimisation
   --b N                   batch size (alias --batch-size; default 128)
-  --micro-batch N         accumulate gradients over chunks of N images (same update, less memory)
+  --micro-batch N|auto    accumulate gradients over chunks of N images (same update, less memory); default
+                          auto: the largest chunk whose step fits the backend's memory (estimated from the
+                          model, image size and batch; reported at start; refused up front if none fits)
+  --freeze-backbone       linear probe: run the backbone once per image (eval transform; the training
+                          augmentation does not apply), cache the features in <out>/features, train the head
+  --checkpoint-blocks     recompute each block's activations in the backward pass: same gradients, far less
+                          memory per image (larger micro-batches), about a third more compute (default:
+                          only when a step would not fit otherwise)
   --test-batch N          evaluation batch size (default 100)
   --lr X                  learning rate of the head (default 0.01)
   --transfer-ratio X      backbone lr = X * lr when fine-tuning (default 0.01); as in the official script,
@@ -83,9 +98,14 @@ Optimisation
   --train-resize MODE     tensor | pillow: how training images are resized (default tensor)
 Run
   --backend NAME          webgpu | wasm | cpu (default: the best available)
+  --threads N             wasm threads (default: every core, ${navigator.hardwareConcurrency || 1} here)
   --seed N                seed of shuffling, augmentation and dropout (default 0)
   --out DIR               output folder (default checkpoint_<dataset>_<model>)
-  --resume                continue from <out>/last.safetensors
+  --resume                continue from <out>/last.safetensors with every setting of that run (model, data,
+                          image size, schedule, batch, seed...); a flag that would change the run is refused
+                          unless named in --change
+  --stop-after N          stop after N epochs in this invocation (the run stays resumable with --resume)
+  --change FLAGS          with --resume: settings meant to change, comma-separated (e.g. --change epochs)
   -h, --help              this help
 `;
 
@@ -129,6 +149,8 @@ function parse(argv: string[]) {
       "batch-size": { type: "string" },
       "test-batch": { type: "string" },
       "micro-batch": { type: "string" },
+      "checkpoint-blocks": { type: "boolean" },
+      "freeze-backbone": { type: "boolean" },
       lr: { type: "string" },
       "transfer-ratio": { type: "string" },
       wd: { type: "string" },
@@ -144,6 +166,9 @@ function parse(argv: string[]) {
       "drop-path": { type: "string" },
       "train-resize": { type: "string" },
       backend: { type: "string" },
+      threads: { type: "string" },
+      change: { type: "string" },
+      "stop-after": { type: "string" },
       seed: { type: "string" },
       out: { type: "string" },
       resume: { type: "boolean", short: "r" },
@@ -151,6 +176,11 @@ function parse(argv: string[]) {
     },
   });
   if (values.help) return undefined;
+  const given = new Set<string>(
+    Object.entries(values).filter(([, v]) => v !== undefined).map(([k]) =>
+      k === "transfer-model" ? "weights" : k === "batch-size" ? "b" : k
+    ),
+  );
   const model = (values.model ?? "t2t_vit_14").toLowerCase() as ModelName;
   if (!MODEL_NAMES.includes(model)) {
     throw new UsageError(`unknown model '${values.model}' (one of ${MODEL_NAMES.join(", ")})`);
@@ -182,11 +212,13 @@ function parse(argv: string[]) {
     anyCount: values["any-count"] ?? false,
     limitTrain: limit("limit-train"),
     limitTest: limit("limit-test"),
-    batch: num(values.b ?? values["batch-size"], "b", 128, { int: true, min: 1 }),
+    b: num(values.b ?? values["batch-size"], "b", 128, { int: true, min: 1 }),
     testBatch: num(values["test-batch"], "test-batch", 100, { int: true, min: 1 }),
-    microBatch: values["micro-batch"] === undefined
-      ? undefined
+    microBatch: values["micro-batch"] === undefined || values["micro-batch"] === "auto"
+      ? "auto" as const
       : num(values["micro-batch"], "micro-batch", 0, { int: true, min: 1 }),
+    checkpointBlocks: values["checkpoint-blocks"] ? true : "auto" as const,
+    freezeBackbone: values["freeze-backbone"] ?? false,
     lr: num(values.lr, "lr", 0.01, { min: 0 }),
     transferRatio: num(values["transfer-ratio"], "transfer-ratio", 0.01, { min: 0 }),
     wd: num(values.wd, "wd", 5e-4, { min: 0 }),
@@ -207,8 +239,46 @@ function parse(argv: string[]) {
     seed: num(values.seed, "seed", 0, { int: true, min: 0 }),
     out: values.out ?? `checkpoint_${dataset}_${model}`,
     resume: values.resume ?? false,
+    threads: values.threads === undefined
+      ? undefined
+      : num(values.threads, "threads", 1, { int: true, min: 1 }),
+    stopAfter: values["stop-after"] === undefined
+      ? Infinity
+      : num(values["stop-after"], "stop-after", 1, { int: true, min: 1 }),
+    change: new Set(
+      (values.change ?? "").split(",").map((c) => c.trim().replace(/^--/, "")).filter((c) => c),
+    ),
+    given,
   };
 }
+
+/** The settings a run is made of, by flag name: restored by --resume, changed only when named in --change. */
+const RUN_SETTINGS = {
+  model: "model",
+  weights: "weights",
+  dataset: "dataset",
+  data: "data",
+  "img-size": "imgSize",
+  "any-count": "anyCount",
+  "limit-train": "limitTrain",
+  "limit-test": "limitTest",
+  b: "b",
+  lr: "lr",
+  "transfer-ratio": "transferRatio",
+  wd: "wd",
+  "min-lr": "minLr",
+  epochs: "epochs",
+  "warmup-epochs": "warmupEpochs",
+  "warmup-lr": "warmupLr",
+  opt: "opt",
+  momentum: "momentum",
+  smoothing: "smoothing",
+  "clip-grad": "clipGrad",
+  drop: "drop",
+  "drop-path": "dropPath",
+  "train-resize": "trainResize",
+  seed: "seed",
+} as const;
 
 type Args = NonNullable<ReturnType<typeof parse>>;
 
@@ -260,6 +330,151 @@ async function readLog(path: string, before: number): Promise<LogLine[]> {
   }
 }
 
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/**
+ * --resume: every setting of the run comes from the checkpoint; a flag given now that differs is refused
+ * unless named in --change. Checkpoints from before settings were saved are read through their command line.
+ */
+function restoreSettings(a: Args, extra: Record<string, unknown>, file: string): void {
+  let saved = extra.settings as Record<string, unknown> | undefined;
+  if (!saved && Array.isArray(extra.args)) {
+    const old = parse((extra.args as string[]).filter((x) => x !== "--resume" && x !== "-r"));
+    if (old) saved = Object.fromEntries(Object.entries(RUN_SETTINGS).map(([f, k]) => [f, old[k] ?? null]));
+  }
+  if (!saved) {
+    throw new T2tVitError(`${file}: the checkpoint does not record the run's settings; cannot resume`);
+  }
+  const refused: string[] = [];
+  const target = a as unknown as Record<string, unknown>;
+  for (const [flag, field] of Object.entries(RUN_SETTINGS)) {
+    if (!(flag in saved)) continue;
+    const was = saved[flag] ?? undefined;
+    const now = target[field];
+    if (a.given.has(flag) && now !== was) {
+      if (a.change.has(flag)) continue; // intended: keep the new value
+      refused.push(`--${flag} ${now} (the run has ${was ?? "none"})`);
+      continue;
+    }
+    target[field] = was;
+  }
+  if (refused.length) {
+    throw new UsageError(
+      `--resume continues the run in ${a.out} with its own settings; these flags would change it: ${
+        refused.join(", ")
+      }. Leave them out, or name them in --change (e.g. --change ${
+        refused.map((r) => r.slice(2, r.indexOf(" "))).join(",")
+      }) if the change is intended`,
+    );
+  }
+}
+
+/**
+ * --freeze-backbone: features once per image at the eval transform (cached), then the head alone, with the
+ * run's optimizer settings and schedule. Writes best.safetensors (the whole model, trained head) and log.jsonl.
+ */
+async function linearProbe(
+  a: Args,
+  model: Awaited<ReturnType<typeof createModel>>,
+  train: CifarSplit,
+  test: CifarSplit,
+  schedule: CosineSchedule,
+): Promise<number> {
+  const say = (s: string) => console.error(s);
+  const vars = model.trainableVariables();
+  const head = { weight: vars.get("head.weight")!, bias: vars.get("head.bias")! };
+  const params = new Map([["head.weight", head.weight], ["head.bias", head.bias]]);
+  const optimizer: Optimizer<object> = a.opt === "sgd"
+    ? new SGD([{ name: "head", params }], { lr: a.lr, momentum: a.momentum, weightDecay: a.wd })
+    : new AdamW([{ name: "head", params }], { lr: a.lr, weightDecay: a.wd });
+  const key = {
+    model: a.model,
+    weights: a.weights ? await fileDigest(a.weights) : "official-init-seed-0",
+    imgSize: a.imgSize,
+  };
+  const cacheDir = `${a.out}/features`;
+  const t0 = performance.now();
+  const sets = [];
+  for (const [split, limit] of [[train, a.limitTrain], [test, a.limitTest]] as const) {
+    const n = Math.min(split.count, limit ?? Infinity);
+    const bar = new ProgressBar({ label: `features ${split.split}`, total: numBatches(n, a.testBatch) });
+    const set = await extractFeatures(model, split, {
+      key,
+      imgSize: a.imgSize,
+      batchSize: a.testBatch,
+      limit,
+      cacheDir,
+      onBatch: (done) => bar.update(done, { items: Math.min(n, done * a.testBatch) }),
+    });
+    bar.done();
+    say(`==> ${split.split} features: ${set.count} x ${set.dim}${set.cached ? " (cached)" : ""}`);
+    sets.push(set);
+  }
+  const [trainSet, testSet] = sets;
+  const featureSeconds = (performance.now() - t0) / 1000;
+  await Deno.mkdir(a.out, { recursive: true });
+  const log: LogLine[] = [];
+  let best = -1;
+  const t1 = performance.now();
+  for (let epoch = 0; epoch < Math.min(a.epochs, a.stopAfter); epoch++) {
+    const lrs = schedule.apply(optimizer, epoch);
+    const tr = await probeEpoch(head, optimizer, trainSet, {
+      batchSize: a.b,
+      seed: a.seed,
+      epoch,
+      labelSmoothing: a.smoothing,
+    });
+    const ev = await probeEvaluate(head, testSet);
+    const improved = ev.accuracy > best;
+    if (improved) {
+      best = ev.accuracy;
+      await saveWeights(`${a.out}/best.safetensors`, model, {
+        architecture: a.model,
+        dataset: a.dataset,
+        epoch: String(epoch),
+        acc: (100 * ev.accuracy).toFixed(3),
+        probe: "linear (frozen backbone)",
+      });
+    }
+    log.push({
+      epoch,
+      lr: lrs,
+      train_loss: tr.loss,
+      train_acc: tr.accuracy,
+      test_loss: ev.loss,
+      test_acc: ev.accuracy,
+      best_acc: best,
+      images_per_s: 0,
+      seconds: (performance.now() - t1) / 1000,
+      step: optimizer.steps,
+    });
+  }
+  await writeFileAtomic(
+    `${a.out}/log.jsonl`,
+    new TextEncoder().encode(log.map((l) => JSON.stringify(l)).join("\n") + "\n"),
+    { force: true },
+  );
+  const last = log[log.length - 1];
+  say(
+    `==> linear probe: ${log.length} epochs in ${((performance.now() - t1) / 1000).toFixed(1)} s (features ${
+      featureSeconds.toFixed(1)
+    } s): train ${(100 * last.train_acc).toFixed(2)}%, test ${(100 * last.test_acc).toFixed(2)}%, best ${
+      (100 * best).toFixed(2)
+    }% in ${a.out}/best.safetensors`,
+  );
+  optimizer.dispose();
+  model.dispose();
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const a = parse(argv);
   if (!a) {
@@ -269,14 +484,39 @@ async function main(argv: string[]): Promise<number> {
   const say = (s: string) => console.error(s);
   const lastPath = `${a.out}/last.safetensors`;
   let resumed: Awaited<ReturnType<typeof readTrainingState>> | undefined;
-  if (a.resume) resumed = await readTrainingState(lastPath);
+  if (a.change.size && !a.resume) throw new UsageError("--change only applies with --resume");
+  if (a.freezeBackbone && a.resume) {
+    throw new UsageError(
+      "--freeze-backbone trains in seconds from cached features: run it again, without --resume",
+    );
+  }
+  for (const c of a.change) {
+    if (!(c in RUN_SETTINGS)) {
+      throw new UsageError(
+        `--change ${c}: not a setting of the run (${Object.keys(RUN_SETTINGS).join(", ")})`,
+      );
+    }
+  }
+  if (a.resume) {
+    resumed = await readTrainingState(lastPath);
+    restoreSettings(a, resumed.training.extra ?? {}, lastPath);
+  }
   const transfer = resumed ? Boolean(resumed.training.extra?.transfer) : a.weights !== undefined;
-  const seed = resumed ? resumed.training.seed : a.seed;
+  const seed = a.seed;
+  if (resumed && resumed.training.epoch >= a.epochs) {
+    say(
+      `==> the run in ${a.out} has finished: ${resumed.training.epoch} of ${a.epochs} epochs, best ${
+        (100 * (resumed.training.bestAccuracy ?? 0)).toFixed(2)
+      }% (${a.out}/best.safetensors); nothing to do. To train longer: --resume --epochs N --change epochs`,
+    );
+    return 0;
+  }
 
   const train = await readCifar(a.data, a.dataset, "train", { strictCounts: !a.anyCount });
   const test = await readCifar(a.data, a.dataset, "test", { strictCounts: !a.anyCount });
-  const backend = await setBackend(a.backend);
-  say(`==> ${a.dataset}: ${train.count} train / ${test.count} test images, backend ${backend}`);
+  const backend = await setBackend(a.backend, a.threads === undefined ? {} : { wasmThreads: a.threads });
+  const threads = backend === "wasm" ? `, ${wasmThreadsCount()} thread(s)` : "";
+  say(`==> ${a.dataset}: ${train.count} train / ${test.count} test images, backend ${backend}${threads}`);
 
   const model = await createModel(a.model, {
     weights: resumed ? undefined : a.weights,
@@ -285,18 +525,33 @@ async function main(argv: string[]): Promise<number> {
     dropRate: a.drop,
     dropPathRate: a.dropPath,
   });
-  const optimizer = buildOptimizer(model, a, transfer);
   const schedule = new CosineSchedule({
     tInitial: a.epochs,
     lrMin: a.minLr,
     warmupT: a.warmupEpochs,
     warmupLrInit: a.warmupLr,
   });
-  let startEpoch = 0, best = 0;
+  // an eval-mode forward of --test-batch images must fit too (tfjs holds a forward's intermediates to its end)
+  let params = 0;
+  for (const t of model.stateDict().values()) params += t.size;
+  const evalBatch = planEvalBatch(
+    estimateStepMemory(model.config, params, { imgSize: a.imgSize }),
+    a.testBatch,
+    a.imgSize,
+  );
+  if (evalBatch < a.testBatch) {
+    say(
+      `==> evaluation in batches of ${evalBatch}: --test-batch ${a.testBatch} would not fit the ${backend} backend`,
+    );
+    a.testBatch = evalBatch;
+  }
+  if (a.freezeBackbone) return await linearProbe(a, model, train, test, schedule);
+  const optimizer = buildOptimizer(model, a, transfer);
+  let startEpoch = 0, best = -1; // the first evaluation is always kept as best.safetensors
   if (resumed) {
     const st = await loadCheckpoint(lastPath, model, optimizer);
     startEpoch = st.epoch;
-    best = st.bestAccuracy ?? 0;
+    best = st.bestAccuracy ?? -1;
     say(
       `==> resumed from ${lastPath}: epoch ${startEpoch}, step ${st.globalStep}, best ${
         (100 * best).toFixed(2)
@@ -315,7 +570,10 @@ async function main(argv: string[]): Promise<number> {
     labelSmoothing: a.smoothing,
     clipGradNorm: a.clipGrad,
     microBatch: a.microBatch,
+    checkpointBlocks: a.checkpointBlocks,
   });
+  const plan = trainer.plan(Math.min(a.b, Math.min(train.count, a.limitTrain ?? Infinity)), a.imgSize);
+  if (plan) say(`==> memory: ${plan.summary}`);
   await Deno.mkdir(a.out, { recursive: true });
   const logPath = `${a.out}/log.jsonl`;
   const log = await readLog(logPath, startEpoch);
@@ -323,14 +581,15 @@ async function main(argv: string[]): Promise<number> {
   const nTest = Math.min(test.count, a.limitTest ?? Infinity);
   const runStart = performance.now();
 
-  for (let epoch = startEpoch; epoch < a.epochs; epoch++) {
+  const endEpoch = Math.min(a.epochs, startEpoch + a.stopAfter);
+  for (let epoch = startEpoch; epoch < endEpoch; epoch++) {
     const lrs = trainer.startEpoch(epoch);
-    const steps = numBatches(nTrain, a.batch);
+    const steps = numBatches(nTrain, a.b);
     const bar = new ProgressBar({ label: `epoch ${epoch} train`, total: steps });
     let lossSum = 0, correct = 0, seen = 0, done = 0;
     for (
       const { x, labels } of cifarBatches(train, {
-        batchSize: a.batch,
+        batchSize: a.b,
         imgSize: a.imgSize,
         train: true,
         seed,
@@ -370,10 +629,11 @@ async function main(argv: string[]): Promise<number> {
         }),
     );
     evalBar.done();
-    const improved = ev.accuracy > best;
+    const bestPath = `${a.out}/best.safetensors`;
+    const improved = ev.accuracy > best || !(await exists(bestPath));
     if (improved) {
-      best = ev.accuracy;
-      await saveWeights(`${a.out}/best.safetensors`, model, {
+      best = Math.max(best, ev.accuracy);
+      await saveWeights(bestPath, model, {
         architecture: a.model,
         dataset: a.dataset,
         epoch: String(epoch),
@@ -385,7 +645,16 @@ async function main(argv: string[]): Promise<number> {
       bestAccuracy: best,
       seed,
       schedule: schedule.toJSON(),
-      extra: { transfer, model: a.model, dataset: a.dataset, imgSize: a.imgSize, args: argv },
+      extra: {
+        transfer,
+        model: a.model,
+        dataset: a.dataset,
+        imgSize: a.imgSize,
+        args: argv,
+        settings: Object.fromEntries(
+          Object.entries(RUN_SETTINGS).map(([flag, field]) => [flag, a[field] ?? null]),
+        ),
+      },
     }, { architecture: a.model, dataset: a.dataset });
     const line: LogLine = {
       epoch,
@@ -415,6 +684,11 @@ async function main(argv: string[]): Promise<number> {
       }%` +
         `${improved ? " (best, saved)" : ""}, best ${(100 * best).toFixed(2)}%, ${formatDuration(left)} left`,
     );
+  }
+  if (endEpoch < a.epochs) {
+    say(`==> stopped after epoch ${endEpoch - 1} of ${a.epochs}; continue with: --out ${a.out} --resume`);
+  } else {
+    say(`==> finished ${a.epochs} epochs; best ${(100 * best).toFixed(2)}% in ${a.out}/best.safetensors`);
   }
   optimizer.dispose();
   model.dispose();

@@ -18,6 +18,11 @@ import { ParamStore } from "./layers/params.ts";
 import { resizePosEmbed, sinusoidTable } from "./layers/position.ts";
 import { T2TModule } from "./layers/t2t.ts";
 
+/** Whether a gradient tape is recording (inside `tf.variableGrads` / `tf.grads`). */
+function recording(): boolean {
+  return (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
+}
+
 /** Options of the forward passes. */
 export interface ForwardOptions {
   /** Training mode: dropout and drop-path active (default false: eval mode). */
@@ -27,6 +32,13 @@ export interface ForwardOptions {
    * passed as the op's seed): the same generator state gives the same masks. Default: tfjs's `Math.random`.
    */
   rng?: { uniform(): number };
+  /**
+   * Activation recomputation (gradient checkpointing) per backbone block, when gradients are being taken
+   * (`tf.variableGrads`): the forward pass keeps only each block's input, and the backward pass recomputes one
+   * block at a time (with the same dropout and drop-path masks), so a step holds one block's activations
+   * instead of all of them. Same gradients, about a third more compute. Ignored outside gradient computation.
+   */
+  checkpointBlocks?: boolean;
 }
 
 /** Options of {@linkcode T2tVit.loadStateDict}. */
@@ -236,7 +248,7 @@ export class T2tVit {
     }
   }
 
-  #features(x: tf.Tensor4D, ctx: Ctx): tf.Tensor2D {
+  #features(x: tf.Tensor4D, ctx: Ctx, checkpointBlocks = false): tf.Tensor2D {
     const b = x.shape[0];
     const e = this.config.embedDim;
     const { tokens } = this.#t2t.apply(x, ctx);
@@ -246,14 +258,91 @@ export class T2tVit {
     const cls = tf.broadcastTo(this.#cls, [b, 1, e]);
     const z = dropout(tf.add(tf.concat([cls, t3], 1), this.#pos), this.config.dropRate, ctx);
     let h = tf.reshape(z, [b * (n + 1), e]) as tf.Tensor2D;
+    const recompute = checkpointBlocks && recording();
     this.#blocks.forEach((blk, i) => {
-      h = blk.apply(h, b, ctx) as tf.Tensor2D;
+      h = (recompute ? this.#checkpointed(blk, i, h, b, ctx) : blk.apply(h, b, ctx)) as tf.Tensor2D;
       if (i === 0) ctx.taps?.set("block0", tf.reshape(h, [b, n + 1, h.shape[1]]));
     });
     const w = h.shape[1];
     // LayerNorm is per token, so normalising the class tokens alone equals norm(x)[:, 0]
     const first = tf.reshape(tf.slice(tf.reshape(h, [b, n + 1, w]), [0, 0, 0], [b, 1, w]), [b, w]);
     return this.#norm.apply(first) as tf.Tensor2D;
+  }
+
+  /**
+   * `blk.apply(h)` as one custom-gradient op over `h` and the block's trainable variables: the forward keeps
+   * nothing of the block but its input; the gradient recomputes the block under its own tape, replaying the
+   * random draws (`ctx.seed` or `Math.random`: dropout and drop-path seeds) of the forward, and
+   * back-propagates `dy` through it.
+   */
+  #checkpointed(blk: BackboneLayer, i: number, h: tf.Tensor, b: number, ctx: Ctx): tf.Tensor {
+    const prefix = `blocks.${i}.`;
+    const vars = [...this.#store.params].filter(([k, p]) =>
+      k.startsWith(prefix) && p.trainable && p.variable.trainable
+    )
+      .map(([, p]) => p.variable);
+    const engine = tf.engine() as unknown as {
+      state: { activeTape: unknown };
+      gradients(
+        f: () => tf.Tensor,
+        xs: tf.Tensor[],
+        dy?: tf.Tensor,
+        allowNoGradients?: boolean,
+      ): { value: tf.Tensor; grads: (tf.Tensor | undefined)[] };
+    };
+    const op = tf.customGrad((...args: unknown[]) => {
+      const save = args[args.length - 1] as (t: tf.Tensor[]) => void;
+      const xin = args[0] as tf.Tensor;
+      const draws: number[] = [];
+      const seeds: number[] = [];
+      const seed = ctx.seed;
+      const recordCtx: Ctx = seed
+        ? {
+          ...ctx,
+          seed: () => {
+            const v = seed();
+            seeds.push(v);
+            return v;
+          },
+        }
+        : ctx;
+      const random = Math.random;
+      Math.random = () => {
+        const v = random();
+        draws.push(v);
+        return v;
+      };
+      let value: tf.Tensor;
+      try {
+        value = blk.apply(xin, b, recordCtx);
+      } finally {
+        Math.random = random;
+      }
+      save([xin]);
+      const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        let at = 0;
+        let seedAt = 0;
+        const replayCtx: Ctx = seed ? { ...ctx, seed: () => seeds[seedAt++] } : ctx;
+        const outerTape = engine.state.activeTape; // a nested gradients() call replaces and then clears it
+        Math.random = () => draws[at++];
+        try {
+          const inp = saved[0];
+          const { value: y, grads } = engine.gradients(
+            () => blk.apply(inp, b, replayCtx),
+            [inp, ...vars],
+            dy,
+            true,
+          );
+          y.dispose();
+          return grads.map((g, j) => g ?? tf.zerosLike(j === 0 ? inp : vars[j - 1]));
+        } finally {
+          Math.random = random;
+          engine.state.activeTape = outerTape;
+        }
+      };
+      return { value, gradFunc };
+    });
+    return (op as unknown as (...t: tf.Tensor[]) => tf.Tensor)(h, ...vars);
   }
 
   #logits(feats: tf.Tensor2D): tf.Tensor2D {
@@ -269,7 +358,7 @@ export class T2tVit {
   forward(x: tf.Tensor4D, opts: ForwardOptions = {}): tf.Tensor2D {
     this.#check(x, "forward");
     const ctx = ctxOf(opts);
-    return tf.tidy(() => this.#logits(this.#features(x, ctx)));
+    return tf.tidy(() => this.#logits(this.#features(x, ctx, opts.checkpointBlocks)));
   }
 
   /**
@@ -280,7 +369,7 @@ export class T2tVit {
   forwardFeatures(x: tf.Tensor4D, opts: ForwardOptions = {}): tf.Tensor2D {
     this.#check(x, "forwardFeatures");
     const ctx = ctxOf(opts);
-    return tf.tidy(() => this.#features(x, ctx));
+    return tf.tidy(() => this.#features(x, ctx, opts.checkpointBlocks));
   }
 
   /**

@@ -169,7 +169,7 @@ function checkCifarSize(
     throw new DatasetError(
       `is ${size} bytes (${size / recBytes} records); expected ${expected} records (${
         expected * recBytes
-      } bytes)`,
+      } bytes); for a subset or your own data in CIFAR format pass --any-count (strictCounts: false)`,
       { file },
     );
   }

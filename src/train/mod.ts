@@ -101,6 +101,29 @@ export {
   transformTensor,
 } from "../data/transforms.ts";
 export {
+  estimateStepMemory,
+  type MemoryBudget,
+  memoryBudget,
+  type MemoryConfig,
+  MemoryPlanError,
+  type MicroBatchPlan,
+  planEvalBatch,
+  planMicroBatch,
+  type StepMemory,
+  WASM_STEP_BUDGET,
+} from "./memory.ts";
+export {
+  extractFeatures,
+  featureCachePath,
+  type FeatureKey,
+  type FeatureModel,
+  type FeatureSet,
+  fileDigest,
+  probeEpoch,
+  probeEvaluate,
+  type ProbeHead,
+} from "./probe.ts";
+export {
   registerTrainingGradients,
   shareWasmIdentity,
   TRAINING_GRADIENTS,

@@ -201,8 +201,13 @@ Deno.test("predict: usage errors and the --fill-weights demo", async () => {
     "2",
     "--backend",
     "wasm",
+    "--threads",
+    "1",
   ]);
   assert.equal(demo.code, 0, demo.stderr);
+  const badThreads = await predict([img, "--model", "t2t_vit_7", "--fill-weights", "--threads", "0"]);
+  assert.equal(badThreads.code, 2);
+  assert.match(badThreads.stderr, /--threads must be an integer >= 1, not '0'/);
   assert.match(demo.stderr, /warning: --fill-weights: .* meaningless/);
   assert.match(demo.stdout, /landscape\.png:\n( +\d+\.\d\d% {2}.+ {2}\[\d+\]\n){2}$/);
 });

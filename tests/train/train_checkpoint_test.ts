@@ -38,7 +38,7 @@ class Toy implements TrainableModel {
     add("head.weight", [3, 8]);
     add("head.bias", [3]);
   }
-  forward(x: tf.Tensor4D, opts: { training?: boolean } = {}): tf.Tensor2D {
+  forward(x: tf.Tensor4D, opts: { training?: boolean; rng?: { uniform(): number } } = {}): tf.Tensor2D {
     return tf.tidy(() => {
       const v = (k: string) => this.vars.get(k)!;
       const f = tf.slice(tf.reshape(tf.mean(x, [2]), [x.shape[0], -1]), [0, 0], [-1, 12]) as tf.Tensor2D;
@@ -48,7 +48,8 @@ class Toy implements TrainableModel {
           v("tokens_to_token.project.bias"),
         ),
       );
-      if (opts.training) h = tf.dropout(h, 0.3);
+      // seeded from the trainer's generator, as TrainableModel asks (the zoo's models do the same)
+      if (opts.training) h = tf.dropout(h, 0.3, undefined, opts.rng?.uniform());
       h = tf.add(h, tf.reshape(v("cls_token"), [1, 8]));
       h = tf.add(h, tf.matMul(h, v("blocks.0.mlp.fc1.weight"), false, true));
       h = tf.mul(h, v("norm.weight"));

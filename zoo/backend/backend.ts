@@ -14,7 +14,9 @@ import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import { T2tVitError, WasmBinariesError } from "../../src/core/errors.ts";
 import { denoNs, isDeno } from "../../src/core/platform.ts";
 import {
+  defaultWasmThreads,
   enableWasmThreads,
+  wasmThreadsChosen,
   wasmThreadsRequested,
   wasmThreadsSupported,
   wrapWasmFactory,
@@ -41,7 +43,8 @@ export interface BackendOptions {
    */
   wasmPaths?: string | Record<string, string>;
   /**
-   * Threads for the wasm backend (default 1). Above 1, tfjs's threaded SIMD build is started (it runs in Deno
+   * Threads for the wasm backend (default: every core, `navigator.hardwareConcurrency`, unless
+   * `enableWasmThreads` chose a count first). Above 1, tfjs's threaded SIMD build is started (it runs in Deno
    * with the start-up fixes of `enableWasmThreads`) and our matrix-product and attention kernels split their
    * work over a worker pool in its shared memory. Only helps when the cores are otherwise idle. Only honoured
    * before the wasm backend first starts.
@@ -344,7 +347,9 @@ async function tryBackend(name: BackendName, opts: BackendOptions): Promise<stri
       if (!gpu) return "navigator.gpu is undefined";
       await registerWebGpu(opts.powerPreference ?? "high-performance");
     } else if (name === "wasm") {
-      if ((opts.wasmThreads ?? 1) > 1) enableWasmThreads(opts.wasmThreads!);
+      // the default: every core, unless `enableWasmThreads` chose a count first
+      if (opts.wasmThreads !== undefined) enableWasmThreads(opts.wasmThreads);
+      else if (!wasmThreadsChosen()) enableWasmThreads(defaultWasmThreads());
       wrapWasmFactory();
       await configureWasm(opts.wasmPaths);
     }

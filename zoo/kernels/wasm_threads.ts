@@ -52,6 +52,7 @@ interface WasmBackendInternals {
 
 let requested = 0;
 let wrapped = false;
+let chosen = false;
 let lastError: string | undefined;
 
 /** The most threads tfjs's build can use (it pre-creates 8 pthread workers). */
@@ -201,6 +202,7 @@ function tidyWorkers(backend: unknown): void {
  */
 export function enableWasmThreads(threads: number = navigator.hardwareConcurrency || 1): boolean {
   const n = Math.max(1, Math.min(MAX_WASM_THREADS, Math.floor(threads)));
+  chosen = true;
   const engine = tf.engine() as unknown as { registry: Record<string, unknown> };
   if (engine.registry["wasm"]) return wasmThreadsCount() > 1 && n > 1; // already started
   requested = n > 1 && wasmThreadsSupported() ? n : 1;
@@ -246,6 +248,17 @@ export function wrapWasmFactory(): void {
     return backend;
   }, 2);
   wrapped = true;
+}
+
+/** Whether {@linkcode enableWasmThreads} was called (else `setBackend` picks the machine's core count). */
+export function wasmThreadsChosen(): boolean {
+  return chosen;
+}
+
+/** The default thread count of the wasm backend: every core the machine offers (`navigator.hardwareConcurrency`). */
+export function defaultWasmThreads(): number {
+  const n = (globalThis.navigator as { hardwareConcurrency?: number } | undefined)?.hardwareConcurrency;
+  return Math.max(1, Math.min(MAX_WASM_THREADS, Math.floor(n || 1)));
 }
 
 /**
