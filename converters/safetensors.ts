@@ -285,11 +285,15 @@ export async function readSafetensors(path: string): Promise<Safetensors> {
     // a local path: one exact buffer (Deno); a URL (or any string in a browser): fetched
     // (a local path that is not a regular file, a FIFO or a device, is refused before it is opened)
     bytes = isDeno() && sourceOf(path).path !== undefined
-      ? await readRegularFile(path, (msg) => {
-        throw new SafetensorsError(msg, { file: path });
+      ? await readRegularFile(path, (msg, cause) => {
+        throw new SafetensorsError(msg === "no such file" ? `cannot read: ${msg}` : msg, {
+          file: path,
+          cause,
+        });
       })
       : await readBytes(path);
   } catch (e) {
+    if (e instanceof SafetensorsError) throw e;
     throw new SafetensorsError(`cannot read: ${(e as Error).message}`, { file: path, cause: e });
   }
   return parseSafetensors(bytes, path);

@@ -239,7 +239,8 @@ Deno.test("error classes carry their names as strings (they survive minification
   const errors = await import("../../src/core/errors.ts");
   const { OptimizerError } = await import("../../src/train/optim.ts");
   for (const [exported, cls] of [...Object.entries(errors), ["OptimizerError", OptimizerError]] as const) {
-    if (typeof cls !== "function") continue;
+    // the error classes (the module's functions, such as `printable`, are not classes)
+    if (typeof cls !== "function" || !(cls.prototype instanceof Error)) continue;
     const c = cls as unknown as { errorName?: string; new (m: string): Error };
     assert.ok(Object.hasOwn(c, "errorName"), `${exported} has no own errorName`);
     assert.equal(c.errorName, exported);
