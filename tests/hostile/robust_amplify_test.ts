@@ -45,6 +45,7 @@ import {
 import { chunk } from "../support/png_builder.ts";
 import { progressiveGrayJpeg } from "../support/jpeg_builder.ts";
 import { timeBound } from "../support/timing.ts";
+import { type Measured, registerChildGroups, runGroupsAndPrint } from "../support/child_groups.ts";
 
 const MiB = 1 << 20;
 const CASES: [string, () => void | Promise<void>][] = [];
@@ -52,11 +53,6 @@ function group(name: string, fn: () => void | Promise<void>): void {
   CASES.push([name, fn]);
 }
 
-interface Measured {
-  what: string;
-  ms: number;
-  growthMiB: number | null;
-}
 const measured: Measured[] = [];
 
 function rss(field: "VmRSS" | "VmHWM"): number {
@@ -562,47 +558,10 @@ group("a CIFAR file of the wrong size is refused from stat, unread", async () =>
 
 // ---------------------------------------------------------------------------------------------------------
 
-interface GroupResult {
-  name: string;
-  error?: string;
-  measured: Measured[];
-}
-
 if (Deno.args.includes("--child")) {
-  const results: GroupResult[] = [];
-  for (const [name, fn] of CASES) {
-    measured.length = 0;
-    try {
-      await fn();
-      results.push({ name, measured: [...measured] });
-    } catch (e) {
-      results.push({
-        name,
-        error: e instanceof Error ? e.stack ?? e.message : String(e),
-        measured: [...measured],
-      });
-    }
-  }
-  console.log(JSON.stringify(results));
+  await runGroupsAndPrint(CASES, measured);
 } else if (!import.meta.main) {
-  let child: Promise<GroupResult[]> | null = null;
-  const runChild = async (): Promise<GroupResult[]> => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL(import.meta.url).pathname, "--child"],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout).trim();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    return JSON.parse(text.slice(text.lastIndexOf("\n[") + 1));
-  };
-  for (const [name] of CASES) {
-    Deno.test(`amplification: ${name}`, async () => {
-      child ??= runChild();
-      const r = (await child).find((g) => g.name === name);
-      assert.ok(r, `the child ran '${name}'`);
-      for (const m of r.measured) console.log(`${m.what}: ${m.ms} ms, +${m.growthMiB} MiB`);
-      if (r.error) throw new Error(`in the child process: ${r.error}`);
-    });
-  }
+  registerChildGroups(import.meta.url, CASES, "amplification", (r) => {
+    for (const m of r.measured) console.log(`${m.what}: ${m.ms} ms, +${m.growthMiB} MiB`);
+  });
 }

@@ -37,6 +37,7 @@ import {
   torchPickle,
 } from "../support/checkpoint_builders.ts";
 import { timeBound } from "../support/timing.ts";
+import { type Measured, registerChildGroups, runGroupsAndPrint } from "../support/child_groups.ts";
 
 const enc = new TextEncoder();
 const MiB = 1 << 20;
@@ -46,13 +47,6 @@ const GROUPS: [string, () => void][] = [];
 
 function group(name: string, fn: () => void): void {
   GROUPS.push([name, fn]);
-}
-
-/** What the child measured of one bomb. */
-interface Measured {
-  what: string;
-  ms: number;
-  growthMiB: number | null;
 }
 
 const measured: Measured[] = [];
@@ -578,49 +572,12 @@ group("inputs that make regular expressions or loops quadratic stay linear", () 
 
 // ---------------------------------------------------------------------------------------------------------
 
-interface GroupResult {
-  name: string;
-  error?: string;
-  measured: Measured[];
-}
-
 if (import.meta.main && Deno.args.includes("--child")) {
-  const results: GroupResult[] = [];
-  for (const [name, fn] of GROUPS) {
-    measured.length = 0;
-    try {
-      fn();
-      results.push({ name, measured: [...measured] });
-    } catch (e) {
-      results.push({
-        name,
-        error: e instanceof Error ? e.stack ?? e.message : String(e),
-        measured: [...measured],
-      });
-    }
-  }
-  console.log(JSON.stringify(results));
+  await runGroupsAndPrint(GROUPS, measured);
 } else if (!import.meta.main) {
-  let child: Promise<GroupResult[]> | null = null;
-  const runChild = async (): Promise<GroupResult[]> => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL(import.meta.url).pathname, "--child"],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout).trim();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    return JSON.parse(text.slice(text.lastIndexOf("\n[") + 1));
-  };
-  for (const [name] of GROUPS) {
-    Deno.test(`bombs: ${name}`, async () => {
-      child ??= runChild();
-      const r = (await child).find((g) => g.name === name);
-      assert.ok(r, `the child ran '${name}'`);
-      const worst = r.measured.reduce((m, b) => Math.max(m, b.growthMiB ?? 0), 0);
-      const slowest = r.measured.reduce((m, b) => Math.max(m, b.ms), 0);
-      console.log(`${r.measured.length} bombs, slowest ${slowest} ms, largest memory growth ${worst} MiB`);
-      if (r.error) throw new Error(`in the child process: ${r.error}`);
-    });
-  }
+  registerChildGroups(import.meta.url, GROUPS, "bombs", (r) => {
+    const worst = r.measured.reduce((m, b) => Math.max(m, b.growthMiB ?? 0), 0);
+    const slowest = r.measured.reduce((m, b) => Math.max(m, b.ms), 0);
+    console.log(`${r.measured.length} bombs, slowest ${slowest} ms, largest memory growth ${worst} MiB`);
+  });
 }
