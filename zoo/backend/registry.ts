@@ -44,7 +44,9 @@ export const REGISTRY_PATCHES: readonly RegistryPatch[] = Object.freeze(
     {
       name: "wasm-gemm",
       backend: "wasm",
-      what: "_FusedMatMul and BatchMatMul on our relaxed-SIMD GEMM (XNNPACK for what it does not cover)",
+      what:
+        "_FusedMatMul and BatchMatMul on our relaxed-SIMD GEMM; XNNPACK (for what it does not cover) fed " +
+        "untransposed 2-D operands, transposed weights cached per tensor",
       apply: () => installWasmGemm(),
     },
     {

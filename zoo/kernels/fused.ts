@@ -10,7 +10,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import { ATTENTION, GELU, LAYER_NORM, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
+import { ATTENTION, GELU, LAYER_NORM, LINEAR, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
 import { gemmSupported } from "./wasm_gemm.ts";
 import { type WasmBackend, wasmContext } from "./wasm_runtime.ts";
 import { kernelsOn, setKernelsOn } from "./state.ts";
@@ -143,4 +143,23 @@ export function fusedPerformer(
 ): tf.Tensor2D | undefined {
   if (!usable(PERFORMER, kqv, w)) return undefined;
   return tf.engine().runKernel(PERFORMER, { kqv, w }, { batch, eps }) as tf.Tensor2D;
+}
+
+/**
+ * `residual + act(x w^T + bias)` for `x (rows, in)` and a PyTorch weight `w (out, in)`, act GELU when
+ * `gelu`, by the fused kernel (the GEMM with its epilogue), or `undefined`.
+ */
+export function fusedLinear(
+  x: tf.Tensor2D,
+  w: tf.Tensor,
+  bias: tf.Tensor | undefined,
+  gelu: boolean,
+  residual: tf.Tensor | undefined,
+): tf.Tensor2D | undefined {
+  const inputs = [x, w, ...(bias ? [bias] : []), ...(residual ? [residual] : [])];
+  if (!usable(LINEAR, ...inputs)) return undefined;
+  const named: Record<string, tf.Tensor> = { x, w };
+  if (bias) named.bias = bias;
+  if (residual) named.residual = residual;
+  return tf.engine().runKernel(LINEAR, named, { gelu }) as tf.Tensor2D;
 }

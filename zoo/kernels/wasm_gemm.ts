@@ -193,6 +193,94 @@ function driver(ukr: number[]): FuncBuilder {
   return f;
 }
 
+/**
+ * `pack(src, k, n, transposed, ldb, bias, out)`: {@linkcode packB} in WebAssembly. `src` holds B row-major
+ * (`k` rows `ldb` bytes apart) or, when `transposed` is non-zero, its transpose (`n` rows of `k` values
+ * `ldb` bytes apart); `bias` is the address of `n` floats or 0; `out` receives {@linkcode packedSize} floats.
+ */
+function packFunc(): FuncBuilder {
+  const f = new FuncBuilder([I32, I32, I32, I32, I32, I32, I32], []);
+  const [src, k, n, transposed, ldb, bias, out] = [0, 1, 2, 3, 4, 5, 6].map((i) => f.param(i));
+  const p = f.local(I32), npanel = f.local(I32), base = f.local(I32), w = f.local(I32), c = f.local(I32);
+  const kk = f.local(I32), row = f.local(I32), s = f.local(I32), panelBytes = f.local(I32);
+  const zero = f.local(V128);
+  f.f32x4Const(0).set(zero);
+  f.get(k).i32(1).add().i32(5).shl().set(panelBytes);
+  f.get(n).i32(NR - 1).add().i32(3).shrU().set(npanel);
+  f.i32(0).set(p);
+  f.block().loop(); // panels
+  f.get(p).get(npanel).geS().brIf(1);
+  f.get(out).get(p).get(panelBytes).mul().add().set(base);
+  f.get(n).get(p).i32(3).shl().sub().set(w);
+  f.get(w).i32(NR).get(w).i32(NR).ltS().select().set(w);
+  // bias row (zeros past column n, or everywhere without a bias)
+  f.get(base).get(zero).v128Store(0);
+  f.get(base).get(zero).v128Store(16);
+  f.get(bias).eqz().eqz().if();
+  f.i32(0).set(c);
+  f.block().loop();
+  f.get(c).get(w).geS().brIf(1);
+  f.get(base).get(c).i32(2).shl().add();
+  f.get(bias).get(p).i32(3).shl().get(c).add().i32(2).shl().add().f32Load();
+  f.f32Store();
+  f.get(c).i32(1).add().set(c);
+  f.br(0).end().end();
+  f.end();
+  f.get(transposed).eqz().if();
+  // row-major: each of the k rows contributes 8 contiguous values
+  f.i32(0).set(kk);
+  f.block().loop();
+  f.get(kk).get(k).geS().brIf(1);
+  f.get(base).get(kk).i32(1).add().i32(5).shl().add().set(row);
+  f.get(src).get(kk).get(ldb).mul().add().get(p).i32(5).shl().add().set(s);
+  f.get(w).i32(NR).ne().eqz().if();
+  f.get(row).get(s).v128Load(0).v128Store(0);
+  f.get(row).get(s).v128Load(16).v128Store(16);
+  f.else();
+  f.get(row).get(zero).v128Store(0);
+  f.get(row).get(zero).v128Store(16);
+  f.i32(0).set(c);
+  f.block().loop();
+  f.get(c).get(w).geS().brIf(1);
+  f.get(row).get(c).i32(2).shl().add().get(s).get(c).i32(2).shl().add().f32Load().f32Store();
+  f.get(c).i32(1).add().set(c);
+  f.br(0).end().end();
+  f.end();
+  f.get(kk).i32(1).add().set(kk);
+  f.br(0).end().end();
+  f.else();
+  // transposed: column c of the panel is row (8p + c) of src
+  f.get(w).i32(NR).ltS().if();
+  f.i32(0).set(kk);
+  f.block().loop();
+  f.get(kk).get(k).geS().brIf(1);
+  f.get(base).get(kk).i32(1).add().i32(5).shl().add().set(row);
+  f.get(row).get(zero).v128Store(0);
+  f.get(row).get(zero).v128Store(16);
+  f.get(kk).i32(1).add().set(kk);
+  f.br(0).end().end();
+  f.end();
+  f.i32(0).set(c);
+  f.block().loop();
+  f.get(c).get(w).geS().brIf(1);
+  f.get(src).get(p).i32(3).shl().get(c).add().get(ldb).mul().add().set(s);
+  f.get(base).i32(32).add().get(c).i32(2).shl().add().set(row);
+  f.i32(0).set(kk);
+  f.block().loop();
+  f.get(kk).get(k).geS().brIf(1);
+  f.get(row).get(s).f32Load().f32Store();
+  f.get(row).i32(32).add().set(row);
+  f.get(s).i32(4).add().set(s);
+  f.get(kk).i32(1).add().set(kk);
+  f.br(0).end().end();
+  f.get(c).i32(1).add().set(c);
+  f.br(0).end().end();
+  f.end();
+  f.get(p).i32(1).add().set(p);
+  f.br(0).end().end();
+  return f;
+}
+
 /** Panels per column block for depth `k`: a block of packed B within about 256 KB. */
 export function panelsPerBlock(k: number): number {
   return Math.max(1, Math.floor((256 * 1024) / ((k + 1) * NR * 4)));
@@ -216,6 +304,11 @@ export interface GemmExports {
     scratch: number,
     block: number,
   ): void;
+  /**
+   * `pack(src, k, n, transposed, ldb, bias, out)`: packs B (see {@linkcode packB}; `transposed` 0 or 1,
+   * `ldb` the row stride of `src` in bytes, `bias` an address or 0) into `out`.
+   */
+  pack(src: number, k: number, n: number, transposed: number, ldb: number, bias: number, out: number): void;
 }
 
 /** The module's bytes, importing its memory as `env.memory` (`shared` for a shared memory). */
@@ -224,6 +317,7 @@ export function gemmModuleBytes(shared: boolean): Uint8Array {
   const ukr: number[] = [];
   for (let rows = 1; rows <= MR; rows++) ukr.push(mod.add(microKernel(rows)));
   mod.add(driver(ukr), "gemm");
+  mod.add(packFunc(), "pack");
   return mod.encode({ module: "env", field: "memory", shared, min: 1, max: shared ? 65536 : undefined });
 }
 

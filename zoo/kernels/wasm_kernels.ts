@@ -7,8 +7,18 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import { ATTENTION, GELU, LAYER_NORM, SOFTMAX } from "./names.ts";
-import { ATTENTION as ATTENTION_TASK, attentionBufferFloats, attentionHead } from "./wasm_tasks.ts";
+import { ATTENTION, GELU, LAYER_NORM, LINEAR, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
+import { linearKernel, packedWeight } from "./wasm_matmul.ts";
+import {
+  ATTENTION as ATTENTION_TASK,
+  attentionBufferFloats,
+  attentionHead,
+  PERFORMER as PERFORMER_TASK,
+  performerBufferFloats,
+  performerSample,
+  UNFOLD as UNFOLD_TASK,
+  unfoldRow,
+} from "./wasm_tasks.ts";
 import { addressOf, type WasmBackend, wasmContext } from "./wasm_runtime.ts";
 
 type Args = Parameters<tf.KernelFunc>[0];
@@ -91,6 +101,60 @@ function attentionKernel(args: Args): tf.TensorInfo {
   return out;
 }
 
+/**
+ * The token performer's attention (`T2tPerformer`, see `names.ts`): one sample per chunk on the pool's
+ * threads, each a few GEMMs and the fused `prm_exp` (`wasm_tasks.ts` `performerSample`).
+ */
+function performerKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const { kqv, w } = args.inputs as Record<string, tf.TensorInfo>;
+  const { batch, eps } = args.attrs as unknown as { batch: number; eps: number };
+  const [rows, width] = kqv.shape;
+  const t = rows / batch, emb = width / 3, m = w.shape[0];
+  const pw = packedWeight(c, w, emb, m);
+  const out = c.backend.makeOutput([rows, emb], "float32");
+  const threads = c.pool && batch > 1 ? c.pool.threads : 1;
+  const stride = performerBufferFloats(t, emb, m) * 4;
+  const wasm = c.backend.wasm;
+  const buffers = wasm._malloc(stride * threads);
+  try {
+    const qa = addressOf(c, kqv), oa = addressOf(c, out);
+    if (threads > 1) {
+      c.pool!.run(PERFORMER_TASK, [qa, oa, t, emb, m, pw, buffers, stride, c.scratch], batch, [eps]);
+    } else {
+      const k = { gemm: c.gemm, ops: c.ops, memory: c.memory };
+      for (let b = 0; b < batch; b++) performerSample(k, qa, oa, b, t, emb, m, pw, eps, buffers, c.scratch);
+    }
+  } finally {
+    wasm._free(buffers);
+  }
+  return out;
+}
+
+/** The soft split (`T2tUnfold`, see `names.ts`): output rows split between the pool's threads. */
+function unfoldKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const x = args.inputs.x as tf.TensorInfo;
+  const { kernel, stride, padding } = args.attrs as unknown as {
+    kernel: number;
+    stride: number;
+    padding: number;
+  };
+  const [batch, h, w, ch] = x.shape;
+  const ho = Math.floor((h + 2 * padding - kernel) / stride) + 1;
+  const wo = Math.floor((w + 2 * padding - kernel) / stride) + 1;
+  const out = c.backend.makeOutput([batch, ho, wo, ch * kernel * kernel], "float32");
+  const xa = addressOf(c, x), oa = addressOf(c, out);
+  const dims = [h, w, ch, ho, wo, kernel, stride, padding];
+  const rows = batch * ho;
+  if (c.pool && rows * wo * ch * kernel * kernel >= 1 << 16) {
+    c.pool.run(UNFOLD_TASK, [xa, oa, ...dims], rows);
+  } else {
+    for (let i = 0; i < rows; i++) unfoldRow(c.memory, xa, oa, i, dims);
+  }
+  return out;
+}
+
 /** Registers the fused kernels for the `wasm` backend (those not registered yet); `zoo/backend/registry.ts` calls it. */
 export function registerWasmKernels(): boolean {
   const kernels: [string, (args: Args) => tf.TensorInfo][] = [
@@ -98,6 +162,9 @@ export function registerWasmKernels(): boolean {
     [LAYER_NORM, layerNormKernel],
     [SOFTMAX, softmaxKernel],
     [ATTENTION, attentionKernel],
+    [LINEAR, linearKernel],
+    [PERFORMER, performerKernel],
+    [UNFOLD, unfoldKernel],
   ];
   for (const [kernelName, fn] of kernels) {
     if (!tf.getKernel(kernelName, "wasm")) {

@@ -12,7 +12,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import { gemmSupported, NR, packB, packedSize } from "./wasm_gemm.ts";
+import { NR, packedSize } from "./wasm_gemm.ts";
 import { kernelsOn } from "./state.ts";
 import {
   addressOf,
@@ -51,11 +51,7 @@ export function packToHeap(
   const floats = packedSize(k, n);
   const ptr = c.backend.wasm._malloc(floats * 4);
   counters.packs++;
-  // views after the allocation (it may grow the heap)
-  const rows = transposed ? n : k;
-  const view = heapF32(c, src, (rows - 1) * stride + (transposed ? k : n));
-  const biasVals = bias ? heapF32(c, addressOf(c, bias), n) : undefined;
-  packB(view, k, n, transposed, biasVals, heapF32(c, ptr, floats), stride);
+  c.gemm.pack(src, k, n, transposed ? 1 : 0, stride * 4, bias ? addressOf(c, bias) : 0, ptr);
   return ptr;
 }
 
@@ -152,59 +148,186 @@ function gemmProduct(
   return out;
 }
 
+/** The packed form of `w^T` for a weight `w (n, k)`, cached with `w` (see `wasm_gemm.ts`). */
+export function packedWeight(c: WasmContext, w: tf.TensorInfo, k: number, n: number): number {
+  return packedOf(c, w, 0, k, n, true, undefined).ptr;
+}
+
 /**
- * Replaces the wasm backend's `_FusedMatMul` and `BatchMatMul` kernels with the relaxed-SIMD GEMM (falling
- * back to the originals for what it does not cover). Wraps the current kernels, so it runs once, from
- * `zoo/backend/registry.ts`; a no-op without tfjs-backend-wasm.
+ * `T2tLinear` on wasm: `residual + act(x W^T + b)` for `x (rows, in)` and a PyTorch weight `w (out, in)`
+ * (packed once, from its own layout, and kept with it), with the activation (`gelu`) and the residual
+ * applied by each GEMM chunk to its own rows while they are in cache.
+ */
+export function linearKernel(args: Parameters<tf.KernelFunc>[0]): tf.TensorInfo {
+  const backend = args.backend as unknown as WasmBackend;
+  const c = wasmContext(backend);
+  if (!c) throw new Error("T2tLinear needs WebAssembly relaxed SIMD");
+  const { x, w, bias, residual } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+  const { gelu } = args.attrs as unknown as { gelu: boolean };
+  const [rows, k] = x!.shape, n = w!.shape[0];
+  const out = backend.makeOutput([rows, n], "float32");
+  counters.gemm++;
+  const { ptr } = packedOf(c, w!, 0, k, n, true, bias);
+  const epi = { gelu, res: residual ? addressOf(c, residual) : 0, ldr: n * 4 };
+  runGemm(c, addressOf(c, x!), k * 4, ptr, addressOf(c, out), n * 4, rows, n, k, epi);
+  return out;
+}
+
+/** The parts of tfjs-backend-wasm's backend object the XNNPACK path uses. */
+type XnnBackend = WasmBackend & { typedArrayFromHeap(t: tf.TensorInfo): Float32Array };
+
+/** Transposed copies of right operands for XNNPACK, by data id, per backend (freed with their tensor). */
+const transposedCopies = new WeakMap<object, Map<unknown, tf.TensorInfo>>();
+
+function transposedCache(backend: XnnBackend): Map<unknown, tf.TensorInfo> {
+  let cache = transposedCopies.get(backend);
+  if (!cache) {
+    const c = new Map<unknown, tf.TensorInfo>();
+    cache = c;
+    transposedCopies.set(backend, c);
+    const dispose = backend.disposeData.bind(backend);
+    backend.disposeData = (dataId: unknown, force?: boolean) => {
+      const done = dispose(dataId, force);
+      const t = c.get(dataId);
+      if (t && !backend.dataIdMap.has(dataId)) {
+        c.delete(dataId);
+        dispose(t.dataId, true);
+      }
+      return done;
+    };
+  }
+  return cache;
+}
+
+/** `x` with its last two axes swapped, as a new tensor of the backend (the caller frees it). */
+function swapLast2(backend: XnnBackend, x: tf.TensorInfo): tf.TensorInfo {
+  const r = x.shape.length;
+  const perm = [...Array(r - 2).keys(), r - 1, r - 2];
+  const transpose = tf.getKernel(tf.Transpose, "wasm")!.kernelFunc;
+  return transpose(
+    { inputs: { x }, attrs: { perm } as unknown as tf.NamedAttrMap, backend } as never,
+  ) as tf.TensorInfo;
+}
+
+/** A view of `t` with another shape (same data). */
+function reshaped(t: tf.TensorInfo, shape: number[]): tf.TensorInfo {
+  return { dataId: t.dataId, shape, dtype: t.dtype };
+}
+
+/**
+ * `a (..., M, K) @ b (..., K, N)` (or `b (..., N, K)` when `transposeB`) + bias on tfjs-backend-wasm's own
+ * kernel, arranged for its fast path: XNNPACK multiplies quickly only 2-D products of untransposed
+ * operands (transposed or batched ones are 10-15x slower, and 4.22 adds a fused bias wrongly to those), so
+ * a transposed weight is transposed once and kept until the weight is freed (the repacking belongs to this
+ * kernel, not to the layers), a's batch folds into rows, and batched products run one 2-D product per batch.
+ */
+function xnnProduct(
+  backend: XnnBackend,
+  original: tf.KernelFunc,
+  attrs: tf.NamedAttrMap,
+  a: tf.TensorInfo,
+  b: tf.TensorInfo,
+  transposeB: boolean,
+  bias: tf.TensorInfo | undefined,
+): tf.TensorInfo {
+  const ar = a.shape.length, br = b.shape.length;
+  const m = a.shape[ar - 2], k = a.shape[ar - 1];
+  const n = transposeB ? b.shape[br - 2] : b.shape[br - 1];
+  const batchA = tf.util.sizeFromShape(a.shape.slice(0, -2));
+  const batchB = tf.util.sizeFromShape(b.shape.slice(0, -2));
+  const batchDims = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  const run = (x: tf.TensorInfo, y: tf.TensorInfo) =>
+    original({
+      inputs: bias ? { a: x, b: y, bias } : { a: x, b: y },
+      attrs: { ...attrs, transposeA: false, transposeB: false },
+      backend,
+    } as never) as tf.TensorInfo;
+  // tfjs's kernels take rank-3 operands (tf.matMul reshapes to them before running a kernel)
+  if (batchB === 1) {
+    let bt = reshaped(b, [1, k, n]);
+    if (transposeB) {
+      const cache = transposedCache(backend);
+      let t = cache.get(b.dataId);
+      if (!t) {
+        t = swapLast2(backend, reshaped(b, [1, n, k]));
+        cache.set(b.dataId, t);
+      }
+      bt = t;
+    }
+    const out = run(reshaped(a, [1, batchA * m, k]), bt);
+    out.shape = [...batchDims, m, n];
+    return out;
+  }
+  const bb = transposeB ? swapLast2(backend, b) : b;
+  const out = backend.makeOutput([...batchDims, m, n], "float32");
+  try {
+    for (let i = 0; i < batchB; i++) {
+      // fresh operands each time: XNNPACK caches its packed weights by the right operand's id
+      const ai = backend.makeOutput([1, m, k], "float32"), bi = backend.makeOutput([1, k, n], "float32");
+      const ia = batchA === 1 ? 0 : i;
+      backend.typedArrayFromHeap(ai).set(
+        backend.typedArrayFromHeap(a).subarray(ia * m * k, (ia + 1) * m * k),
+      );
+      backend.typedArrayFromHeap(bi).set(backend.typedArrayFromHeap(bb).subarray(i * k * n, (i + 1) * k * n));
+      const oi = run(ai, bi);
+      backend.typedArrayFromHeap(out).set(backend.typedArrayFromHeap(oi), i * m * n);
+      for (const t of [ai, bi, oi]) backend.disposeData(t.dataId);
+    }
+  } finally {
+    if (bb !== b) backend.disposeData(bb.dataId);
+  }
+  return out;
+}
+
+/**
+ * One product for both kernels: a transposed left operand is transposed first (neither the GEMM nor
+ * XNNPACK's fast path takes one), then the GEMM runs it, or XNNPACK through {@linkcode xnnProduct}.
+ */
+function product(args: Parameters<tf.KernelFunc>[0], original: tf.KernelFunc): tf.TensorInfo {
+  const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+  const { transposeA, transposeB, activation } = args.attrs as unknown as {
+    transposeA: boolean;
+    transposeB: boolean;
+    activation?: string;
+  };
+  const plain = (activation === undefined || activation === "linear") && !preluActivationWeights;
+  if (
+    !plain || a!.dtype !== "float32" || b!.dtype !== "float32" || a!.shape.length < 2 || b!.shape.length < 2
+  ) {
+    counters.fallback++;
+    return original(args) as tf.TensorInfo;
+  }
+  const backend = args.backend as unknown as XnnBackend;
+  const left = transposeA ? swapLast2(backend, a!) : a!;
+  try {
+    const out = gemmProduct(backend, left, b!, false, transposeB, bias);
+    if (out) return out;
+    counters.fallback++;
+    return xnnProduct(backend, original, args.attrs ?? {}, left, b!, transposeB, bias);
+  } finally {
+    if (left !== a) backend.disposeData(left.dataId);
+  }
+}
+
+/**
+ * Replaces the wasm backend's `_FusedMatMul` and `BatchMatMul` kernels with {@linkcode product}: the
+ * relaxed-SIMD GEMM where it runs, tfjs's XNNPACK kernels arranged for their fast path otherwise (and for
+ * fused activations). Wraps the current kernels, so it runs once, from `zoo/backend/registry.ts`; a no-op
+ * without tfjs-backend-wasm.
  *
  * @returns whether the kernels are installed
  */
 export function installWasmGemm(): boolean {
-  if (!gemmSupported()) return false;
   const fused = tf.getKernel(tf._FusedMatMul, "wasm");
   const batch = tf.getKernel(tf.BatchMatMul, "wasm");
   if (!fused || !batch) return false;
-  const fusedFn = fused.kernelFunc;
-  const batchFn = batch.kernelFunc;
-  tf.unregisterKernel(tf._FusedMatMul, "wasm");
-  tf.registerKernel({
-    ...fused,
-    kernelFunc: ((args: Parameters<tf.KernelFunc>[0]) => {
-      const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, tf.TensorInfo | undefined>;
-      const { transposeA, transposeB, activation } = args.attrs as unknown as {
-        transposeA: boolean;
-        transposeB: boolean;
-        activation?: string;
-      };
-      if ((activation === undefined || activation === "linear") && !preluActivationWeights) {
-        const out = gemmProduct(args.backend as unknown as WasmBackend, a!, b!, transposeA, transposeB, bias);
-        if (out) return out;
-      }
-      counters.fallback++;
-      return fusedFn(args);
-    }) as tf.KernelFunc,
-  });
-  tf.unregisterKernel(tf.BatchMatMul, "wasm");
-  tf.registerKernel({
-    ...batch,
-    kernelFunc: ((args: Parameters<tf.KernelFunc>[0]) => {
-      const { a, b } = args.inputs as Record<string, tf.TensorInfo>;
-      const { transposeA, transposeB } = args.attrs as unknown as {
-        transposeA: boolean;
-        transposeB: boolean;
-      };
-      const out = gemmProduct(
-        args.backend as unknown as WasmBackend,
-        a,
-        b,
-        transposeA,
-        transposeB,
-        undefined,
-      );
-      if (out) return out;
-      counters.fallback++;
-      return batchFn(args);
-    }) as tf.KernelFunc,
-  });
+  for (const cfg of [fused, batch]) {
+    const original = cfg.kernelFunc;
+    tf.unregisterKernel(cfg.kernelName, "wasm");
+    tf.registerKernel({
+      ...cfg,
+      kernelFunc: ((args: Parameters<tf.KernelFunc>[0]) => product(args, original)) as tf.KernelFunc,
+    });
+  }
   return true;
 }

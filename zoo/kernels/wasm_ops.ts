@@ -7,7 +7,8 @@
  *   instead of nine);
  * - `softmax(px, po, rows, cols, scale)`: `softmax(scale * x)` over rows (the attention's scale and
  *   softmax in one pass);
- * - `exp(px, po, n, shift)`: `exp(x + shift)`.
+ * - `exp(px, po, n, shift)`: `exp(x + shift)`;
+ * - `add(pa, pb, po, n)`: `a + b` (the residual epilogue of the GEMM tasks).
  *
  * `exp` is a Cody-Waite reduction with a degree-7 Taylor polynomial (relative error about 2e-7 over the
  * float range); `erf` is Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7), the same formula as
@@ -281,6 +282,83 @@ function expFunc(lanes: number): FuncBuilder {
   );
 }
 
+/** `add(pa, pb, po, n)`: `po[i] = pa[i] + pb[i]`. */
+function addFunc(): FuncBuilder {
+  const f = new FuncBuilder([I32, I32, I32, I32], []);
+  const [pa, pb, po, n] = [0, 1, 2, 3].map((i) => f.param(i));
+  const end = f.local(I32), endV = f.local(I32);
+  f.get(pa).get(n).i32(2).shl().add().set(end);
+  f.get(pa).get(n).i32(-4).and().i32(2).shl().add().set(endV);
+  f.block().loop();
+  f.get(pa).get(endV).geS().brIf(1);
+  f.get(po).get(pa).v128Load().get(pb).v128Load().f32x4Add().v128Store();
+  f.get(pa).i32(16).add().set(pa).get(pb).i32(16).add().set(pb).get(po).i32(16).add().set(po);
+  f.br(0).end().end();
+  f.block().loop();
+  f.get(pa).get(end).geS().brIf(1);
+  f.get(po).get(pa).f32Load().get(pb).f32Load().f32Add().f32Store();
+  f.get(pa).i32(4).add().set(pa).get(pb).i32(4).add().set(pb).get(po).i32(4).add().set(po);
+  f.br(0).end().end();
+  return f;
+}
+
+/**
+ * `prmExp(px, ldx, cols, pz, m, rows, shift)`: the performer's `prm_exp` from its products: for each of
+ * `rows` rows, `z[r, j] = exp(z[r, j] - |x[r]|^2 / 2 + shift)` (`x` rows of `cols` values `ldx` bytes apart,
+ * `z` rows of `m` values, contiguous).
+ */
+function prmExpFunc(): FuncBuilder {
+  const f = new FuncBuilder([I32, I32, I32, I32, I32, I32, F32], []);
+  const [px, ldx, cols, pz, m, rows, shift] = [0, 1, 2, 3, 4, 5, 6].map((i) => f.param(i));
+  const r = f.local(I32), p = f.local(I32), end = f.local(I32), end4 = f.local(I32);
+  const acc = f.local(V128), x = f.local(V128), e = f.local(V128), t0 = f.local(V128), t1 = f.local(V128);
+  const sv = f.local(V128), s = f.local(F32);
+  f.i32(0).set(r);
+  f.block().loop();
+  f.get(r).get(rows).geS().brIf(1);
+  // s = shift - |x|^2 / 2
+  f.get(px).get(cols).i32(2).shl().add().set(end);
+  f.get(px).get(cols).i32(-4).and().i32(2).shl().add().set(end4);
+  f.f32x4Const(0).set(acc).get(px).set(p);
+  f.block().loop();
+  f.get(p).get(end4).geS().brIf(1);
+  f.get(p).v128Load().set(x);
+  f.get(x).get(x).get(acc).f32x4Madd().set(acc);
+  f.get(p).i32(16).add().set(p);
+  f.br(0).end().end();
+  hsum(f, acc);
+  f.set(s);
+  f.block().loop();
+  f.get(p).get(end).geS().brIf(1);
+  f.get(s).get(p).f32Load().get(p).f32Load().f32Mul().f32Add().set(s);
+  f.get(p).i32(4).add().set(p);
+  f.br(0).end().end();
+  f.get(shift).get(s).f32(0.5).f32Mul().f32Sub().f32x4Splat().set(sv);
+  // z = exp(z + s)
+  f.get(pz).get(m).i32(2).shl().add().set(end);
+  f.get(pz).get(m).i32(-4).and().i32(2).shl().add().set(end4);
+  f.get(pz).set(p);
+  f.block().loop();
+  f.get(p).get(end4).geS().brIf(1);
+  f.get(p).v128Load().get(sv).f32x4Add().set(x);
+  emitExp(f, x, e, t0, t1);
+  f.get(p).get(e).v128Store();
+  f.get(p).i32(16).add().set(p);
+  f.br(0).end().end();
+  f.block().loop();
+  f.get(p).get(end).geS().brIf(1);
+  f.get(p).v128Load32Zero().get(sv).f32x4Add().set(x);
+  emitExp(f, x, e, t0, t1);
+  f.get(p).get(e).v128Store32Lane(0);
+  f.get(p).i32(4).add().set(p);
+  f.br(0).end().end();
+  f.get(px).get(ldx).add().set(px);
+  f.get(pz).get(m).i32(2).shl().add().set(pz);
+  f.get(r).i32(1).add().set(r);
+  f.br(0).end().end();
+  return f;
+}
+
 /** Vectors per iteration of the element-wise kernels. */
 let GELU_LANES = 2;
 
@@ -299,6 +377,10 @@ export interface OpsExports {
   softmax(px: number, po: number, rows: number, cols: number, scale: number): void;
   /** `po[i] = exp(px[i] + shift)`. */
   exp(px: number, po: number, n: number, shift: number): void;
+  /** `po[i] = pa[i] + pb[i]`, `i < n`. */
+  add(pa: number, pb: number, po: number, n: number): void;
+  /** The performer's `prm_exp` in place on products `z` (see `prmExpFunc`). */
+  prmExp(px: number, ldx: number, cols: number, pz: number, m: number, rows: number, shift: number): void;
 }
 
 /** The module's bytes, importing its memory as `env.memory`. */
@@ -308,6 +390,8 @@ export function opsModuleBytes(shared: boolean): Uint8Array {
   mod.add(layerNormFunc(), "layerNorm");
   mod.add(softmaxFunc(), "softmax");
   mod.add(expFunc(GELU_LANES), "exp");
+  mod.add(addFunc(), "add");
+  mod.add(prmExpFunc(), "prmExp");
   return mod.encode({ module: "env", field: "memory", shared, min: 1, max: shared ? 65536 : undefined });
 }
 

@@ -8,10 +8,10 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import { type GemmExports, gemmSupported, instantiateGemm, NR, panelsPerBlock } from "./wasm_gemm.ts";
+import { type GemmExports, gemmSupported, instantiateGemm, MR, NR, panelsPerBlock } from "./wasm_gemm.ts";
 import { instantiateOps, type OpsExports } from "./wasm_ops.ts";
 import { KernelPool } from "./wasm_pool.ts";
-import { GEMM_COLS, GEMM_ROWS, SCRATCH_BYTES } from "./wasm_tasks.ts";
+import { type Epilogue, GEMM_COLS, GEMM_ROWS, gemmRange, NO_EPILOGUE, SCRATCH_BYTES } from "./wasm_tasks.ts";
 
 /** Most threads a pool may have (scratch is reserved for this many). */
 const MAX_THREADS = 8;
@@ -146,8 +146,9 @@ export async function startWasmPool(backend: WasmBackend, threads: number): Prom
 const PARALLEL_MACS = 1 << 20;
 
 /**
- * `C = A B + bias` for `m` rows (see `wasm_gemm.ts`), split between the pool's threads when there is a pool
- * and enough work.
+ * `C = A B + bias` for `m` rows (see `wasm_gemm.ts`), then the epilogue (GELU, a residual), split between
+ * the pool's threads when there is a pool and enough work: into row tiles when there are enough rows (a
+ * few chunks per thread, of equal numbers of tiles, so that 197 rows split evenly), else column panels.
  */
 export function runGemm(
   c: WasmContext,
@@ -159,25 +160,55 @@ export function runGemm(
   m: number,
   n: number,
   k: number,
+  epi: Epilogue = NO_EPILOGUE,
 ): void {
   const block = panelsPerBlock(k);
   const pool = c.pool;
   if (pool && m * n * k >= PARALLEL_MACS) {
     const t = pool.threads;
-    const panels = Math.ceil(n / NR);
-    if (m >= 2 * 6 * t) {
-      // about four row ranges per thread (multiples of the micro-kernel's rows) for balance
-      const per = Math.max(6, Math.ceil(m / (4 * t) / 6) * 6);
-      pool.run(GEMM_ROWS, [pa, lda, pb, pc, ldc, m, n, k, block, per, c.scratch], Math.ceil(m / per));
-      return;
-    }
-    if (panels >= 2 * t) {
-      const per = Math.max(1, Math.ceil(panels / (2 * t)));
-      pool.run(GEMM_COLS, [pa, lda, pb, pc, ldc, m, n, k, block, per, c.scratch], Math.ceil(panels / per));
+    const tiles = Math.ceil(m / MR), panels = Math.ceil(n / NR);
+    const byRows = tiles >= 2 * t || tiles >= panels;
+    const units = byRows ? tiles : panels;
+    const parts = Math.min(units, 3 * t);
+    if (parts >= 2) {
+      const params = [
+        pa,
+        lda,
+        pb,
+        pc,
+        ldc,
+        m,
+        n,
+        k,
+        block,
+        c.scratch,
+        parts,
+        units,
+        epi.gelu ? 1 : 0,
+        epi.res,
+        epi.ldr,
+      ];
+      pool.run(byRows ? GEMM_ROWS : GEMM_COLS, params, parts);
       return;
     }
   }
-  c.gemm.gemm(pa, lda, pb, pc, ldc, m, n, k, c.scratch, block);
+  gemmRange(
+    { gemm: c.gemm, ops: c.ops, memory: c.memory },
+    pa,
+    lda,
+    pb,
+    pc,
+    ldc,
+    m,
+    n,
+    0,
+    n,
+    k,
+    c.scratch,
+    block,
+    epi,
+    0,
+  );
 }
 
 /** Threads of `backend`'s kernel pool (1: none). */

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type GemmExports, MR, NR, packB, packedSize, panelsPerBlock } from "./wasm_gemm.ts";
+import { type GemmExports, MR, NR, packedSize, panelsPerBlock } from "./wasm_gemm.ts";
 import type { OpsExports } from "./wasm_ops.ts";
 
 /** One thread's kernels on the heap. */
@@ -34,7 +34,7 @@ export const CTL_SLOTS = 96;
 export const SCRATCH_BYTES = NR * MR * 4;
 
 /** Task types. */
-export const GEMM_ROWS = 1, GEMM_COLS = 2, ATTENTION = 3, BARRIER = 4;
+export const GEMM_ROWS = 1, GEMM_COLS = 2, ATTENTION = 3, BARRIER = 4, PERFORMER = 5, UNFOLD = 6;
 
 /** Query rows per attention step: score blocks stay below 2^22 floats. */
 export const MAX_SCORES = 1 << 22;
@@ -43,10 +43,6 @@ export const MAX_SCORES = 1 << 22;
 export function attentionBufferFloats(tokens: number, d: number): number {
   const chunk = Math.max(1, Math.min(tokens, Math.floor(MAX_SCORES / tokens)));
   return packedSize(d, tokens) + packedSize(tokens, d) + chunk * tokens;
-}
-
-function f32(memory: WebAssembly.Memory, byteOffset: number, length: number): Float32Array {
-  return new Float32Array(memory.buffer, byteOffset, length);
 }
 
 /**
@@ -70,9 +66,8 @@ export function attentionHead(
   const chunk = Math.max(1, Math.min(n, Math.floor(MAX_SCORES / n)));
   const kt = buffers, vp = kt + packedSize(d, n) * 4, scores = vp + packedSize(n, d) * 4;
   const q = qkv + b * n * ld + h * d * 4, kAddr = q + dim * 4, vAddr = q + 2 * dim * 4;
-  const span = (n - 1) * width + d;
-  packB(f32(k.memory, kAddr, span), d, n, true, undefined, f32(k.memory, kt, packedSize(d, n)), width);
-  packB(f32(k.memory, vAddr, span), n, d, false, undefined, f32(k.memory, vp, packedSize(n, d)), width);
+  k.gemm.pack(kAddr, d, n, 1, ld, 0, kt);
+  k.gemm.pack(vAddr, n, d, 0, ld, 0, vp);
   const o = out + (b * n * dim + h * d) * 4;
   for (let r = 0; r < n; r += chunk) {
     const m = Math.min(chunk, n - r);
@@ -82,35 +77,194 @@ export function attentionHead(
   }
 }
 
+/** What the GEMM tasks apply to their results: GELU, then a residual `res` (rows `ldr` bytes apart; 0: none). */
+export interface Epilogue {
+  /** Exact-form GELU of `A B + bias`. */
+  gelu: boolean;
+  /** Byte address of the residual added last (rows aligned with C's), or 0. */
+  res: number;
+  /** Row stride of the residual in bytes. */
+  ldr: number;
+}
+
+/** No epilogue. */
+export const NO_EPILOGUE: Epilogue = { gelu: false, res: 0, ldr: 0 };
+
+/**
+ * Columns `j0 .. j0 + cols` of `rows` rows of `C = A B + bias` (A at `pa`, C at `pc`, both starting at the
+ * first row; `pb` the whole packed B of `n` columns), then the epilogue on those results, while they are
+ * still in cache. `r0` is the first row's index (for the residual).
+ */
+export function gemmRange(
+  k: Kernels,
+  pa: number,
+  lda: number,
+  pb: number,
+  pc: number,
+  ldc: number,
+  rows: number,
+  n: number,
+  j0: number,
+  cols: number,
+  depth: number,
+  scratch: number,
+  block: number,
+  epi: Epilogue,
+  r0: number,
+): void {
+  if (rows <= 0 || cols <= 0) return;
+  const panelBytes = (depth + 1) * NR * 4;
+  k.gemm.gemm(pa, lda, pb + (j0 / NR) * panelBytes, pc + j0 * 4, ldc, rows, cols, depth, scratch, block);
+  if (!epi.gelu && !epi.res) return;
+  const contiguous = cols === n && ldc === n * 4 && (!epi.res || epi.ldr === ldc);
+  const spans = contiguous ? 1 : rows, width = contiguous ? rows * n : cols;
+  for (let r = 0; r < spans; r++) {
+    const c = pc + r * ldc + j0 * 4;
+    if (epi.gelu) k.ops.gelu(c, c, width);
+    if (epi.res) k.ops.add(c, epi.res + (r0 + r) * epi.ldr + j0 * 4, c, width);
+  }
+}
+
+/** Floats of one thread's buffers for the performer of `t` tokens, width `emb`, `m` random features. */
+export function performerBufferFloats(t: number, emb: number, m: number): number {
+  return 3 * t * m + packedSize(t, emb) + packedSize(m, emb + 1) + t * (emb + 1) + m * (emb + 1);
+}
+
+/**
+ * The token performer's attention for sample `b` of `kqv` (`(B * t, 3 emb)`, per token k, q, v) into `out`
+ * (`(B * t, emb)`), with `pw` the random features `w (m, emb)` packed as `w^T`:
+ * `kp = exp(k w^T - |k|^2 / 2) / sqrt m` (and `qp` alike), `y = qp (kp^T v) / (qp . sum_t kp + eps)`, the
+ * denominator computed as one more column of the last product. `buffers` holds
+ * {@linkcode performerBufferFloats} floats.
+ */
+export function performerSample(
+  k: Kernels,
+  kqv: number,
+  out: number,
+  b: number,
+  t: number,
+  emb: number,
+  m: number,
+  pw: number,
+  eps: number,
+  buffers: number,
+  scratch: number,
+): void {
+  const ld = 3 * emb * 4, e1 = emb + 1;
+  const kAddr = kqv + b * t * ld, qAddr = kAddr + emb * 4, vAddr = kAddr + 2 * emb * 4;
+  const kp = buffers, qp = kp + t * m * 4, kpT = qp + t * m * 4, vp = kpT + m * t * 4;
+  const zp = vp + packedSize(t, emb) * 4, yp = zp + packedSize(m, e1) * 4, z = yp + t * e1 * 4;
+  const shift = -0.5 * Math.log(m); // exp(.) / sqrt(m)
+  k.gemm.gemm(kAddr, ld, pw, kp, m * 4, t, m, emb, scratch, panelsPerBlock(emb));
+  k.ops.prmExp(kAddr, ld, emb, kp, m, t, shift);
+  k.gemm.gemm(qAddr, ld, pw, qp, m * 4, t, m, emb, scratch, panelsPerBlock(emb));
+  k.ops.prmExp(qAddr, ld, emb, qp, m, t, shift);
+  // kp^T, and sum_t kp as the last column of z
+  const heap = new Float32Array(k.memory.buffer);
+  const kpF = kp >>> 2, kpTF = kpT >>> 2, zF = z >>> 2;
+  for (let j = 0; j < m; j++) {
+    let sum = 0;
+    for (let s = 0, src = kpF + j, dst = kpTF + j * t; s < t; s++, src += m, dst++) {
+      const v = heap[src];
+      heap[dst] = v;
+      sum += v;
+    }
+    heap[zF + j * e1 + emb] = sum;
+  }
+  // z[:, :emb] = kp^T v; then y' = qp z: (t, emb + 1), the last column qp . sum kp
+  k.gemm.pack(vAddr, t, emb, 0, ld, 0, vp);
+  k.gemm.gemm(kpT, t * 4, vp, z, e1 * 4, m, emb, t, scratch, panelsPerBlock(t));
+  k.gemm.pack(z, m, e1, 0, e1 * 4, 0, zp);
+  k.gemm.gemm(qp, m * 4, zp, yp, e1 * 4, t, e1, m, scratch, panelsPerBlock(m));
+  const yF = yp >>> 2, oF = (out >>> 2) + b * t * emb;
+  for (let s = 0; s < t; s++) {
+    const row = yF + s * e1, den = Math.fround(heap[row + emb] + eps);
+    for (let i = 0; i < emb; i++) heap[oF + s * emb + i] = heap[row + i] / den;
+  }
+}
+
+/**
+ * Row `i` (sample `i / ho`, output row `i % ho`) of the soft split `nn.Unfold(kernel, stride, padding)` of an
+ * NHWC map `x (B, h, w, c)` into `out (B, ho, wo, c * kernel^2)` (channel-major per pixel, zeros outside).
+ */
+export function unfoldRow(
+  memory: WebAssembly.Memory,
+  x: number,
+  out: number,
+  i: number,
+  [h, w, c, ho, wo, kernel, stride, padding]: number[],
+): void {
+  const heap = new Float32Array(memory.buffer);
+  const kk = kernel * kernel, d = c * kk;
+  const b = Math.floor(i / ho), oh = i % ho;
+  const xF = (x >>> 2) + b * h * w * c;
+  let o = (out >>> 2) + i * wo * d;
+  for (let ow = 0; ow < wo; ow++, o += d) {
+    for (let ki = 0; ki < kernel; ki++) {
+      const ih = oh * stride - padding + ki;
+      for (let kj = 0; kj < kernel; kj++) {
+        const iw = ow * stride - padding + kj, at = o + ki * kernel + kj;
+        if (ih < 0 || ih >= h || iw < 0 || iw >= w) {
+          for (let ch = 0; ch < c; ch++) heap[at + ch * kk] = 0;
+        } else {
+          const src = xF + (ih * w + iw) * c;
+          for (let ch = 0; ch < c; ch++) heap[at + ch * kk] = heap[src + ch];
+        }
+      }
+    }
+  }
+}
+
 /** Runs chunk `i` of the task in the control block on thread `thread` (0: the calling thread). */
 export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: number, thread: number): void {
   ctl[STATS + thread]++;
   const p = (j: number) => ctl[PARAMS + j];
   const type = ctl[TYPE];
   if (type === GEMM_ROWS || type === GEMM_COLS) {
-    const [pa, lda, pb, pc, ldc, m, n, kk, block, per, scratchBase] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map(
-      p,
-    );
+    const [pa, lda, pb, pc, ldc, m, n, kk, block, scratchBase, parts, units] = [
+      0,
+      1,
+      2,
+      3,
+      4,
+      5,
+      6,
+      7,
+      8,
+      9,
+      10,
+      11,
+    ]
+      .map(p);
+    const epi: Epilogue = { gelu: p(12) !== 0, res: p(13), ldr: p(14) };
     const scratch = scratchBase + thread * SCRATCH_BYTES;
+    // chunk i: units [i units / parts, (i + 1) units / parts), units being MR-row tiles or NR-column panels
+    const u0 = Math.floor((i * units) / parts), u1 = Math.floor(((i + 1) * units) / parts);
     if (type === GEMM_ROWS) {
-      const r0 = i * per;
-      k.gemm.gemm(pa + r0 * lda, lda, pb, pc + r0 * ldc, ldc, Math.min(per, m - r0), n, kk, scratch, block);
+      const r0 = u0 * MR, rows = Math.min(u1 * MR, m) - r0;
+      gemmRange(k, pa + r0 * lda, lda, pb, pc + r0 * ldc, ldc, rows, n, 0, n, kk, scratch, block, epi, r0);
     } else {
-      const j0 = i * per * NR;
-      const panelBytes = (kk + 1) * NR * 4;
-      k.gemm.gemm(
-        pa,
-        lda,
-        pb + i * per * panelBytes,
-        pc + j0 * 4,
-        ldc,
-        m,
-        Math.min(per * NR, n - j0),
-        kk,
-        scratch,
-        block,
-      );
+      const j0 = u0 * NR, cols = Math.min(u1 * NR, n) - j0;
+      gemmRange(k, pa, lda, pb, pc, ldc, m, n, j0, cols, kk, scratch, block, epi, 0);
     }
+  } else if (type === PERFORMER) {
+    const [kqv, out, t, emb, m, pw, buffers, stride, scratchBase] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map(p);
+    const eps = ctlF[PARAMS + 9];
+    performerSample(
+      k,
+      kqv,
+      out,
+      i,
+      t,
+      emb,
+      m,
+      pw,
+      eps,
+      buffers + thread * stride,
+      scratchBase + thread * SCRATCH_BYTES,
+    );
+  } else if (type === UNFOLD) {
+    unfoldRow(k.memory, p(0), p(1), i, [2, 3, 4, 5, 6, 7, 8, 9].map(p));
   } else if (type === BARRIER) {
     // every thread takes one chunk and waits for all the others (a check that all threads run)
     const a = new Int32Array(ctl.buffer);

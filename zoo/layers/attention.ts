@@ -138,12 +138,18 @@ export class Attention {
     if (se) this.se = store.scope("se_layer", () => new SELayer(store, dim));
   }
 
-  /** `x (B * N, C)` to `(B * N, C)`. */
-  apply(x: tf.Tensor, batch: number, ctx: Ctx): tf.Tensor {
+  /**
+   * `x (B * N, C)` to `(B * N, C)`; plus `residual` when given (fused into the projection when nothing
+   * comes between them).
+   */
+  apply(x: tf.Tensor, batch: number, ctx: Ctx, residual?: tf.Tensor): tf.Tensor {
     const h = this.opts.numHeads;
-    let y = this.proj.apply(multiHead(this.qkv.apply(x), batch, h, this.scale, this.opts.attnDrop, ctx));
+    const heads = multiHead(this.qkv.apply(x), batch, h, this.scale, this.opts.attnDrop, ctx);
+    if (!this.se && (!ctx.training || this.opts.projDrop <= 0)) return this.proj.apply(heads, { residual });
+    let y = this.proj.apply(heads);
     if (this.se) y = this.se.apply(y, batch);
-    return dropout(y, this.opts.projDrop, ctx);
+    y = dropout(y, this.opts.projDrop, ctx);
+    return residual ? tf.add(residual, y) : y;
   }
 
   /** Frees cached tensors. */

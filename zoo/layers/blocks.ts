@@ -29,10 +29,17 @@ export class Mlp {
     this.fc2 = new Linear(store, "fc2", hidden, outFeatures);
   }
 
-  /** Applies the MLP to `(rows, in)`. */
-  apply(x: tf.Tensor, ctx: Ctx): tf.Tensor {
-    const h = dropout(gelu(this.fc1.apply(x)), this.drop, ctx);
-    return dropout(this.fc2.apply(h), this.drop, ctx);
+  /** Applies the MLP to `(rows, in)`; plus `residual` when given (fused into the last product when there is no dropout to apply). */
+  apply(x: tf.Tensor, ctx: Ctx, residual?: tf.Tensor): tf.Tensor {
+    if (!ctx.training || this.drop <= 0) {
+      return this.fc2.apply(this.fc1.apply(x, { gelu: true }), { residual });
+    }
+    const y = dropout(
+      this.fc2.apply(dropout(this.fc1.apply(x, { gelu: true }), this.drop, ctx)),
+      this.drop,
+      ctx,
+    );
+    return residual ? tf.add(residual, y) : y;
   }
 
   /** Frees cached tensors. */
@@ -135,6 +142,11 @@ export class Block implements BackboneLayer {
   /** See {@linkcode BackboneLayer.apply}. */
   apply(x: tf.Tensor, batch: number, ctx: Ctx): tf.Tensor {
     const p = this.opts.dropPath;
+    if ((!ctx.training || p <= 0) && this.attn instanceof Attention && this.mlp instanceof Mlp) {
+      // no drop-path: the residual adds go into the products' epilogues
+      const a = this.attn.apply(this.norm1.apply(x), batch, ctx, x);
+      return this.mlp.apply(this.norm2.apply(a), ctx, a);
+    }
     const a = tf.add(x, dropPath(this.attn.apply(this.norm1.apply(x), batch, ctx), p, batch, ctx));
     return tf.add(a, dropPath(this.mlp.apply(this.norm2.apply(a), ctx), p, batch, ctx));
   }

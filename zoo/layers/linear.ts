@@ -6,38 +6,8 @@
 
 import { tf } from "../../src/core/tf.ts";
 import type { Init, ParamStore } from "./params.ts";
-import { layerNorm } from "./ops.ts";
-
-/**
- * The transpose of a variable, kept and refreshed whenever the variable is assigned new values (its data id
- * changes). tfjs-backend-wasm multiplies fast only by untransposed right operands, and caches XNNPACK's
- * packed weights per tensor, so a stable transposed copy is what makes inference fast there.
- */
-export class TransposedCache {
-  #t: tf.Tensor2D | undefined;
-  #for: unknown;
-
-  /** Caches the transpose of `source` (a 2-D variable, or a reshapeable one when `shape2d` is given). */
-  constructor(readonly source: tf.Variable, readonly shape2d?: [number, number]) {}
-
-  /** The transposed values (owned by the cache: don't dispose). */
-  get(): tf.Tensor2D {
-    if (this.#t === undefined || this.#for !== this.source.dataId || this.#t.isDisposed) {
-      this.#t?.dispose();
-      const src = this.source;
-      const shape = this.shape2d;
-      this.#t = tf.keep(tf.tidy(() => tf.transpose(shape ? tf.reshape(src, shape) : src) as tf.Tensor2D));
-      this.#for = this.source.dataId;
-    }
-    return this.#t;
-  }
-
-  /** Frees the cached copy. */
-  dispose(): void {
-    this.#t?.dispose();
-    this.#t = undefined;
-  }
-}
+import { gelu, layerNorm } from "./ops.ts";
+import { fusedLinear } from "../kernels/fused.ts";
 
 /** `y = x W^T + b` with `weight (out, in)` and `bias (out)`, on inputs of any rank (last axis = in). */
 export class Linear {
@@ -45,7 +15,6 @@ export class Linear {
   readonly weight: tf.Variable;
   /** `bias`, shape `(outFeatures)`, when the layer has one. */
   readonly bias?: tf.Variable;
-  readonly #wT: TransposedCache;
 
   /** Registers `<name>.weight` (trunc_normal std 0.02, as the official `_init_weights`) and `<name>.bias`. */
   constructor(
@@ -67,43 +36,46 @@ export class Linear {
     ]);
     this.weight = w!;
     this.bias = b;
-    this.#wT = new TransposedCache(this.weight);
   }
 
   /**
-   * Applies the layer to `x (..., in)`, giving `(..., out)`. Like every layer method, it leaves its
-   * intermediates to the caller's `tf.tidy`.
+   * Applies the layer to `x (..., in)`, giving `(..., out)`; with `gelu`, GELU of that; with a `residual`
+   * (shaped like the result), `residual + ` that. Where a fused kernel runs (inference on wasm), the
+   * product, bias, GELU and residual are one kernel. Like every layer method, it leaves its intermediates
+   * to the caller's `tf.tidy`.
    */
-  apply(x: tf.Tensor): tf.Tensor {
-    if (x.rank === 2) return linear2d(x as tf.Tensor2D, this.weight, this.bias, this.#wT.get());
-    const x2 = tf.reshape(x, [x.size / this.inFeatures, this.inFeatures]) as tf.Tensor2D;
-    const y = linear2d(x2, this.weight, this.bias, this.#wT.get());
-    return tf.reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
+  apply(x: tf.Tensor, opts: { gelu?: boolean; residual?: tf.Tensor } = {}): tf.Tensor {
+    const gelu_ = opts.gelu ?? false;
+    const x2 = (x.rank === 2 ? x : tf.reshape(x, [x.size / this.inFeatures, this.inFeatures])) as tf.Tensor2D;
+    const r2 = opts.residual && opts.residual.rank !== 2
+      ? tf.reshape(opts.residual, [x2.shape[0], this.outFeatures])
+      : opts.residual;
+    let y: tf.Tensor | undefined = fusedLinear(x2, this.weight, this.bias, gelu_, r2);
+    if (!y) {
+      y = linear2d(x2, this.weight, this.bias);
+      if (gelu_) y = gelu(y);
+      if (r2) y = tf.add(r2, y);
+    }
+    return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
   }
 
-  /** Frees the cached transposed weight (the variables belong to the model's store). */
-  dispose(): void {
-    this.#wT.dispose();
-  }
+  /** Nothing to free: the variables belong to the model's store (kept for the layers' common shape). */
+  dispose(): void {}
 }
 
 /**
- * `x W^T + b` for 2-D `x`, computed as `x @ wT` (+ bias) with the cached transpose `wT`, and a custom
- * gradient that needs no transposed products either: `dx = dy W`, `dW = dy^T x`, `db = sum(dy)`.
+ * `x W^T + b` for 2-D `x` and a PyTorch `(out, in)` weight, as one product with a transposed right operand
+ * (each backend's kernel arranges the weight as it needs: zoo/kernels), with a custom gradient:
+ * `dx = dy W`, `dW = dy^T x`, `db = sum(dy)`.
  */
-export function linear2d(
-  x: tf.Tensor2D,
-  w: tf.Tensor,
-  b: tf.Tensor | undefined,
-  wT: tf.Tensor2D,
-): tf.Tensor2D {
+export function linear2d(x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor | undefined): tf.Tensor2D {
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args[args.length - 1] as tf.GradSaveFunc;
     const [xx, ww, bb] = args as tf.Tensor[];
     save([xx, ww]);
     const value = b
-      ? tf.fused.matMul({ a: xx as tf.Tensor2D, b: wT, bias: bb })
-      : tf.matMul(xx as tf.Tensor2D, wT);
+      ? tf.fused.matMul({ a: xx as tf.Tensor2D, b: ww as tf.Tensor2D, transposeB: true, bias: bb })
+      : tf.matMul(xx as tf.Tensor2D, ww as tf.Tensor2D, false, true);
     return {
       value,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {

@@ -1,7 +1,7 @@
 /**
- * Functional building blocks shared by the layers: exact GELU, LayerNorm, dropout, drop-path, and matrix
- * products arranged so that every backend takes its fast path (tfjs-backend-wasm only uses XNNPACK for 2-D
- * products without transposed operands; its batched and transposed products are ~10x slower).
+ * Functional building blocks shared by the layers: exact GELU, LayerNorm, dropout, drop-path and the
+ * attention core. They are backend-neutral: where a backend wants operands arranged differently (wasm's
+ * XNNPACK wants untransposed 2-D products), its kernels do it (zoo/kernels).
  *
  * @module
  */
@@ -19,11 +19,6 @@ export interface Ctx {
   readonly attentions?: tf.Tensor[];
   /** Seeds of the random ops (dropout, drop-path), drawn in call order; unset: tfjs draws from `Math.random`. */
   readonly seed?: () => number;
-}
-
-/** True when the active backend is tfjs-backend-wasm. */
-export function onWasm(): boolean {
-  return tf.getBackend() === "wasm";
 }
 
 /**
@@ -72,28 +67,6 @@ export function dropPath(x: tf.Tensor, p: number, batch: number, ctx: Ctx): tf.T
   });
 }
 
-/**
- * Batched product of 3-D tensors `a (G, M, K) @ b (G, K, N)` (optionally transposing the last two axes of
- * either). On wasm it runs as G 2-D products on XNNPACK's fast path; elsewhere as one batched matMul.
- */
-export function bmm(a: tf.Tensor3D, b: tf.Tensor3D, transposeA = false, transposeB = false): tf.Tensor3D {
-  if (!onWasm()) return tf.matMul(a, b, transposeA, transposeB);
-  return tf.tidy(() => {
-    const at = transposeA ? tf.transpose(a, [0, 2, 1]) : a;
-    const bt = transposeB ? tf.transpose(b, [0, 2, 1]) : b;
-    const [g, m, k] = at.shape;
-    const n = bt.shape[2];
-    if (g === 1) return tf.reshape(tf.matMul(tf.reshape(at, [m, k]), tf.reshape(bt, [k, n])), [1, m, n]);
-    const outs: tf.Tensor[] = [];
-    for (let i = 0; i < g; i++) {
-      const ai = tf.reshape(tf.slice(at, [i, 0, 0], [1, m, k]), [m, k]);
-      const bi = tf.reshape(tf.slice(bt, [i, 0, 0], [1, k, n]), [k, n]);
-      outs.push(tf.matMul(ai, bi));
-    }
-    return tf.reshape(tf.concat(outs, 0), [g, m, n]);
-  });
-}
-
 /** Largest attention score block computed at once (elements), to bound memory for long sequences. */
 const MAX_SCORE_ELEMENTS = 1 << 23;
 
@@ -114,40 +87,19 @@ export function attentionCore(
 ): { out: tf.Tensor3D; probs?: tf.Tensor3D } {
   const [g, n, d] = q.shape;
   const nk = k.shape[1];
-  const wasm = onWasm();
-  // softmax of the scaled scores qs (.., r, d) @ kt^T; kt is k already transposed on wasm (its transposed
-  // products are slow); scale and softmax in one fused kernel where one runs
-  const probsOf = (qs: tf.Tensor, kt: tf.Tensor): tf.Tensor => {
-    if (opts.scaleFirst) return tf.softmax(tf.matMul(tf.mul(qs, scale), kt, false, !wasm));
-    const raw = tf.matMul(qs, kt, false, !wasm);
+  // softmax of the scaled scores qs (.., r, d) @ k^T; scale and softmax in one fused kernel where one runs
+  const probsOf = (qs: tf.Tensor): tf.Tensor => {
+    if (opts.scaleFirst) return tf.softmax(tf.matMul(tf.mul(qs, scale), k, false, true));
+    const raw = tf.matMul(qs, k, false, true);
     return fusedSoftmax(raw, scale) ?? tf.softmax(tf.mul(raw, scale));
   };
   return tf.tidy(() => {
     const outs: tf.Tensor[] = [];
     const probs: tf.Tensor[] = [];
-    if (wasm) {
-      const kT = tf.transpose(k, [0, 2, 1]); // (G, d, nk)
-      const rows = Math.max(1, Math.min(n, Math.floor(MAX_SCORE_ELEMENTS / nk)));
-      for (let i = 0; i < g; i++) {
-        const qi = tf.reshape(tf.slice(q, [i, 0, 0], [1, n, d]), [n, d]);
-        const ki = tf.reshape(tf.slice(kT, [i, 0, 0], [1, d, nk]), [d, nk]);
-        const vi = tf.reshape(tf.slice(v, [i, 0, 0], [1, nk, d]), [nk, d]);
-        for (let r = 0; r < n; r += rows) {
-          const qc = rows >= n ? qi : tf.slice(qi, [r, 0], [Math.min(rows, n - r), d]);
-          let p = probsOf(qc, ki);
-          if (opts.keepProbs) probs.push(p);
-          p = dropout(p, opts.attnDrop, opts.ctx);
-          outs.push(tf.matMul(p, vi));
-        }
-      }
-      const out = tf.reshape(tf.concat(outs, 0), [g, n, d]) as tf.Tensor3D;
-      if (!opts.keepProbs) return { out };
-      return { out, probs: tf.reshape(tf.concat(probs, 0), [g, n, nk]) as tf.Tensor3D };
-    }
     const rows = Math.max(1, Math.min(n, Math.floor(MAX_SCORE_ELEMENTS / (nk * g))));
     for (let r = 0; r < n; r += rows) {
       const qc = rows >= n ? q : tf.slice(q, [0, r, 0], [g, Math.min(rows, n - r), d]);
-      let p = probsOf(qc, k);
+      let p = probsOf(qc);
       if (opts.keepProbs) probs.push(p);
       p = dropout(p, opts.attnDrop, opts.ctx);
       outs.push(tf.matMul(p, v));

@@ -8,9 +8,9 @@
 import { tf } from "../../src/core/tf.ts";
 import { splitFused } from "./attention.ts";
 import { Mlp } from "./blocks.ts";
-import { LayerNorm, Linear, linear2d, TransposedCache } from "./linear.ts";
+import { LayerNorm, Linear, linear2d } from "./linear.ts";
 import { fusedAttention, fusedPerformer } from "../kernels/fused.ts";
-import { attentionCore, bmm, type Ctx, dropout, gelu } from "./ops.ts";
+import { attentionCore, type Ctx, dropout } from "./ops.ts";
 import type { ParamStore } from "./params.ts";
 import { SoftSplit, unfoldSize } from "./soft_split.ts";
 
@@ -40,7 +40,6 @@ export class TokenPerformer implements TokenLayer {
   readonly epsilon = 1e-8;
   readonly dp1 = 0.1;
   readonly dp2 = 0.1;
-  readonly #wT: TransposedCache;
 
   /** Registers `w`, `kqv`, `proj`, `norm1`, `norm2`, `mlp.0`, `mlp.2` under the current scope. */
   constructor(store: ParamStore, readonly dim: number, inDim: number, kernelRatio = 0.5) {
@@ -56,13 +55,12 @@ export class TokenPerformer implements TokenLayer {
       new Linear(store, "0", this.emb, this.emb),
       new Linear(store, "2", this.emb, this.emb),
     ]);
-    this.#wT = new TransposedCache(this.w);
   }
 
   /** `prm_exp` of `x (rows, emb)`: `(rows, m)`. */
   #prm(x: tf.Tensor2D): tf.Tensor2D {
     const xd = tf.div(tf.sum(tf.mul(x, x), 1, true), 2);
-    const wtx = linear2d(x, this.w, undefined, this.#wT.get());
+    const wtx = linear2d(x, this.w, undefined);
     return tf.div(tf.exp(tf.sub(wtx, xd)), Math.sqrt(this.m));
   }
 
@@ -79,19 +77,24 @@ export class TokenPerformer implements TokenLayer {
       const [k, q, v] = splitFused(kqv, batch, t, 3, 1); // (B, T, emb) each
       const kp = tf.reshape(this.#prm(tf.reshape(k, [batch * t, emb])), [batch, t, m]) as tf.Tensor3D;
       const qp = tf.reshape(this.#prm(tf.reshape(q, [batch * t, emb])), [batch, t, m]) as tf.Tensor3D;
-      const d = bmm(qp, tf.reshape(tf.sum(kp, 1), [batch, m, 1])); // (B, T, 1)
-      const kptv = bmm(v, kp, true, false); // (B, emb, m)
-      y = tf.div(bmm(qp, kptv, false, true), tf.add(d, this.epsilon)); // (B, T, emb)
+      const d = tf.matMul(qp, tf.reshape(tf.sum(kp, 1), [batch, m, 1])); // (B, T, 1)
+      const kptv = tf.matMul(v, kp, true, false); // (B, emb, m)
+      y = tf.div(tf.matMul(qp, kptv, false, true), tf.add(d, this.epsilon)); // (B, T, emb)
       v2 = tf.reshape(v, [batch * t, emb]);
     }
-    const a = tf.add(v2, dropout(this.proj.apply(tf.reshape(y, [batch * t, emb])), this.dp1, ctx));
-    const h = this.mlp2.apply(gelu(this.mlp0.apply(this.norm2.apply(a))));
+    const y2 = tf.reshape(y, [batch * t, emb]);
+    if (!ctx.training) {
+      // no dropout: GELU and the residual adds go into the products' epilogues
+      const a = this.proj.apply(y2, { residual: v2 });
+      return this.mlp2.apply(this.mlp0.apply(this.norm2.apply(a), { gelu: true }), { residual: a });
+    }
+    const a = tf.add(v2, dropout(this.proj.apply(y2), this.dp1, ctx));
+    const h = this.mlp2.apply(this.mlp0.apply(this.norm2.apply(a), { gelu: true }));
     return tf.add(a, dropout(h, this.dp2, ctx));
   }
 
   /** Frees cached tensors. */
   dispose(): void {
-    this.#wT.dispose();
     for (const l of [this.kqv, this.proj, this.mlp0, this.mlp2]) l.dispose();
   }
 }
@@ -135,8 +138,8 @@ export class TokenTransformer implements TokenLayer {
       out = attentionCore(q, k, v, this.scale, { scaleFirst: true, attnDrop: 0, ctx }).out;
       v2 = tf.reshape(v, [batch * n, d]);
     }
-    const a = tf.add(v2, this.proj.apply(tf.reshape(out, [batch * n, d])));
-    return tf.add(a, this.mlp.apply(this.norm2.apply(a), ctx));
+    const a = this.proj.apply(tf.reshape(out, [batch * n, d]), { residual: v2 });
+    return this.mlp.apply(this.norm2.apply(a), ctx, a);
   }
 
   /** Frees cached tensors. */

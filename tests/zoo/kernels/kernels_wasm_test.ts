@@ -16,7 +16,7 @@ import {
   wasmGemmCounters,
 } from "../../../zoo/kernels/mod.ts";
 import { fusedAttention, fusedGelu, fusedLayerNorm, fusedSoftmax } from "../../../zoo/kernels/fused.ts";
-import { gemmSupported } from "../../../zoo/kernels/wasm_gemm.ts";
+import { gemmSupported, instantiateGemm, packB, packedSize } from "../../../zoo/kernels/wasm_gemm.ts";
 import { wasmPackedCount } from "../../../zoo/kernels/wasm_runtime.ts";
 import { attentionCore, gelu, layerNorm } from "../../../zoo/layers/ops.ts";
 import { mergeHeads, splitFused } from "../../../zoo/layers/attention.ts";
@@ -95,12 +95,81 @@ Deno.test({
       configureKernels({ enabled: true });
       const tol = 2e-6 * Math.sqrt(as[2]) + 1e-7;
       assert.ok(maxAbs(ours, want) <= tol, `case ${ci}: ours vs float64 ${maxAbs(ours, want)} > ${tol}`);
-      // tfjs-backend-wasm 4.22's own _FusedMatMul adds the bias wrongly with transposeB or a broadcast b
-      // (off by 1 to 8 here; the cpu backend agrees with float64): compare XNNPACK where it is right
-      if (!(withBias && (tb || as[0] !== bs[0]))) {
-        assert.ok(maxAbs(xnn, want) <= tol, `case ${ci}: XNNPACK vs float64 ${maxAbs(xnn, want)}`);
-      }
+      // tfjs-backend-wasm 4.22's own _FusedMatMul adds the bias wrongly with transposeB or a broadcast b;
+      // our wrapper (zoo/kernels/wasm_matmul.ts) hands XNNPACK only untransposed 2-D products, so even
+      // with our kernels off every case must be right
+      assert.ok(maxAbs(xnn, want) <= tol, `case ${ci}: XNNPACK vs float64 ${maxAbs(xnn, want)}`);
     });
+  },
+});
+
+Deno.test({
+  name: "wasm products with a transposed left operand, on the GEMM and on XNNPACK, match float64",
+  ...opts,
+  fn: () => {
+    for (
+      const [g, m, k, n, tb] of [[1, 13, 7, 9, false], [3, 5, 11, 6, true], [2, 64, 197, 32, false]] as const
+    ) {
+      const av = values(g * k * m, g + m), bv = values(g * k * n, n + k);
+      // float64 of a^T b (a stored (g, k, m)), b stored (g, k, n) or (g, n, k)
+      const want = new Float64Array(g * m * n);
+      for (let t = 0; t < g; t++) {
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < n; j++) {
+            let s = 0;
+            for (let kk = 0; kk < k; kk++) {
+              s += av[t * k * m + kk * m + i] *
+                (tb ? bv[t * n * k + j * k + kk] : bv[t * k * n + kk * n + j]);
+            }
+            want[(t * m + i) * n + j] = s;
+          }
+        }
+      }
+      const run = () =>
+        tf.tidy(() =>
+          tf.matMul(tf.tensor3d(av, [g, k, m]), tf.tensor3d(bv, tb ? [g, n, k] : [g, k, n]), true, tb)
+            .dataSync() as Float32Array
+        );
+      const ours = run();
+      configureKernels({ enabled: false });
+      let xnn: Float32Array;
+      try {
+        xnn = run();
+      } finally {
+        configureKernels({ enabled: true });
+      }
+      const tol = 2e-6 * Math.sqrt(k) + 1e-7;
+      assert.ok(maxAbs(ours, want) <= tol, `${g}x${m}x${k}x${n}: GEMM ${maxAbs(ours, want)}`);
+      assert.ok(maxAbs(xnn, want) <= tol, `${g}x${m}x${k}x${n}: XNNPACK ${maxAbs(xnn, want)}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "wasm GEMM: the WebAssembly packing equals packB for both layouts, strides, partial panels, bias",
+  ...opts,
+  fn: () => {
+    const memory = new WebAssembly.Memory({ initial: 64 });
+    const g = instantiateGemm(memory);
+    const cases = [[1, 1], [3, 8], [7, 5], [64, 197], [197, 64], [13, 17], [384, 24]];
+    for (const [k, n] of cases) {
+      for (const transposed of [false, true]) {
+        for (const withBias of [false, true]) {
+          const rows = transposed ? n : k, cols = transposed ? k : n, stride = cols + 3;
+          const src = values(rows * stride, k * 7 + n), bias = values(n, n + 1);
+          const want = new Float32Array(packedSize(k, n));
+          packB(src, k, n, transposed, withBias ? bias : undefined, want, stride);
+          const heap = new Float32Array(memory.buffer);
+          const srcAt = 16, biasAt = srcAt + src.length * 4, outAt = biasAt + n * 4 + 64;
+          heap.set(src, srcAt / 4);
+          heap.set(bias, biasAt / 4);
+          heap.fill(Number.NaN, outAt / 4, outAt / 4 + want.length); // every float must be written
+          g.pack(srcAt, k, n, transposed ? 1 : 0, stride * 4, withBias ? biasAt : 0, outAt);
+          const got = heap.subarray(outAt / 4, outAt / 4 + want.length);
+          assert.deepEqual(got, want, `k ${k} n ${n} transposed ${transposed} bias ${withBias}`);
+        }
+      }
+    }
   },
 });
 
