@@ -165,6 +165,17 @@ function flopsOf(name: string, ins: (Shape | null)[], outs: Shape[]): number {
       const [rows, width] = ins[0]!;
       return 4 * (rows / batch) * rows * (width / 3);
     }
+    case "T2tLinear": {
+      // x (rows, in) @ w^T (in, out) + epilogue
+      const [rows, inF] = ins[0]!;
+      return 2 * rows * inF * ins[1]![0] + out;
+    }
+    case "T2tPerformer": {
+      // kqv (B*T, 3 emb), w (m, emb): k w^T and q w^T (2 T m emb each), kp^T v (2 m T emb), qp z (2 T m emb)
+      const [rows, width] = ins[0]!;
+      const emb = width / 3, m = ins[1]![0];
+      return 8 * rows * m * emb + 20 * 2 * rows * m;
+    }
     case "T2tGelu":
       return 30 * out;
     case "T2tLayerNorm":

@@ -13,6 +13,7 @@ import {
   ATTENTION as ATTENTION_TASK,
   attentionBufferFloats,
   attentionHead,
+  LAYER_NORM as LAYER_NORM_TASK,
   PERFORMER as PERFORMER_TASK,
   performerBufferFloats,
   performerSample,
@@ -44,15 +45,13 @@ function layerNormKernel(args: Args): tf.TensorInfo {
   const cols = x.shape[x.shape.length - 1];
   const out = c.backend.makeOutput([...x.shape], "float32");
   const rows = tf.util.sizeFromShape(x.shape) / cols;
-  c.ops.layerNorm(
-    addressOf(c, x),
-    addressOf(c, out),
-    rows,
-    cols,
-    addressOf(c, gamma),
-    addressOf(c, beta),
-    eps,
-  );
+  const args_ = [addressOf(c, x), addressOf(c, out), rows, cols, addressOf(c, gamma), addressOf(c, beta)];
+  if (c.pool && rows >= 2 * c.pool.threads && rows * cols >= 1 << 15) {
+    const parts = Math.min(rows, 2 * c.pool.threads);
+    c.pool.run(LAYER_NORM_TASK, [...args_, parts], parts, [eps]);
+  } else {
+    c.ops.layerNorm(args_[0], args_[1], rows, cols, args_[4], args_[5], eps);
+  }
   return out;
 }
 
@@ -79,14 +78,19 @@ function attentionKernel(args: Args): tf.TensorInfo {
   const [rows, width] = qkv.shape;
   const n = rows / batch, dim = width / 3, d = dim / heads;
   const out = c.backend.makeOutput([rows, dim], "float32");
-  const threads = c.pool && batch * heads > 1 ? c.pool.threads : 1;
+  const threads = c.pool && batch * heads * n * n * d >= 1 << 18 ? c.pool.threads : 1;
+  // query row blocks per (sample, head): at least two chunks per thread, blocks of at least 32 rows
+  const blocks = threads > 1
+    ? Math.max(1, Math.min(Math.ceil((2 * threads) / (batch * heads)), Math.floor(n / 32)))
+    : 1;
   const stride = attentionBufferFloats(n, d) * 4;
   const wasm = c.backend.wasm;
   const buffers = wasm._malloc(stride * threads);
   try {
     const qa = addressOf(c, qkv), oa = addressOf(c, out);
     if (threads > 1) {
-      c.pool!.run(ATTENTION_TASK, [qa, oa, n, heads, d, buffers, stride, c.scratch], batch * heads, [scale]);
+      const params = [qa, oa, n, heads, d, buffers, stride, c.scratch, blocks];
+      c.pool!.run(ATTENTION_TASK, params, batch * heads * blocks, [scale]);
     } else {
       const k = { gemm: c.gemm, ops: c.ops, memory: c.memory };
       for (let b = 0; b < batch; b++) {

@@ -34,7 +34,13 @@ export const CTL_SLOTS = 96;
 export const SCRATCH_BYTES = NR * MR * 4;
 
 /** Task types. */
-export const GEMM_ROWS = 1, GEMM_COLS = 2, ATTENTION = 3, BARRIER = 4, PERFORMER = 5, UNFOLD = 6;
+export const GEMM_ROWS = 1,
+  GEMM_COLS = 2,
+  ATTENTION = 3,
+  BARRIER = 4,
+  PERFORMER = 5,
+  UNFOLD = 6,
+  LAYER_NORM = 7;
 
 /** Query rows per attention step: score blocks stay below 2^22 floats. */
 export const MAX_SCORES = 1 << 22;
@@ -46,7 +52,7 @@ export function attentionBufferFloats(tokens: number, d: number): number {
 }
 
 /**
- * Attention of sample `b`, head `h` of `qkv` (`(B * N, 3 H d)` at `qkv`) into `out` (`(B * N, H d)`), using
+ * Attention of query rows `rowStart .. rowEnd` (default all) of sample `b`, head `h` of `qkv` (`(B * N, 3 H d)` at `qkv`) into `out` (`(B * N, H d)`), using
  * `buffers` (a block of {@linkcode attentionBufferFloats} floats) and a GEMM `scratch`.
  */
 export function attentionHead(
@@ -61,6 +67,8 @@ export function attentionHead(
   scale: number,
   buffers: number,
   scratch: number,
+  rowStart = 0,
+  rowEnd = tokens,
 ): void {
   const n = tokens, dim = heads * d, width = 3 * dim, ld = width * 4;
   const chunk = Math.max(1, Math.min(n, Math.floor(MAX_SCORES / n)));
@@ -69,8 +77,8 @@ export function attentionHead(
   k.gemm.pack(kAddr, d, n, 1, ld, 0, kt);
   k.gemm.pack(vAddr, n, d, 0, ld, 0, vp);
   const o = out + (b * n * dim + h * d) * 4;
-  for (let r = 0; r < n; r += chunk) {
-    const m = Math.min(chunk, n - r);
+  for (let r = rowStart; r < rowEnd; r += chunk) {
+    const m = Math.min(chunk, rowEnd - r);
     k.gemm.gemm(q + r * ld, ld, kt, scores, n * 4, m, n, d, scratch, panelsPerBlock(d));
     k.ops.softmax(scores, scores, m, n, scale);
     k.gemm.gemm(scores, n * 4, vp, o + r * dim * 4, dim * 4, m, d, n, scratch, panelsPerBlock(n));
@@ -274,9 +282,12 @@ export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: nu
       Atomics.wait(a, PARAMS + 2, 0, 1);
     }
   } else if (type === ATTENTION) {
-    const [qkv, out, tokens, heads, d, buffers, stride, scratchBase] = [0, 1, 2, 3, 4, 5, 6, 7].map(p);
-    const scale = ctlF[PARAMS + 8];
-    const b = Math.floor(i / heads), h = i % heads;
+    const [qkv, out, tokens, heads, d, buffers, stride, scratchBase, blocks] = [0, 1, 2, 3, 4, 5, 6, 7, 8]
+      .map(p);
+    const scale = ctlF[PARAMS + 9];
+    // chunk i: row block i % blocks of (sample, head) i / blocks
+    const bh = Math.floor(i / blocks), rb = i % blocks;
+    const b = Math.floor(bh / heads), h = bh % heads;
     attentionHead(
       k,
       qkv,
@@ -289,6 +300,12 @@ export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: nu
       scale,
       buffers + thread * stride,
       scratchBase + thread * SCRATCH_BYTES,
+      Math.floor((rb * tokens) / blocks),
+      Math.floor(((rb + 1) * tokens) / blocks),
     );
+  } else if (type === LAYER_NORM) {
+    const [px, po, rows, cols, pg, pb, parts] = [0, 1, 2, 3, 4, 5, 6].map(p);
+    const r0 = Math.floor((i * rows) / parts), r1 = Math.floor(((i + 1) * rows) / parts);
+    k.ops.layerNorm(px + r0 * cols * 4, po + r0 * cols * 4, r1 - r0, cols, pg, pb, ctlF[PARAMS + 7]);
   }
 }
