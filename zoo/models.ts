@@ -15,6 +15,7 @@ import { parseSafetensors } from "../converters/safetensors.ts";
 import { architectureOf } from "./metadata.ts";
 import type { RawTensor, TensorMap } from "../src/core/types.ts";
 import { ensureBackend } from "./backend/backend.ts";
+import { prepareWeights } from "./kernels/fused.ts";
 import { ModelError, T2tVitError, WeightsError } from "../src/core/errors.ts";
 import { paramStoreOf, T2tVit } from "./model.ts";
 import { sourceOf } from "../src/core/platform.ts";
@@ -194,6 +195,7 @@ async function build<M extends T2tVit>(
     model.dispose();
     throw e;
   }
+  prepareWeights(model.stateDict()); // pack for the backend's kernels now, not on the first forward
   return model;
 }
 

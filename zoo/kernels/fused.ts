@@ -15,6 +15,7 @@ import { gemmSupported } from "./wasm_gemm.ts";
 import { type WasmBackend, wasmContext } from "./wasm_runtime.ts";
 import { kernelsOn, setKernelsOn } from "./state.ts";
 import { installKernels } from "../backend/registry.ts";
+import { prepackLinears } from "./wasm_matmul.ts";
 
 /** Options of {@linkcode configureKernels}. */
 export interface KernelOptions {
@@ -162,4 +163,19 @@ export function fusedLinear(
   if (bias) named.bias = bias;
   if (residual) named.residual = residual;
   return tf.engine().runKernel(LINEAR, named, { gelu }) as tf.Tensor2D;
+}
+
+/**
+ * Prepares a model's weights for the active backend's kernels at load time rather than on the first
+ * forward pass: on wasm, every linear layer's weight (`<name>.weight` of rank 2, with `<name>.bias`) and the
+ * performers' random features (`<name>.w`) are packed for the GEMM. A no-op elsewhere.
+ */
+export function prepareWeights(state: Map<string, tf.Tensor>): void {
+  const pairs: { weight: tf.Tensor; bias?: tf.Tensor }[] = [];
+  for (const [key, weight] of state) {
+    if (weight.rank !== 2) continue;
+    if (key.endsWith(".weight")) pairs.push({ weight, bias: state.get(key.slice(0, -7) + ".bias") });
+    else if (key.endsWith(".w")) pairs.push({ weight });
+  }
+  prepackLinears(pairs);
 }

@@ -225,6 +225,10 @@ export class FuncBuilder {
   and(): this {
     return this.#op(0x71);
   }
+  /** `i32.or` (named so because `or` reads as a keyword in chains). */
+  or_(): this {
+    return this.#op(0x72);
+  }
   /** `i32.shr_u`. */
   shrU(): this {
     return this.#op(0x76);

@@ -154,7 +154,8 @@ function unfoldKernel(args: Args): tf.TensorInfo {
   if (c.pool && rows * wo * ch * kernel * kernel >= 1 << 16) {
     c.pool.run(UNFOLD_TASK, [xa, oa, ...dims], rows);
   } else {
-    for (let i = 0; i < rows; i++) unfoldRow(c.memory, xa, oa, i, dims);
+    const k = { gemm: c.gemm, ops: c.ops, memory: c.memory };
+    for (let i = 0; i < rows; i++) unfoldRow(k, xa, oa, i, dims);
   }
   return out;
 }

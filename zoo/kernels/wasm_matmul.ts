@@ -154,6 +154,23 @@ export function packedWeight(c: WasmContext, w: tf.TensorInfo, k: number, n: num
 }
 
 /**
+ * Packs every `(weight, bias)` pair of linear layers now (as `T2tLinear` would on first use), so that the
+ * first forward pass does not pay for it. A no-op off wasm or without the GEMM.
+ */
+export function prepackLinears(pairs: { weight: tf.Tensor; bias?: tf.Tensor }[]): void {
+  const engine = tf.engine() as unknown as { backendName?: string | null };
+  if (engine.backendName !== "wasm" || !kernelsOn()) return;
+  const c = wasmContext(tf.backend() as unknown as WasmBackend);
+  if (!c) return;
+  for (const { weight, bias } of pairs) {
+    if (weight.rank !== 2 || weight.dtype !== "float32") continue;
+    const [n, k] = weight.shape;
+    if (bias && (bias.rank !== 1 || bias.shape[0] !== n || bias.dtype !== "float32")) continue;
+    packedOf(c, weight, 0, k, n, true, bias);
+  }
+}
+
+/**
  * `T2tLinear` on wasm: `residual + act(x W^T + b)` for `x (rows, in)` and a PyTorch weight `w (out, in)`
  * (packed once, from its own layout, and kept with it), with the activation (`gelu`) and the residual
  * applied by each GEMM chunk to its own rows while they are in cache.

@@ -359,6 +359,133 @@ function prmExpFunc(): FuncBuilder {
   return f;
 }
 
+/**
+ * `transposeSum(src, rows, cols, dst, sums, ldSums)`: `dst (cols, rows) = src (rows, cols)^T`, and the
+ * column sums of `src` (compensated) into `sums[j * ldSums]` (byte stride).
+ */
+function transposeSumFunc(): FuncBuilder {
+  const f = new FuncBuilder([I32, I32, I32, I32, I32, I32], []);
+  const [src, rows, cols, dst, sums, ldSums] = [0, 1, 2, 3, 4, 5].map((i) => f.param(i));
+  const j = f.local(I32), r = f.local(I32), p = f.local(I32), q = f.local(I32), rowBytes = f.local(I32);
+  const s = f.local(F32), v = f.local(F32), comp = f.local(F32), y = f.local(F32), t = f.local(F32);
+  f.get(cols).i32(2).shl().set(rowBytes);
+  f.i32(0).set(j);
+  f.block().loop();
+  f.get(j).get(cols).geS().brIf(1);
+  f.f32(0).set(s).f32(0).set(comp);
+  f.get(src).get(j).i32(2).shl().add().set(p);
+  f.get(dst).get(j).get(rows).mul().i32(2).shl().add().set(q);
+  f.i32(0).set(r);
+  f.block().loop();
+  f.get(r).get(rows).geS().brIf(1);
+  f.get(p).f32Load().set(v);
+  f.get(q).get(v).f32Store();
+  // compensated (Kahan) sum: long columns stay accurate to a few ulps
+  f.get(v).get(comp).f32Sub().set(y);
+  f.get(s).get(y).f32Add().set(t);
+  f.get(t).get(s).f32Sub().get(y).f32Sub().set(comp);
+  f.get(t).set(s);
+  f.get(p).get(rowBytes).add().set(p);
+  f.get(q).i32(4).add().set(q);
+  f.get(r).i32(1).add().set(r);
+  f.br(0).end().end();
+  f.get(sums).get(j).get(ldSums).mul().add().get(s).f32Store();
+  f.get(j).i32(1).add().set(j);
+  f.br(0).end().end();
+  return f;
+}
+
+/**
+ * `rowDivide(py, ldy, cols, po, rows, eps)`: `po[r, i] = py[r, i] / (py[r, cols] + eps)` for `i < cols`
+ * (`py` rows `ldy` bytes apart, `po` contiguous rows of `cols`).
+ */
+function rowDivideFunc(): FuncBuilder {
+  const f = new FuncBuilder([I32, I32, I32, I32, I32, F32], []);
+  const [py, ldy, cols, po, rows, eps] = [0, 1, 2, 3, 4, 5].map((i) => f.param(i));
+  const r = f.local(I32), p = f.local(I32), end = f.local(I32), end4 = f.local(I32), q = f.local(I32);
+  const dv = f.local(V128), d = f.local(F32);
+  f.get(po).set(q);
+  f.i32(0).set(r);
+  f.block().loop();
+  f.get(r).get(rows).geS().brIf(1);
+  f.get(py).get(cols).i32(2).shl().add().f32Load().get(eps).f32Add().set(d);
+  f.get(d).f32x4Splat().set(dv);
+  f.get(py).set(p);
+  f.get(py).get(cols).i32(2).shl().add().set(end);
+  f.get(py).get(cols).i32(-4).and().i32(2).shl().add().set(end4);
+  f.block().loop();
+  f.get(p).get(end4).geS().brIf(1);
+  f.get(q).get(p).v128Load().get(dv).f32x4Div().v128Store();
+  f.get(p).i32(16).add().set(p).get(q).i32(16).add().set(q);
+  f.br(0).end().end();
+  f.block().loop();
+  f.get(p).get(end).geS().brIf(1);
+  f.get(q).get(p).f32Load().get(d).f32Div().f32Store();
+  f.get(p).i32(4).add().set(p).get(q).i32(4).add().set(q);
+  f.br(0).end().end();
+  f.get(py).get(ldy).add().set(py);
+  f.get(r).i32(1).add().set(r);
+  f.br(0).end().end();
+  return f;
+}
+
+/**
+ * `unfoldRow(x, out, h, w, c, wo, kernel, stride, padding, oh)`: output row `oh` (`wo` pixels of
+ * `c * kernel^2` values, channel-major) of the soft split of one NHWC image `x (h, w, c)`, zeros outside.
+ */
+function unfoldRowFunc(): FuncBuilder {
+  const f = new FuncBuilder([I32, I32, I32, I32, I32, I32, I32, I32, I32, I32], []);
+  const [x, out, h, w, c, wo, kernel, stride, padding, oh] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((i) =>
+    f.param(i)
+  );
+  const ow = f.local(I32), ki = f.local(I32), kj = f.local(I32), ih = f.local(I32), iw = f.local(I32);
+  const ch = f.local(I32), at = f.local(I32), src = f.local(I32), kkBytes = f.local(I32), o = f.local(I32);
+  const pixBytes = f.local(I32);
+  f.get(kernel).get(kernel).mul().i32(2).shl().set(kkBytes);
+  f.get(kkBytes).get(c).mul().set(pixBytes);
+  f.get(out).set(o);
+  f.i32(0).set(ow);
+  f.block().loop(); // output pixels
+  f.get(ow).get(wo).geS().brIf(1);
+  f.i32(0).set(ki);
+  f.block().loop();
+  f.get(ki).get(kernel).geS().brIf(1);
+  f.get(oh).get(stride).mul().get(padding).sub().get(ki).add().set(ih);
+  f.i32(0).set(kj);
+  f.block().loop();
+  f.get(kj).get(kernel).geS().brIf(1);
+  f.get(ow).get(stride).mul().get(padding).sub().get(kj).add().set(iw);
+  f.get(o).get(ki).get(kernel).mul().get(kj).add().i32(2).shl().add().set(at);
+  f.i32(0).set(ch);
+  // inside the image: copy the c channels; outside: zeros
+  f.get(ih).i32(0).ltS().get(ih).get(h).geS().or_().get(iw).i32(0).ltS().or_().get(iw).get(w).geS().or_()
+    .if();
+  f.block().loop();
+  f.get(ch).get(c).geS().brIf(1);
+  f.get(at).f32(0).f32Store();
+  f.get(at).get(kkBytes).add().set(at);
+  f.get(ch).i32(1).add().set(ch);
+  f.br(0).end().end();
+  f.else();
+  f.get(x).get(ih).get(w).mul().get(iw).add().get(c).mul().i32(2).shl().add().set(src);
+  f.block().loop();
+  f.get(ch).get(c).geS().brIf(1);
+  f.get(at).get(src).f32Load().f32Store();
+  f.get(at).get(kkBytes).add().set(at);
+  f.get(src).i32(4).add().set(src);
+  f.get(ch).i32(1).add().set(ch);
+  f.br(0).end().end();
+  f.end();
+  f.get(kj).i32(1).add().set(kj);
+  f.br(0).end().end();
+  f.get(ki).i32(1).add().set(ki);
+  f.br(0).end().end();
+  f.get(o).get(pixBytes).add().set(o);
+  f.get(ow).i32(1).add().set(ow);
+  f.br(0).end().end();
+  return f;
+}
+
 /** Vectors per iteration of the element-wise kernels. */
 let GELU_LANES = 2;
 
@@ -381,6 +508,23 @@ export interface OpsExports {
   add(pa: number, pb: number, po: number, n: number): void;
   /** The performer's `prm_exp` in place on products `z` (see `prmExpFunc`). */
   prmExp(px: number, ldx: number, cols: number, pz: number, m: number, rows: number, shift: number): void;
+  /** `dst = src^T` and the column sums of `src` (see `transposeSumFunc`). */
+  transposeSum(src: number, rows: number, cols: number, dst: number, sums: number, ldSums: number): void;
+  /** `po[r, i] = py[r, i] / (py[r, cols] + eps)` (see `rowDivideFunc`). */
+  rowDivide(py: number, ldy: number, cols: number, po: number, rows: number, eps: number): void;
+  /** One output row of the soft split of one NHWC image (see `unfoldRowFunc`). */
+  unfoldRow(
+    x: number,
+    out: number,
+    h: number,
+    w: number,
+    c: number,
+    wo: number,
+    kernel: number,
+    stride: number,
+    padding: number,
+    oh: number,
+  ): void;
 }
 
 /** The module's bytes, importing its memory as `env.memory`. */
@@ -392,6 +536,9 @@ export function opsModuleBytes(shared: boolean): Uint8Array {
   mod.add(expFunc(GELU_LANES), "exp");
   mod.add(addFunc(), "add");
   mod.add(prmExpFunc(), "prmExp");
+  mod.add(transposeSumFunc(), "transposeSum");
+  mod.add(rowDivideFunc(), "rowDivide");
+  mod.add(unfoldRowFunc(), "unfoldRow");
   return mod.encode({ module: "env", field: "memory", shared, min: 1, max: shared ? 65536 : undefined });
 }
 

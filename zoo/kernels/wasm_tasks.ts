@@ -168,27 +168,13 @@ export function performerSample(
   k.gemm.gemm(qAddr, ld, pw, qp, m * 4, t, m, emb, scratch, panelsPerBlock(emb));
   k.ops.prmExp(qAddr, ld, emb, qp, m, t, shift);
   // kp^T, and sum_t kp as the last column of z
-  const heap = new Float32Array(k.memory.buffer);
-  const kpF = kp >>> 2, kpTF = kpT >>> 2, zF = z >>> 2;
-  for (let j = 0; j < m; j++) {
-    let sum = 0;
-    for (let s = 0, src = kpF + j, dst = kpTF + j * t; s < t; s++, src += m, dst++) {
-      const v = heap[src];
-      heap[dst] = v;
-      sum += v;
-    }
-    heap[zF + j * e1 + emb] = sum;
-  }
+  k.ops.transposeSum(kp, t, m, kpT, z + emb * 4, e1 * 4);
   // z[:, :emb] = kp^T v; then y' = qp z: (t, emb + 1), the last column qp . sum kp
   k.gemm.pack(vAddr, t, emb, 0, ld, 0, vp);
   k.gemm.gemm(kpT, t * 4, vp, z, e1 * 4, m, emb, t, scratch, panelsPerBlock(t));
   k.gemm.pack(z, m, e1, 0, e1 * 4, 0, zp);
   k.gemm.gemm(qp, m * 4, zp, yp, e1 * 4, t, e1, m, scratch, panelsPerBlock(m));
-  const yF = yp >>> 2, oF = (out >>> 2) + b * t * emb;
-  for (let s = 0; s < t; s++) {
-    const row = yF + s * e1, den = Math.fround(heap[row + emb] + eps);
-    for (let i = 0; i < emb; i++) heap[oF + s * emb + i] = heap[row + i] / den;
-  }
+  k.ops.rowDivide(yp, e1 * 4, emb, out + b * t * emb * 4, t, eps);
 }
 
 /**
@@ -196,31 +182,15 @@ export function performerSample(
  * NHWC map `x (B, h, w, c)` into `out (B, ho, wo, c * kernel^2)` (channel-major per pixel, zeros outside).
  */
 export function unfoldRow(
-  memory: WebAssembly.Memory,
+  k: Kernels,
   x: number,
   out: number,
   i: number,
   [h, w, c, ho, wo, kernel, stride, padding]: number[],
 ): void {
-  const heap = new Float32Array(memory.buffer);
-  const kk = kernel * kernel, d = c * kk;
   const b = Math.floor(i / ho), oh = i % ho;
-  const xF = (x >>> 2) + b * h * w * c;
-  let o = (out >>> 2) + i * wo * d;
-  for (let ow = 0; ow < wo; ow++, o += d) {
-    for (let ki = 0; ki < kernel; ki++) {
-      const ih = oh * stride - padding + ki;
-      for (let kj = 0; kj < kernel; kj++) {
-        const iw = ow * stride - padding + kj, at = o + ki * kernel + kj;
-        if (ih < 0 || ih >= h || iw < 0 || iw >= w) {
-          for (let ch = 0; ch < c; ch++) heap[at + ch * kk] = 0;
-        } else {
-          const src = xF + (ih * w + iw) * c;
-          for (let ch = 0; ch < c; ch++) heap[at + ch * kk] = heap[src + ch];
-        }
-      }
-    }
-  }
+  const xb = x + b * h * w * c * 4, row = out + i * wo * c * kernel * kernel * 4;
+  k.ops.unfoldRow(xb, row, h, w, c, wo, kernel, stride, padding, oh);
 }
 
 /** Runs chunk `i` of the task in the control block on thread `thread` (0: the calling thread). */
@@ -272,7 +242,7 @@ export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: nu
       scratchBase + thread * SCRATCH_BYTES,
     );
   } else if (type === UNFOLD) {
-    unfoldRow(k.memory, p(0), p(1), i, [2, 3, 4, 5, 6, 7, 8, 9].map(p));
+    unfoldRow(k, p(0), p(1), i, [2, 3, 4, 5, 6, 7, 8, 9].map(p));
   } else if (type === BARRIER) {
     // every thread takes one chunk and waits for all the others (a check that all threads run)
     const a = new Int32Array(ctl.buffer);
