@@ -203,19 +203,14 @@ Deno.test({
       const layer = new TokenPerformer(store, dim, emb);
       const x = tf.tensor2d(values(batch * t * dim, t), [batch * t, dim]);
       const kqv = tf.tidy(() => layer.kqv.apply(layer.norm1.apply(x)) as tf.Tensor2D);
-      const ours = tf.tidy(() =>
-        fusedPerformer(kqv, layer.w as tf.Tensor2D, batch, layer.epsilon)!.dataSync()
-      );
-      // the layer's generic path, stopped before the projection: proj is the identity here
-      const y = generic(() => tf.tidy(() => layer.apply(x, batch, { training: false }).dataSync()));
-      const ours2 = generic(() => tf.tidy(() => layer.apply(x, batch, { training: false }).dataSync()));
-      assert.deepEqual(y, ours2); // the generic path is deterministic
-      const full = tf.tidy(() => layer.apply(x, batch, { training: false }).dataSync());
+      const ran = tf.tidy(() => fusedPerformer(kqv, layer.w as tf.Tensor2D, batch, layer.epsilon)?.shape);
+      assert.deepEqual(ran, [batch * t, emb], "the fused kernel runs here");
+      const want = generic(() => tf.tidy(() => layer.apply(x, batch, { training: false }).dataSync()));
+      const ours = tf.tidy(() => layer.apply(x, batch, { training: false }).dataSync());
       assert.ok(
-        maxAbs(full, y) <= 2e-5,
-        `performer ${batch}x${t}x${emb}: layer fused vs generic ${maxAbs(full, y)}`,
+        maxAbs(ours, want) <= 2e-5,
+        `performer ${batch}x${t}x${emb}: fused vs generic ${maxAbs(ours, want)}`,
       );
-      assert.equal(ours.length, batch * t * emb);
       tf.dispose([x, kqv]);
       store.dispose();
     }
