@@ -6,7 +6,6 @@
 import assert from "node:assert/strict";
 import { readSafetensors, toFloat32 } from "../../converters/safetensors.ts";
 import { ModelError } from "../../src/core/errors.ts";
-import { resizePosEmbedTensor } from "../../zoo/model.ts";
 import {
   configFromKwargs,
   createModel,
@@ -15,6 +14,7 @@ import {
   MODEL_NAMES,
   type ModelName,
   resizePosEmbed,
+  resizePosEmbedTensor,
   resolveConfig,
   setBackend,
   sinusoidTable,
