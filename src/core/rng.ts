@@ -1,7 +1,8 @@
 /**
- * Seeded random numbers for training: data shuffling, random crops and flips, and the dropout masks of a
- * training forward pass. Every draw is a pure function of `(seed, purpose, counters)`, so a run resumed from a
- * checkpoint (which records the seed and the step) draws exactly what the uninterrupted run would have.
+ * The package's one seeded generator: training (data shuffling, random crops and flips, the dropout masks of
+ * a training forward pass), the models' random initialisation, and the fuzzer's cases. Every draw is a pure
+ * function of the seeds, so a training run resumed from a checkpoint (which records the seed and the step)
+ * draws exactly what the uninterrupted run would have, and a fuzz case replays from its seed and index.
  *
  * @module
  */
@@ -79,6 +80,36 @@ export class Rng {
       const x = this.nextU32();
       if (x < limit) return x % n;
     }
+  }
+
+  /** A standard normal value (Box-Muller on two uniforms). */
+  normal(): number {
+    let u = this.uniform();
+    while (u <= 0) u = this.uniform();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.uniform());
+  }
+
+  /** True with probability `p`. */
+  chance(p: number): boolean {
+    return this.uniform() < p;
+  }
+
+  /** One element of a non-empty array, uniformly. */
+  pick<T>(items: readonly T[]): T {
+    return items[this.int(items.length)];
+  }
+
+  /** One key of a table of weights, drawn in proportion to its weight. */
+  weighted<K extends string>(table: Readonly<Record<K, number>>): K {
+    const keys = Object.keys(table) as K[];
+    let total = 0;
+    for (const k of keys) total += table[k];
+    let r = this.uniform() * total;
+    for (const k of keys) {
+      r -= table[k];
+      if (r < 0) return k;
+    }
+    return keys[keys.length - 1];
   }
 
   /** A uniformly random permutation of 0..n-1 (Fisher-Yates). */
