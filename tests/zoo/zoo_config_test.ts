@@ -130,26 +130,6 @@ Deno.test("pretrainedCfg: timm's default_cfg (crop 0.9, bicubic, ImageNet mean/s
   }
 });
 
-Deno.test("configs: the official architectures", () => {
-  const c = MODEL_CONFIGS;
-  assert.deepEqual(
-    [c.t2t_vit_14.embedDim, c.t2t_vit_14.depth, c.t2t_vit_14.numHeads, c.t2t_vit_14.mlpRatio],
-    [384, 14, 6, 3],
-  );
-  assert.equal(c.t2t_vit_t_24.tokensType, "transformer");
-  assert.equal(c.t2t_vit_14_resnext.numHeads, 32);
-  assert.deepEqual([c.t2t_vit_14_wide.embedDim, c.t2t_vit_14_wide.depth], [768, 4]);
-  assert.equal(c.t2t_vit_14_se.blockType, "se");
-  assert.equal(c.t2t_vit_16_ghost.blockType, "ghost");
-  assert.deepEqual([c.t2t_vit_dense.growthRate, c.t2t_vit_dense.blockConfig], [64, [3, 6, 6, 4]]);
-  for (const n of MODEL_NAMES) {
-    assert.equal(c[n].qkScale, null, n);
-    assert.equal(c[n].imgSize, 224);
-    assert.equal(c[n].numClasses, 1000);
-    assert.equal(c[n].tokenDim, 64);
-  }
-});
-
 Deno.test("resolveConfig and configFromKwargs reject bad configurations with a ModelError naming the field", () => {
   const base = { embedDim: 64, depth: 2, numHeads: 4 };
   const bad: [Record<string, unknown>, string][] = [
