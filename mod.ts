@@ -10,7 +10,8 @@
  * - `@t2t-vit/t2t-vit/zoo`: the whole zoo (configs, architecture detection and `describeWeights`, the
  *   converter's hook that records the architecture, position-embedding helpers).
  * - `@t2t-vit/t2t-vit/images`: decoding, Pillow-exact resizing, transforms, attention maps, PNG encoding.
- * - `@t2t-vit/t2t-vit/train`: losses, optimizers, schedules, the trainer, training checkpoints, CIFAR data.
+ * - `@t2t-vit/t2t-vit/train`: losses, optimizers, schedules, the trainer, training checkpoints.
+ * - `@t2t-vit/t2t-vit/data`: the CIFAR-10/100 readers and the official transfer-learning transforms.
  * - `@t2t-vit/t2t-vit/kernels`: our wasm and WebGPU kernels and their switches.
  * - `@t2t-vit/t2t-vit/convert`: the converter CLI as a function.
  *

@@ -18,9 +18,8 @@ import { parseArgs } from "node:util";
 import { fromFloat32, writeSafetensors } from "./converters/safetensors.ts";
 import { writeFileAtomic } from "./src/core/atomic.ts";
 import type { TensorMap } from "./src/core/types.ts";
-import { printable, printableJson, T2tVitError } from "./src/core/errors.ts";
+import { ModelError, printable, printableJson, T2tVitError } from "./src/core/errors.ts";
 import { fill } from "./src/core/fill.ts";
-import { architectureOf } from "./zoo/metadata.ts";
 import {
   attentionRollout,
   attentionStacks,
@@ -42,16 +41,14 @@ import { labelsFor, readLabels } from "./src/labels.ts";
 import type { T2tVit } from "./zoo/model.ts";
 import {
   type BackendName,
-  configFromMetadata,
   createModel,
   currentBackend,
   isModelName,
+  loadModel,
   MODEL_NAMES,
   type ModelName,
-  readWeights,
   resolvePretrained,
   setBackend,
-  tensorElements,
   tf,
 } from "./zoo/mod.ts";
 import { OnnxModel } from "./zoo/onnx_engine.ts";
@@ -249,8 +246,11 @@ function parse(args: string[]): Options | "help" {
   };
 }
 
-/** Builds the model the options ask for; returns it with a description of where it came from. */
-async function loadModel(o: Options): Promise<T2tVit> {
+/**
+ * Builds the model the options ask for, through the zoo's loader (`createModel` / `loadModel`: the same
+ * checkpoint filter as the library's).
+ */
+async function buildModel(o: Options): Promise<T2tVit> {
   if (o.fillWeights) {
     const model = await createModel(o.model as ModelName, { imgSize: o.imgSize });
     const tensors: TensorMap = new Map();
@@ -266,24 +266,21 @@ async function loadModel(o: Options): Promise<T2tVit> {
       hub: { offline: o.offline || undefined },
     });
   }
-  const { tensors, file, metadata } = await readWeights(o.weights!);
   if (o.model !== undefined) {
-    return await createModel(o.model as ModelName, { weights: tensors, imgSize: o.imgSize });
+    return await createModel(o.model as ModelName, { weights: o.weights!, imgSize: o.imgSize });
   }
-  const arch = architectureOf(metadata);
-  if (arch && isModelName(arch) && !metadata.architecture_candidates) {
-    return await createModel(arch as ModelName, { weights: tensors, imgSize: o.imgSize });
+  try {
+    return await loadModel(o.weights!, { imgSize: o.imgSize });
+  } catch (e) {
+    if (e instanceof ModelError && e.key === "architecture") {
+      throw new ModelError("the weights do not name their architecture; pass --model", {
+        file: e.file,
+        key: e.key,
+        cause: e,
+      });
+    }
+    throw e;
   }
-  if (metadata.config) {
-    const cfg = configFromMetadata(metadata.config, tensorElements(tensors), file);
-    return await createModel(cfg, { weights: tensors, imgSize: o.imgSize });
-  }
-  const candidates = metadata.architecture_candidates
-    ? ` (it could be ${metadata.architecture_candidates})`
-    : "";
-  throw new T2tVitError(`the weights do not say which architecture they are for${candidates}; pass --model`, {
-    file,
-  });
 }
 
 /** `out.png` for one image; `out-<name>.png` for each of several, made unique. */
@@ -358,7 +355,7 @@ export async function main(args: string[]): Promise<number> {
           "the predicted classes are meaningless (this only shows the pipeline working)",
       );
     }
-    model = await loadModel(o);
+    model = await buildModel(o);
     if (o.engine === "onnxruntime") onnx = await OnnxModel.create(model);
     const numClasses = model.config.numClasses;
     let labels: readonly string[] | undefined = labelsFor(numClasses);
@@ -386,7 +383,8 @@ export async function main(args: string[]): Promise<number> {
       }
     }
     const results: Result[] = [];
-    const featureRows: Float32Array[] = [];
+    // the features of every image, one row each, written in place (no list of rows to join afterwards)
+    const featureData = o.features ? new Float32Array(o.images.length * model.numFeatures) : undefined;
     const featureFiles: string[] = [];
     let failed = 0;
     // forwardWithAttention keeps every block's (B, heads, N, N) maps: bound a batch's maps to ~256 MB
@@ -450,13 +448,10 @@ export async function main(args: string[]): Promise<number> {
           } else {
             owned.push(logits = onnx ? await onnx.forward(x) : model.forward(x));
           }
-          if (feats) {
+          if (feats && featureData) {
             const values = await feats.data() as Float32Array;
-            const d = feats.shape[1];
-            for (const [j, v] of ok.entries()) {
-              featureRows.push(values.slice(j * d, (j + 1) * d));
-              featureFiles.push(files[v.index]);
-            }
+            featureData.set(values, featureFiles.length * model.numFeatures);
+            for (const v of ok) featureFiles.push(files[v.index]);
           }
           const values = await logits.data() as Float32Array;
           const c = logits.shape[1];
@@ -472,11 +467,12 @@ export async function main(args: string[]): Promise<number> {
         if (!o.json) printResult(r);
       }
     }
-    if (o.features && featureRows.length) {
-      const d = featureRows[0].length;
+    if (o.features && featureData && featureFiles.length) {
+      const d = model.numFeatures;
+      const rows = featureFiles.length;
       await writeSafetensors(
         o.features,
-        new Map([["features", fromFloat32(concatRows(featureRows), [featureRows.length, d])]]),
+        new Map([["features", fromFloat32(featureData.subarray(0, rows * d), [rows, d])]]),
         {
           files: JSON.stringify(featureFiles),
           model: model.name,
@@ -488,7 +484,7 @@ export async function main(args: string[]): Promise<number> {
         },
         { force: o.force },
       );
-      if (!o.json) console.log(`features: ${printable(o.features)} (${featureRows.length} x ${d})`);
+      if (!o.json) console.log(`features: ${printable(o.features)} (${rows} x ${d})`);
     }
     if (o.json) {
       console.log(printableJson(
@@ -500,7 +496,7 @@ export async function main(args: string[]): Promise<number> {
           imgSize: model.config.imgSize,
           numClasses,
           preprocess: pre,
-          features: o.features && featureRows.length ? o.features : null,
+          features: o.features && featureFiles.length ? o.features : null,
           results: results.map((r) =>
             r.error !== undefined ? { file: r.file, error: r.error } : {
               file: r.file,
@@ -523,16 +519,6 @@ export async function main(args: string[]): Promise<number> {
     await onnx?.dispose();
     model?.dispose();
   }
-}
-
-function concatRows(rows: Float32Array[]): Float32Array {
-  const out = new Float32Array(rows.reduce((a, r) => a + r.length, 0));
-  let o = 0;
-  for (const r of rows) {
-    out.set(r, o);
-    o += r.length;
-  }
-  return out;
 }
 
 if (import.meta.main) {

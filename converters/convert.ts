@@ -19,19 +19,10 @@ import { PyDict } from "./pickle.ts";
 import { torchArchiveName, TorchZipWriter } from "./torch_writer.ts";
 import { type DType, DTYPE_SIZE, type RawTensor, type ShapeMap, type TensorMap } from "../src/core/types.ts";
 import { releaseTempFile, sameFile, tempPathFor, trackTempFile, yieldForSignals } from "../src/core/files.ts";
-import { type DroppedEntry, selectWeights } from "./weights.ts";
+import { checkWeightBytes, type DroppedEntry, selectWeights } from "./weights.ts";
 
 /** `--dtype`: keep each tensor's dtype, or convert floating-point tensors (integer tensors are always kept). */
 export type DTypeOption = "keep" | "f32" | "f16" | "bf16";
-
-/**
- * A conversion's output may be at most `MAX_OUTPUT_FACTOR` times the checkpoint's size plus
- * {@link MAX_OUTPUT_SLACK} bytes (room for tied weights, small expanded views and float16 widened to float32);
- * more means views that repeat storage data, memory the file does not back.
- */
-export const MAX_OUTPUT_FACTOR = 4;
-/** See {@link MAX_OUTPUT_FACTOR}: 64 MiB. */
-export const MAX_OUTPUT_SLACK: number = 64 << 20;
 
 /** The accepted {@link DTypeOption} values. */
 export const DTYPE_OPTIONS: readonly DTypeOption[] = Object.freeze(["keep", "f32", "f16", "bf16"]);
@@ -177,18 +168,7 @@ export function planConversion<A = null>(ckpt: Checkpoint, opts: ConvertOptions<
     tensors.push({ name, sourceDtype: t.torchDtype.name, dtype, shape: [...t.shape], nbytes, tensor: t });
     dataBytes += nbytes;
   }
-  // Tensors may share storage (tied weights) or repeat it (expanded views), so the output can exceed the
-  // file; but a small file whose pickle points thousands of tensors at one storage would make gigabytes
-  // from nothing. Refuse output beyond a small multiple of the bytes the file really has.
-  const limit = MAX_OUTPUT_FACTOR * ckpt.source.size + MAX_OUTPUT_SLACK;
-  if (dataBytes > limit) {
-    throw new CheckpointError(
-      `the weights would make ${dataBytes} bytes of output from a file of ${ckpt.source.size} bytes: its ` +
-        `tensors repeat the same storage data (more than ${MAX_OUTPUT_FACTOR}x the file + ` +
-        `${MAX_OUTPUT_SLACK >> 20} MiB); refusing`,
-      { file: ckpt.file },
-    );
-  }
+  checkWeightBytes(dataBytes, ckpt.source.size, ckpt.file);
   const metadata: Record<string, string> = {
     format: "pt",
     ...described?.metadata,

@@ -72,11 +72,16 @@ export {
   walkTensors,
 } from "./checkpoint.ts";
 export {
+  checkWeightBytes,
   DEFAULT_WEIGHT_KEYS,
   describeValue,
   type DroppedEntry,
+  MAX_OUTPUT_FACTOR,
+  MAX_OUTPUT_SLACK,
+  MODULE_PREFIX,
   type SelectOptions,
   selectWeights,
+  stripModulePrefix,
   type WeightSelection,
 } from "./weights.ts";
 export {
@@ -105,8 +110,6 @@ export {
   type ExportResult,
   exportTorchCheckpoint,
   materialize,
-  MAX_OUTPUT_FACTOR,
-  MAX_OUTPUT_SLACK,
   planConversion,
   type PlannedTensor,
   verifyOutput,

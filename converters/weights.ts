@@ -10,6 +10,72 @@ import { CheckpointError } from "../src/core/errors.ts";
 import { keyText, PyDict, PyObject, pyRepr, pyTypeName, type PyValue } from "./pickle.ts";
 import { TorchTensor } from "./torch_globals.ts";
 
+/**
+ * The chosen weights may make at most `MAX_OUTPUT_FACTOR` times the checkpoint's size plus
+ * {@link MAX_OUTPUT_SLACK} bytes (room for tied weights, small expanded views and float16 widened to float32);
+ * more means views that repeat storage data, memory the file does not back.
+ */
+export const MAX_OUTPUT_FACTOR = 4;
+/** See {@link MAX_OUTPUT_FACTOR}: 64 MiB. */
+export const MAX_OUTPUT_SLACK: number = 64 << 20;
+
+/**
+ * Refuses weights that would make more than {@link MAX_OUTPUT_FACTOR} x `fileBytes` + {@link MAX_OUTPUT_SLACK}
+ * bytes: tensors may share storage (tied weights) or repeat it (expanded views), so the weights can exceed the
+ * file, but a small file whose pickle points thousands of tensors at one storage would make gigabytes from
+ * nothing. The conversion plan and the zoo's loader both check through here.
+ *
+ * @throws {CheckpointError} naming the file
+ */
+export function checkWeightBytes(dataBytes: number, fileBytes: number, file: string): void {
+  const limit = MAX_OUTPUT_FACTOR * fileBytes + MAX_OUTPUT_SLACK;
+  if (dataBytes > limit) {
+    throw new CheckpointError(
+      `the weights would make ${dataBytes} bytes of output from a file of ${fileBytes} bytes: its ` +
+        `tensors repeat the same storage data (more than ${MAX_OUTPUT_FACTOR}x the file + ` +
+        `${MAX_OUTPUT_SLACK >> 20} MiB); refusing`,
+      { file },
+    );
+  }
+}
+
+/** The prefix DataParallel / DistributedDataParallel saves put on every key. */
+export const MODULE_PREFIX = "module.";
+
+/**
+ * Strips {@link MODULE_PREFIX} from names (when any name has it, as timm strips it per key): the new name of
+ * each, and whether anything was stripped.
+ *
+ * @throws {CheckpointError} when two names become one
+ *
+ * @example
+ * ```ts
+ * import { stripModulePrefix } from "./weights.ts";
+ * stripModulePrefix(["module.head.weight", "module.head.bias"]).names; // ["head.weight", "head.bias"]
+ * ```
+ */
+export function stripModulePrefix(
+  names: readonly string[],
+  file = "<checkpoint>",
+): { names: string[]; stripped: boolean } {
+  const prefix = MODULE_PREFIX;
+  const strip = names.some((n) => n.startsWith(prefix));
+  if (!strip) return { names: [...names], stripped: false };
+  const seen = new Set<string>();
+  const out = names.map((n) => {
+    const name = n.startsWith(prefix) ? n.slice(prefix.length) : n;
+    if (seen.has(name)) {
+      throw new CheckpointError(`two tensors map to '${name}' once '${prefix}' is stripped`, {
+        file,
+        key: name,
+      });
+    }
+    seen.add(name);
+    return name;
+  });
+  return { names: out, stripped: true };
+}
+
 /** The keys tried, in order, when no key is given. */
 export const DEFAULT_WEIGHT_KEYS: readonly string[] = Object.freeze([
   "state_dict_ema",
@@ -194,20 +260,9 @@ export function selectWeights(root: PyValue, opts: SelectOptions = {}): WeightSe
       values.push(v);
     } else dropped.push({ key: key === null ? name : `${key}/${name}`, what: describe(v) });
   }
-  // DataParallel / DistributedDataParallel saves prefix every key with "module." (timm strips it per key).
-  const prefix = "module.";
-  const strip = names.some((n) => n.startsWith(prefix));
+  const stripped = stripModulePrefix(names, file);
   const tensors = new Map<string, TorchTensor>();
-  for (let i = 0; i < names.length; i++) {
-    const name = strip && names[i].startsWith(prefix) ? names[i].slice(prefix.length) : names[i];
-    if (tensors.has(name)) {
-      throw new CheckpointError(`two tensors map to '${name}' once '${prefix}' is stripped`, {
-        file,
-        key: name,
-      });
-    }
-    tensors.set(name, values[i]);
-  }
+  for (let i = 0; i < names.length; i++) tensors.set(stripped.names[i], values[i]);
 
   let archHint: string | null = null;
   const arch = root.get("arch");
@@ -216,5 +271,5 @@ export function selectWeights(root: PyValue, opts: SelectOptions = {}): WeightSe
   else if (args instanceof PyObject && typeof args.attrs.get("model") === "string") {
     archHint = args.attrs.get("model") as string;
   }
-  return { key, tensors, strippedPrefix: strip ? prefix : null, dropped, archHint };
+  return { key, tensors, strippedPrefix: stripped.stripped ? MODULE_PREFIX : null, dropped, archHint };
 }

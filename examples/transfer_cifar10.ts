@@ -26,9 +26,6 @@ import { writeFileAtomic } from "../src/core/atomic.ts";
 import {
   AdamW,
   type AdamWOptions,
-  cifarBatches,
-  type CifarName,
-  type CifarSplit,
   CosineSchedule,
   estimateStepMemory,
   evaluate,
@@ -36,16 +33,13 @@ import {
   fileDigest,
   formatDuration,
   loadCheckpoint,
-  numBatches,
   type Optimizer,
   type ParamGroupSpec,
   planEvalBatch,
   probeEpoch,
   probeEvaluate,
   ProgressBar,
-  readCifar,
   readTrainingState,
-  type ResizeMode,
   saveCheckpoint,
   saveWeights,
   SGD,
@@ -55,6 +49,14 @@ import {
   transferParamGroups,
   weightDecayParamGroups,
 } from "../src/train/mod.ts";
+import {
+  cifarBatches,
+  type CifarName,
+  type CifarSplit,
+  numBatches,
+  readCifar,
+  type ResizeMode,
+} from "../src/data/mod.ts";
 
 const HELP = `Fine-tune a T2T-ViT on CIFAR-10/100 (the official transfer_learning.py recipe).
 

@@ -24,7 +24,7 @@ import { Buffer } from "node:buffer";
 import { makeZip, OP, Pickle, type TensorSpec, torchPickle } from "../tests/support/checkpoint_builders.ts";
 import { progressiveGrayJpeg } from "../tests/support/jpeg_builder.ts";
 import { chunk } from "../tests/support/png_builder.ts";
-import type { Rng } from "./rng.ts";
+import type { Rng } from "../src/core/rng.ts";
 
 /** One generated case: the file, and the bare pickle for checkpoints. */
 export interface AmplifyCase {

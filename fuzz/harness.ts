@@ -10,7 +10,8 @@
 
 import process from "node:process";
 import type { DTypeOption } from "../converters/convert.ts";
-import { caseSeed, Rng } from "./rng.ts";
+import { Rng } from "../src/core/rng.ts";
+import { below, caseSeed } from "./rng.ts";
 import { type Corpus, loadCorpus, mutate, type Target, TARGETS } from "./mutate.ts";
 import { Finding, runReaders } from "./readers.ts";
 import { MemorySource } from "../converters/source.ts";
@@ -214,7 +215,7 @@ export class Fuzzer {
     const { seed, mutant } = mutate(this.corpus, target, rng);
     const dtype = rng.pick(DTYPES);
     const every = this.opts.fileEvery ?? 8;
-    const fileMode = every > 0 && mutant.bytes.length < 2_000_000 && rng.int(every) === 0;
+    const fileMode = every > 0 && mutant.bytes.length < 2_000_000 && below(rng, every) === 0;
     return { target, seed, mutant, dtype, fileMode };
   }
 

@@ -13,7 +13,8 @@ import { makeZip, OP, type ZipFileSpec } from "../tests/support/checkpoint_build
 import { sniffFormat } from "../converters/checkpoint.ts";
 import { MemorySource } from "../converters/source.ts";
 import { ZipArchive } from "../converters/zip.ts";
-import type { Rng } from "./rng.ts";
+import type { Rng } from "../src/core/rng.ts";
+import { below, count as drawCount } from "./rng.ts";
 import { amplifyCase } from "./amplify.ts";
 import {
   type Field,
@@ -194,7 +195,7 @@ function fieldValue(rng: Rng, f: Field, fileLen: number): bigint {
     () => 1n,
     () => v + 1n,
     () => v - 1n,
-    () => v + BigInt(rng.int(64) - 32),
+    () => v + BigInt(below(rng, 64) - 32),
     () => v * 2n,
     () => v / 2n,
     () => max,
@@ -204,8 +205,8 @@ function fieldValue(rng: Rng, f: Field, fileLen: number): bigint {
     () => BigInt(fileLen),
     () => BigInt(fileLen) - 1n,
     () => BigInt(fileLen) + 1n,
-    () => BigInt(rng.u32()) & max,
-    () => v ^ (1n << BigInt(rng.int(f.width * 8))),
+    () => BigInt(rng.nextU32()) & max,
+    () => v ^ (1n << BigInt(below(rng, f.width * 8))),
   ];
   if (f.width === 8) {
     choices.push(
@@ -216,7 +217,7 @@ function fieldValue(rng: Rng, f: Field, fileLen: number): bigint {
       () => 1n << 63n,
     );
   }
-  if (f.signed) choices.push(() => -1n, () => -BigInt(rng.int(1000)));
+  if (f.signed) choices.push(() => -1n, () => -BigInt(below(rng, 1000)));
   return rng.pick(choices)();
 }
 
@@ -232,20 +233,20 @@ function position(rng: Rng, len: number, regions: [number, number][]): number {
   if (regions.length && rng.chance(0.6)) {
     let total = 0;
     for (const [s, e] of regions) total += Math.max(0, Math.min(e, len) - s);
-    let k = rng.int(total);
+    let k = below(rng, total);
     for (const [s, e] of regions) {
       const n = Math.max(0, Math.min(e, len) - s);
       if (k < n) return s + k;
       k -= n;
     }
   }
-  return rng.int(len);
+  return below(rng, len);
 }
 
 const INTERESTING_BYTES = [0x00, 0xff, 0x7f, 0x80, 0x01, 0xfe, 0x0a, 0x28, 0x2e, 0x50, 0x4b];
 
 function chunkLen(rng: Rng): number {
-  return rng.pick([1, 2, 4, 8, 16, 1 + rng.int(64), 1 + rng.int(4096)]);
+  return rng.pick([1, 2, 4, 8, 16, 1 + below(rng, 64), 1 + below(rng, 4096)]);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -275,29 +276,29 @@ function generic(
   switch (kind) {
     case "flip": {
       const out = b.slice();
-      const n = rng.count(8);
+      const n = drawCount(rng, 8);
       const at: number[] = [];
       for (let i = 0; i < n && len; i++) {
         const p = position(rng, len, regions);
-        out[p] ^= 1 << rng.int(8);
+        out[p] ^= 1 << below(rng, 8);
         at.push(p);
       }
       return [out, `flip ${n} bit(s) @${at.join(",")}`];
     }
     case "set": {
       const out = b.slice();
-      const n = rng.count(6);
+      const n = drawCount(rng, 6);
       const at: string[] = [];
       for (let i = 0; i < n && len; i++) {
         const p = position(rng, len, regions);
-        out[p] = rng.chance(0.7) ? rng.pick(INTERESTING_BYTES) : rng.int(256);
+        out[p] = rng.chance(0.7) ? rng.pick(INTERESTING_BYTES) : below(rng, 256);
         at.push(`${p}=${out[p]}`);
       }
       return [out, `set ${at.join(",")}`];
     }
     case "truncate": {
       const cut = rng.chance(0.3)
-        ? Math.max(0, len - 1 - rng.int(Math.min(len, 200)))
+        ? Math.max(0, len - 1 - below(rng, Math.min(len, 200)))
         : position(rng, len, regions);
       return [b.slice(0, cut), `truncate to ${cut}`];
     }
@@ -337,8 +338,8 @@ function generic(
       return [out, `zero ${n} @${p}`];
     }
     case "extend": {
-      const extra = new Uint8Array(1 + rng.int(256));
-      for (let i = 0; i < extra.length; i++) extra[i] = rng.int(256);
+      const extra = new Uint8Array(1 + below(rng, 256));
+      for (let i = 0; i < extra.length; i++) extra[i] = below(rng, 256);
       return [concat([b, extra]), `append ${extra.length} random bytes`];
     }
   }
@@ -429,7 +430,7 @@ function mutatePickle(b: Uint8Array, map: PickleMap, rng: Rng, label: string): [
   if (kind === "memo" && !map.memo.length) kind = "int";
   if (kind === "int" && !map.ints.length) kind = "op";
   const ops = map.ops;
-  const anyOp = () => ops[rng.int(ops.length)];
+  const anyOp = () => ops[below(rng, ops.length)];
   switch (kind) {
     case "len":
     case "memo":
@@ -442,7 +443,7 @@ function mutatePickle(b: Uint8Array, map: PickleMap, rng: Rng, label: string): [
     case "op": {
       const o = anyOp();
       const out = b.slice();
-      const to = rng.chance(0.7) ? rng.pick(STRUCTURAL_OPS) : rng.int(256);
+      const to = rng.chance(0.7) ? rng.pick(STRUCTURAL_OPS) : below(rng, 256);
       out[o.pos] = to;
       return [out, `${label} opcode @${o.pos} 0x${o.op.toString(16)} -> 0x${to.toString(16)}`];
     }
@@ -453,7 +454,7 @@ function mutatePickle(b: Uint8Array, map: PickleMap, rng: Rng, label: string): [
     case "dupop": {
       const o = anyOp();
       const at = anyOp().pos;
-      const n = 1 + rng.int(4);
+      const n = 1 + below(rng, 4);
       const last = ops[Math.min(ops.indexOf(o) + n - 1, ops.length - 1)];
       const chunk = b.slice(o.pos, last.end);
       return [splice(b, at, 0, chunk), `${label} copy opcodes ${o.pos}..${last.end} to @${at}`];
@@ -470,12 +471,12 @@ function mutatePickle(b: Uint8Array, map: PickleMap, rng: Rng, label: string): [
     }
     case "flip": {
       const out = b.slice();
-      const p = map.start + rng.int(map.end - map.start);
-      out[p] ^= 1 << rng.int(8);
+      const p = map.start + below(rng, map.end - map.start);
+      out[p] ^= 1 << below(rng, 8);
       return [out, `${label} flip @${p}`];
     }
     case "truncate": {
-      const p = map.start + rng.int(map.end - map.start);
+      const p = map.start + below(rng, map.end - map.start);
       return [splice(b, p, map.end - p), `${label} cut at ${p}`];
     }
   }
@@ -491,8 +492,8 @@ function zipDirEdit(seed: Seed, rng: Rng): [Uint8Array, string] {
   const n = chunks.length;
   let what: string;
   const kind = rng.pick(["swap", "duplicate", "delete", "rename", "reverse", "local", "method", "flags"]);
-  const i = rng.int(n);
-  const j = rng.int(n);
+  const i = below(rng, n);
+  const j = below(rng, n);
   switch (kind) {
     case "swap":
       [chunks[i], chunks[j]] = [chunks[j], chunks[i]];
@@ -510,7 +511,7 @@ function zipDirEdit(seed: Seed, rng: Rng): [Uint8Array, string] {
       const c = chunks[i];
       const nameLen = c[28] | (c[29] << 8);
       if (nameLen) {
-        const k = rng.int(nameLen);
+        const k = below(rng, nameLen);
         c[46 + k] = rng.pick([0x2f, 0x2e, 0x41, 0x00, 0xc3, 0xff, c[46 + k] ^ 1]);
       }
       what = `rename entry ${i}`;
@@ -655,7 +656,7 @@ function stEdit(seed: Seed, rng: Rng): [Uint8Array, string] {
   switch (kind) {
     case "offset": {
       const offs = entry.data_offsets as number[];
-      const i = rng.int(2);
+      const i = below(rng, 2);
       const nv = interestingNumber(rng, offs[i], dataLen);
       entry.data_offsets = i === 0 ? [nv, offs[1]] : [offs[0], nv];
       what = `'${key}'.data_offsets[${i}] ${offs[i]} -> ${JSON.stringify(nv)}`;
@@ -663,12 +664,12 @@ function stEdit(seed: Seed, rng: Rng): [Uint8Array, string] {
     }
     case "shape": {
       const shape = [...(entry.shape as number[])];
-      const r = rng.int(5);
+      const r = below(rng, 5);
       if (r === 0 || shape.length === 0) shape.push(rng.pick([1, 2, 0, 2 ** 26]));
       else if (r === 1) shape.pop();
       else if (r === 2) shape.splice(0, shape.length, 2 ** 26, 2 ** 26, 2 ** 26, 2 ** 26);
       else {
-        const i = rng.int(shape.length);
+        const i = below(rng, shape.length);
         shape[i] = interestingNumber(rng, shape[i], dataLen) as number;
       }
       entry.shape = shape;
@@ -705,7 +706,7 @@ function stEdit(seed: Seed, rng: Rng): [Uint8Array, string] {
         ["x"],
         "text",
         null,
-        { format: "pt", x: "y".repeat(rng.int(100)) },
+        { format: "pt", x: "y".repeat(below(rng, 100)) },
       ]);
       what = `__metadata__ -> ${JSON.stringify(header.__metadata__).slice(0, 40)}`;
       break;
@@ -726,7 +727,7 @@ function stEdit(seed: Seed, rng: Rng): [Uint8Array, string] {
     }
     default: {
       const json = JSON.stringify(header);
-      const p = rng.int(json.length);
+      const p = below(rng, json.length);
       const ins = rng.pick([
         "\\q",
         "\u0000",
@@ -748,7 +749,7 @@ function stEdit(seed: Seed, rng: Rng): [Uint8Array, string] {
   }
   let hdr: Uint8Array = enc.encode(text ?? JSON.stringify(header));
   if (rng.chance(0.3)) {
-    const pad = new Uint8Array(rng.int(16)).fill(0x20);
+    const pad = new Uint8Array(below(rng, 16)).fill(0x20);
     hdr = concat([hdr, pad]);
   }
   const fixLen = rng.chance(0.9);
@@ -779,7 +780,7 @@ export function mutate(corpus: Corpus, target: Target, rng: Rng): { seed: Seed; 
   const steps: string[] = [];
   let bytes = seed.bytes;
   let pickle: Uint8Array | undefined;
-  const n = rng.count(4);
+  const n = drawCount(rng, 4);
   if (target === "pickle") {
     if (seed.kind === "zip") {
       let pkl = seed.entries![seed.pklIndex!].data;
@@ -794,7 +795,7 @@ export function mutate(corpus: Corpus, target: Target, rng: Rng): { seed: Seed; 
     } else {
       for (let i = 0; i < n; i++) {
         const legacy = i === 0 ? seed.legacy! : mapLegacy(bytes) ?? seed.legacy!;
-        const which = rng.chance(0.7) ? 3 : rng.int(5);
+        const which = rng.chance(0.7) ? 3 : below(rng, 5);
         const [out, what] = mutatePickle(bytes, legacy.pickles[which], rng, `pickle ${which}`);
         bytes = out;
         steps.push(what);
@@ -829,7 +830,7 @@ export function mutate(corpus: Corpus, target: Target, rng: Rng): { seed: Seed; 
           bytes = repack(seed, pkl);
           what = w;
         } else {
-          const which = rng.chance(0.6) ? 3 : rng.int(5);
+          const which = rng.chance(0.6) ? 3 : below(rng, 5);
           [bytes, what] = mutatePickle(bytes, seed.legacy!.pickles[which], rng, `pickle ${which}`);
         }
         break;

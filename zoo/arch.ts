@@ -7,62 +7,18 @@
  */
 
 import type { ShapeMap } from "../src/core/types.ts";
-import { type BlockType, MODEL_CONFIGS, MODEL_NAMES } from "./configs.ts";
+import { type BlockType, MODEL_CONFIGS, MODEL_NAMES, type T2tVitConfig } from "./configs.ts";
+import { PATCH_STRIDE, posEmbedGrid } from "./loader.ts";
 
 export type { ShapeMap };
-
-/** Block families of the official code. */
-export type ArchFamily = "t2t_vit" | "t2t_vit_se" | "t2t_vit_ghost" | "t2t_vit_dense";
 
 /** How the T2T module mixes tokens. */
 export type DetectedTokensType = "performer" | "transformer" | "convolution";
 
-/** A registered variant's configuration (the official factory's arguments). */
-export interface KnownArchitecture {
-  /** Factory name, e.g. `t2t_vit_14`. */
-  name: string;
-  /** Block family. */
-  family: ArchFamily;
-  /** Tokens-to-token attention. */
-  tokensType: DetectedTokensType;
-  /** Backbone width. */
-  embedDim: number;
-  /** Number of backbone blocks (dense: the dense blocks, transitions excluded). */
-  depth: number;
-  /** Attention heads (invisible in the weights; known only from the factory). */
-  numHeads: number;
-  /** MLP hidden width over embed_dim. */
-  mlpRatio: number;
-  /** Dense variant: blocks per stage. */
-  blockConfig?: number[];
+/** The backbone blocks the weights show (dense: the dense blocks, transitions excluded). */
+function blockCount(c: T2tVitConfig): number {
+  return c.blockConfig ? c.blockConfig.reduce((x, y) => x + y, 0) : c.depth;
 }
-
-/** The block family of each backbone block type (the official model files' names). */
-const FAMILY_OF: Readonly<Record<BlockType, ArchFamily>> = {
-  vit: "t2t_vit",
-  se: "t2t_vit_se",
-  ghost: "t2t_vit_ghost",
-  dense: "t2t_vit_dense",
-};
-
-/** The official factories (`models/t2t_vit*.py`), in registration order: the zoo's `VARIANTS` as detection sees them. */
-export const KNOWN_ARCHITECTURES: readonly KnownArchitecture[] = Object.freeze(
-  MODEL_NAMES.map((name) => {
-    const c = MODEL_CONFIGS[name];
-    const known: KnownArchitecture = {
-      name,
-      family: FAMILY_OF[c.blockType],
-      tokensType: c.tokensType,
-      // dense: the weights show the dense blocks (the config's depth only sets the drop-path schedule)
-      depth: c.blockConfig ? c.blockConfig.reduce((x, y) => x + y, 0) : c.depth,
-      embedDim: c.embedDim,
-      numHeads: c.numHeads,
-      mlpRatio: c.mlpRatio,
-    };
-    if (c.blockConfig) known.blockConfig = [...c.blockConfig];
-    return Object.freeze(known);
-  }),
-);
 
 /** What the weights say about the model. */
 export interface ArchitectureInfo {
@@ -70,8 +26,8 @@ export interface ArchitectureInfo {
   name: string;
   /** Every registered variant with exactly these weight shapes (t2t_vit_14 and t2t_vit_14_resnext differ only in heads). */
   candidates: string[];
-  /** Block family, or null when not a T2T-ViT. */
-  family: ArchFamily | null;
+  /** The backbone block type (the variant table's `blockType`), or null when not a T2T-ViT. */
+  blockType: BlockType | null;
   /** Tokens-to-token type, or null when unknown. */
   tokensType: DetectedTokensType | null;
   /** Backbone width (from `cls_token`), or null. */
@@ -124,7 +80,7 @@ export function detectArchitecture(tensors: ShapeMap, opts: DetectOptions = {}):
   const info: ArchitectureInfo = {
     name: "unknown",
     candidates: [],
-    family: null,
+    blockType: null,
     tokensType: null,
     embedDim: null,
     depth: null,
@@ -135,10 +91,8 @@ export function detectArchitecture(tensors: ShapeMap, opts: DetectOptions = {}):
     numClasses,
     imgSize: null,
   };
-  if (pos && pos.length === 3) {
-    const side = Math.round(Math.sqrt(pos[1] - 1));
-    if (side > 0 && side * side === pos[1] - 1) info.imgSize = side * 16;
-  }
+  const grid = pos && posEmbedGrid(pos);
+  if (grid !== undefined) info.imgSize = grid * PATCH_STRIDE;
   const t2t = [...tensors.keys()].some((k) => k.startsWith("tokens_to_token."));
   if (!cls || cls.length !== 3 || !t2t) return info;
   info.embedDim = cls[2];
@@ -182,7 +136,7 @@ export function detectArchitecture(tensors: ShapeMap, opts: DetectOptions = {}):
       : "plain";
   const blockKinds = [...parts.entries()].sort((x, y) => x[0] - y[0]).map((e) => kindOf(e[1]));
   if (blockKinds.includes("dense")) {
-    info.family = "t2t_vit_dense";
+    info.blockType = "dense";
     const config: number[] = [];
     let run = 0;
     for (const k of blockKinds) {
@@ -196,25 +150,25 @@ export function detectArchitecture(tensors: ShapeMap, opts: DetectOptions = {}):
     info.growthRate = shape("blocks.0.dense_linear.weight")?.[0];
     info.depth = config.reduce((a, b) => a + b, 0);
   } else {
-    info.family = blockKinds.includes("ghost")
-      ? "t2t_vit_ghost"
-      : blockKinds.includes("se")
-      ? "t2t_vit_se"
-      : "t2t_vit";
+    info.blockType = blockKinds.includes("ghost") ? "ghost" : blockKinds.includes("se") ? "se" : "vit";
     info.depth = blockKinds.length;
   }
   const fc1 = shape("blocks.0.mlp.fc1.weight");
   const fc2 = shape("blocks.0.mlp.fc2.weight");
   const inWidth = shape("blocks.0.norm1.weight")?.[0] ?? info.embedDim;
-  const hidden = info.family === "t2t_vit_ghost" ? fc2?.[1] : fc1?.[0];
+  const hidden = info.blockType === "ghost" ? fc2?.[1] : fc1?.[0];
   if (hidden !== undefined && inWidth) info.mlpRatio = hidden / inWidth;
 
-  const candidates = KNOWN_ARCHITECTURES.filter((v) =>
-    v.family === info.family && v.tokensType === info.tokensType && v.embedDim === info.embedDim &&
-    v.depth === info.depth && v.mlpRatio === info.mlpRatio && info.tokenDim === 64 && info.inChans === 3 &&
-    (v.blockConfig === undefined || JSON.stringify(v.blockConfig) === JSON.stringify(info.blockConfig))
-  );
-  info.candidates = candidates.map((v) => v.name);
+  // the variants of the table these weights fit (the heads are invisible in the weights)
+  const candidates = MODEL_NAMES.filter((name) => {
+    const v = MODEL_CONFIGS[name];
+    return v.blockType === info.blockType && v.tokensType === info.tokensType &&
+      v.embedDim === info.embedDim &&
+      blockCount(v) === info.depth && v.mlpRatio === info.mlpRatio && info.tokenDim === v.tokenDim &&
+      info.inChans === v.inChans &&
+      (v.blockConfig === undefined || JSON.stringify(v.blockConfig) === JSON.stringify(info.blockConfig));
+  });
+  info.candidates = [...candidates];
   if (candidates.length === 0) {
     info.name = "custom";
     return info;
@@ -225,15 +179,15 @@ export function detectArchitecture(tensors: ShapeMap, opts: DetectOptions = {}):
       h.toLowerCase()
     );
     let best = -1;
-    for (const v of candidates) {
-      if (hints.some((h) => h.includes(v.name)) && v.name.length > best) {
-        best = v.name.length;
-        chosen = v;
+    for (const name of candidates) {
+      if (hints.some((h) => h.includes(name)) && name.length > best) {
+        best = name.length;
+        chosen = name;
       }
     }
   }
-  info.name = chosen.name;
-  info.numHeads = chosen.numHeads;
+  info.name = chosen;
+  info.numHeads = MODEL_CONFIGS[chosen].numHeads;
   return info;
 }
 
@@ -249,25 +203,19 @@ export function detectArchitecture(tensors: ShapeMap, opts: DetectOptions = {}):
  * ```
  */
 export function configKwargs(arch: ArchitectureInfo): Record<string, unknown> {
-  const blockType = {
-    t2t_vit: "vit",
-    t2t_vit_se: "se",
-    t2t_vit_ghost: "ghost",
-    t2t_vit_dense: "dense",
-  } as const;
   const out: Record<string, unknown> = {
     img_size: arch.imgSize,
     tokens_type: arch.tokensType,
     embed_dim: arch.embedDim,
     // dense models count blocks through block_config; the official factory leaves depth at its default
-    depth: arch.family === "t2t_vit_dense" ? null : arch.depth,
+    depth: arch.blockType === "dense" ? null : arch.depth,
     num_heads: arch.numHeads,
     mlp_ratio: arch.mlpRatio,
     token_dim: arch.tokenDim,
     num_classes: arch.numClasses,
     in_chans: arch.inChans,
   };
-  if (arch.family !== null && arch.family !== "t2t_vit") out.block_type = blockType[arch.family];
+  if (arch.blockType !== null && arch.blockType !== "vit") out.block_type = arch.blockType;
   if (arch.blockConfig) out.block_config = arch.blockConfig;
   if (arch.growthRate !== undefined) out.growth_rate = arch.growthRate;
   for (const k of Object.keys(out)) if (out[k] === null || out[k] === undefined) delete out[k];
@@ -296,6 +244,6 @@ export function describeWeights(
   if (arch.imgSize !== null) metadata.img_size = String(arch.imgSize);
   metadata.num_classes = String(arch.numClasses);
   if (arch.candidates.length > 1) metadata.architecture_candidates = arch.candidates.join(",");
-  if (arch.family !== null) metadata.config = JSON.stringify(configKwargs(arch));
+  if (arch.blockType !== null) metadata.config = JSON.stringify(configKwargs(arch));
   return { architecture: arch, metadata };
 }

@@ -12,7 +12,7 @@ import { ModelError } from "../src/core/errors.ts";
  * with its architecture (the factory's arguments; the rest are the constructor's defaults, {@link DEFAULT_CONFIG}),
  * its parameter count at 224 px and 1000 classes, and a one-line description. Names ({@link ModelName},
  * {@link MODEL_NAMES}), configurations ({@link MODEL_CONFIGS}), the variant classes, pretrained configs and
- * architecture detection (`KNOWN_ARCHITECTURES`) all derive from it.
+ * architecture detection (`detectArchitecture` matches weights against {@link MODEL_CONFIGS}) all derive from it.
  */
 export const VARIANTS = {
   t2t_vit_7: {
@@ -468,19 +468,41 @@ export function configFromMetadata(
   file?: string,
   opts: { requireHeads?: boolean } = {},
 ): T2tVitConfig {
-  const bad = (msg: string, cause?: unknown): never => {
-    throw new ModelError(msg, { file, key: "config", cause });
-  };
   let kwargs: unknown;
   try {
     kwargs = JSON.parse(text);
   } catch (e) {
-    bad(`the 'config' metadata is not JSON: ${(e as Error).message}`, e);
+    throw new ModelError(`the 'config' metadata is not JSON: ${(e as Error).message}`, {
+      file,
+      key: "config",
+      cause: e,
+    });
   }
   if (typeof kwargs !== "object" || kwargs === null || Array.isArray(kwargs)) {
-    bad("the 'config' metadata is not an object");
+    throw new ModelError("the 'config' metadata is not an object", { file, key: "config" });
   }
-  const clean = Object.fromEntries(Object.entries(kwargs as object).filter(([, v]) => v !== null));
+  return configForWeights(kwargs as Record<string, unknown>, weightElements, file, opts);
+}
+
+/**
+ * The configuration that keyword arguments found with weights describe (a file's `config` metadata, parsed,
+ * or what detection read from a checkpoint's shapes), checked before any model is built: known keys, the
+ * {@link CONFIG_LIMITS}, the head count present (with `requireHeads`: weights never show it), and a model no
+ * bigger than the weights could fill (at most twice `weightElements` plus {@link CONFIG_PARAMETER_SLACK}).
+ * `null` values are left out (the constructor's default applies).
+ *
+ * @throws {ModelError} naming the file and the `config` key (or `num_heads`)
+ */
+export function configForWeights(
+  kwargs: Readonly<Record<string, unknown>>,
+  weightElements: number,
+  file?: string,
+  opts: { requireHeads?: boolean } = {},
+): T2tVitConfig {
+  const bad = (msg: string, cause?: unknown): never => {
+    throw new ModelError(msg, { file, key: "config", cause });
+  };
+  const clean = Object.fromEntries(Object.entries(kwargs).filter(([, v]) => v !== null));
   if (opts.requireHeads && !Object.hasOwn(clean, "num_heads")) {
     throw new ModelError(
       "the weights do not say how many attention heads the model has; build it with createModel(config, { weights })",

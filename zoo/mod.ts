@@ -18,15 +18,12 @@
 export { tf } from "../src/core/tf.ts";
 
 export {
-  type ArchFamily,
   type ArchitectureInfo,
   configKwargs,
   describeWeights,
   detectArchitecture,
   type DetectedTokensType,
   type DetectOptions,
-  KNOWN_ARCHITECTURES,
-  type KnownArchitecture,
   type ShapeMap,
 } from "./arch.ts";
 export {
@@ -51,6 +48,7 @@ export {
   type BlockType,
   CONFIG_LIMITS,
   CONFIG_PARAMETER_SLACK,
+  configForWeights,
   configFromKwargs,
   configFromMetadata,
   DEFAULT_CONFIG,
@@ -75,7 +73,6 @@ export {
   loadModel,
   MODEL_CLASSES,
   type ModelClass,
-  readWeights,
   T2tVit10,
   T2tVit12,
   T2tVit14,
@@ -92,6 +89,17 @@ export {
   T2tVitT24,
   tensorElements,
 } from "./models.ts";
+export {
+  checkpointFilter,
+  type FilteredWeights,
+  type FilterTarget,
+  PATCH_STRIDE,
+  posEmbedGrid,
+  readWeights,
+  resizePosEmbedTensor,
+  type StateDict,
+  type WeightsFile,
+} from "./loader.ts";
 export { type ForwardOptions, type LoadOptions, type LoadReport, type ModelInit, T2tVit } from "./model.ts";
 export { resizePosEmbed, sinusoidTable } from "./layers/position.ts";
 export { ARCHITECTURE_KEY, architectureOf } from "./metadata.ts";

@@ -15,7 +15,7 @@ import { type BackboneLayer, Block, DenseBlock, Transition } from "./layers/bloc
 import { LayerNorm, Linear } from "./layers/linear.ts";
 import { type Ctx, dropout } from "./layers/ops.ts";
 import { ParamStore } from "./layers/params.ts";
-import { resizePosEmbed, sinusoidTable } from "./layers/position.ts";
+import { sinusoidTable } from "./layers/position.ts";
 import { T2TModule } from "./layers/t2t.ts";
 
 /** Whether a gradient tape is recording (inside `tf.variableGrads` / `tf.grads`). */
@@ -65,8 +65,6 @@ export interface LoadReport {
   missing: string[];
   /** Keys of the weights the model does not have (ignored; only without `strict`). */
   unexpected: string[];
-  /** Keys that were resized to fit (`pos_embed` for another image size). */
-  resized: string[];
 }
 
 /** Constructor options of {@linkcode T2tVit}. */
@@ -79,10 +77,9 @@ export interface ModelInit {
   deferInit?: boolean;
 }
 
-/** Model internals reachable from this module only (parity tests' activations, the loaders' registry). */
+/** Model internals reachable from this module only (the parity tests' activations). */
 interface Internals {
   trace(x: tf.Tensor4D): Map<string, tf.Tensor>;
-  store: ParamStore;
 }
 const INTERNALS = new WeakMap<object, Internals>();
 
@@ -109,13 +106,6 @@ function fmtShape(s: readonly number[]): string {
 function isRawTensor(v: unknown): v is RawTensor {
   return typeof v === "object" && v !== null && "dtype" in v && "data" in v &&
     (v as RawTensor).data instanceof Uint8Array;
-}
-
-/** Grid side `g` of a `(1, 1 + g*g, dim)` position embedding shape, or undefined. */
-function posGrid(shape: readonly number[]): number | undefined {
-  if (shape.length !== 3 || shape[0] !== 1) return undefined;
-  const g = Math.round(Math.sqrt(shape[1] - 1));
-  return g > 0 && g * g === shape[1] - 1 ? g : undefined;
 }
 
 /**
@@ -215,7 +205,7 @@ export class T2tVit {
       store.dispose();
       throw e;
     }
-    INTERNALS.set(this, { trace: (x) => this.#trace(x), store });
+    INTERNALS.set(this, { trace: (x) => this.#trace(x) });
   }
 
   #trace(x: tf.Tensor4D): Map<string, tf.Tensor> {
@@ -432,9 +422,10 @@ export class T2tVit {
   }
 
   /**
-   * Loads weights by PyTorch key. Raw tensors (from safetensors or a converted checkpoint) of any float
-   * dtype are widened to float32; `tf.Tensor`s are copied by reference. A `pos_embed` for another grid is
-   * resized bicubically (class row kept), as the official transfer loader intends.
+   * Loads weights by PyTorch key, shapes exactly as the model's. Raw tensors (from safetensors or a converted
+   * checkpoint) of any float dtype are widened to float32; `tf.Tensor`s are copied. Weights for another class
+   * count or image size go through `checkpointFilter` first (head dropped, `pos_embed` resized), as
+   * `createModel` does.
    *
    * @throws {WeightsError} listing, in one error, every missing, unexpected or mis-shaped key and every tensor
    *   with NaN or infinite values (raw tensors only); `cause` holds the lists. Nothing is loaded then.
@@ -448,7 +439,7 @@ export class T2tVit {
     const unexpected: string[] = [];
     const misshaped: string[] = [];
     const nonFinite: string[] = [];
-    const plan: { key: string; values: Float32Array | tf.Tensor; resizeFrom?: number }[] = [];
+    const plan: { key: string; values: Float32Array | tf.Tensor }[] = [];
     for (const [key, t] of tensors as Map<string, RawTensor | tf.Tensor>) {
       if (skip.has(key)) continue;
       const p = params.get(key);
@@ -477,14 +468,9 @@ export class T2tVit {
           continue;
         }
       }
-      let resizeFrom: number | undefined;
       if (!sameShape(shape, p.shape)) {
-        const g = posGrid(shape);
-        if (key === "pos_embed" && g !== undefined && shape[2] === p.shape[2]) resizeFrom = g;
-        else {
-          misshaped.push(`${key}: ${fmtShape(shape)}, expected ${fmtShape(p.shape)}`);
-          continue;
-        }
+        misshaped.push(`${key}: ${fmtShape(shape)}, expected ${fmtShape(p.shape)}`);
+        continue;
       }
       if (isRawTensor(t)) {
         const values = toFloat32(t);
@@ -494,9 +480,9 @@ export class T2tVit {
             break;
           }
         }
-        plan.push({ key, values, resizeFrom });
+        plan.push({ key, values });
       } else {
-        plan.push({ key, values: t, resizeFrom });
+        plan.push({ key, values: t });
       }
     }
     const problems: string[] = [];
@@ -521,26 +507,33 @@ export class T2tVit {
         cause: { missing: strict ? missing : [], unexpected: strict ? unexpected : [], misshaped, nonFinite },
       });
     }
-    const resized: string[] = [];
-    for (const { key, values, resizeFrom } of plan) {
+    for (const { key, values } of plan) {
       const p = params.get(key)!;
-      const newGrid = posGrid(p.shape)!;
       tf.tidy(() => {
-        let t: tf.Tensor;
-        if (values instanceof tf.Tensor) {
-          t = values.dtype === "float32" ? values : tf.cast(values, "float32");
-          if (resizeFrom !== undefined) t = resizePosEmbedTensor(t, resizeFrom, newGrid);
-        } else {
-          const v = resizeFrom !== undefined
-            ? resizePosEmbed(values, p.shape[2], resizeFrom, newGrid)
-            : values;
-          t = tf.tensor(v, [...p.shape], "float32");
-        }
+        const t = values instanceof tf.Tensor
+          ? (values.dtype === "float32" ? values : tf.cast(values, "float32"))
+          : tf.tensor(values, [...p.shape], "float32");
         p.variable.assign(t);
       });
-      if (resizeFrom !== undefined) resized.push(key);
     }
-    return { loaded: plan.map((p) => p.key), missing, unexpected, resized };
+    return { loaded: plan.map((p) => p.key), missing, unexpected };
+  }
+
+  /**
+   * Gives the parameters in `keys` (default: all) the official initialisation again, drawn from the model's
+   * seeded generator in registration order: what a head replaced for transfer learning starts from.
+   *
+   * @throws {ModelError} when a key is not a parameter of the model, or the model was disposed
+   */
+  resetParameters(keys?: Iterable<string>): void {
+    if (this.#disposed) throw new ModelError("resetParameters: the model was disposed", { key: this.name });
+    const wanted = keys === undefined ? [...this.#store.params.keys()] : [...keys];
+    for (const k of wanted) {
+      if (!this.#store.params.has(k)) {
+        throw new ModelError(`resetParameters: no parameter '${k}'`, { key: k });
+      }
+    }
+    this.#store.initialize(wanted);
   }
 
   /** Frees every variable and cached tensor. The model cannot be used afterwards. */
@@ -560,34 +553,10 @@ export class T2tVit {
 }
 
 /**
- * Resizes a `(1, 1 + g*g, dim)` position embedding tensor to grid `newGrid` on the device (the bicubic resize
- * of `resizePosEmbed` as one matrix product).
- */
-export function resizePosEmbedTensor(t: tf.Tensor, oldGrid: number, newGrid: number): tf.Tensor3D {
-  return tf.tidy(() => {
-    const dim = t.shape[2]!;
-    // the interpolation matrix: resize each basis grid cell (identity columns) with the same code
-    const g2 = oldGrid * oldGrid;
-    const G2 = newGrid * newGrid;
-    const basis = new Float32Array((1 + g2) * g2);
-    for (let i = 0; i < g2; i++) basis[(1 + i) * g2 + i] = 1;
-    const m = resizePosEmbed(basis, g2, oldGrid, newGrid).subarray(g2); // (G2, g2)
-    const grid = tf.reshape(tf.slice(t, [0, 1, 0], [1, g2, dim]), [g2, dim]);
-    const out = tf.matMul(tf.tensor2d(m, [G2, g2]), grid);
-    return tf.concat([tf.slice(t, [0, 0, 0], [1, 1, dim]), tf.reshape(out, [1, G2, dim])], 1) as tf.Tensor3D;
-  });
-}
-
-/**
  * Intermediate activations of an eval-mode forward pass, for parity tests and diagnostics: `soft_split0`
  * `(B, L0, C*49)`, `attention1` `(B, L0, tokenDim)`, `t2t_tokens` `(B, N, embedDim)`, `block0`
  * `(B, N+1, width)`, `features` and `logits`. The caller disposes them. Not part of the stable API.
  */
 export function traceForward(model: T2tVit, x: tf.Tensor4D): Map<string, tf.Tensor> {
   return INTERNALS.get(model)!.trace(x);
-}
-
-/** The parameter registry of a model (internal: used by the zoo's loaders). */
-export function paramStoreOf(model: T2tVit): ParamStore {
-  return INTERNALS.get(model)!.store;
 }

@@ -7,20 +7,17 @@
  * @module
  */
 
-import type { tf } from "../src/core/tf.ts";
-import { parseCheckpoint, sniffFormat } from "../converters/checkpoint.ts";
-import { materialize, planConversion } from "../converters/convert.ts";
-import { describeWeights } from "./arch.ts";
-import { parseSafetensors } from "../converters/safetensors.ts";
+import { tf } from "../src/core/tf.ts";
+import type { Checkpoint } from "../converters/checkpoint.ts";
+import { configKwargs, detectArchitecture } from "./arch.ts";
 import { architectureOf } from "./metadata.ts";
-import type { RawTensor, TensorMap } from "../src/core/types.ts";
+import type { RawTensor } from "../src/core/types.ts";
 import { ensureBackend } from "./backend/backend.ts";
 import { prepareWeights } from "./kernels/fused.ts";
-import { ModelError, T2tVitError, WeightsError } from "../src/core/errors.ts";
-import { paramStoreOf, T2tVit } from "./model.ts";
-import { sourceOf } from "../src/core/platform.ts";
-import { readLocalOrFetch } from "../src/core/files.ts";
+import { ModelError, T2tVitError } from "../src/core/errors.ts";
+import { T2tVit } from "./model.ts";
 import {
+  configForWeights,
   configFromMetadata,
   isModelName,
   MODEL_CONFIGS,
@@ -32,11 +29,14 @@ import {
 } from "./configs.ts";
 import { type HubOptions, loadPretrainedBytes } from "./hub.ts";
 import { type PretrainedTag, resolvePretrained } from "./pretrained.ts";
+import { checkpointFilter, type FilteredWeights, readWeights, type StateDict } from "./loader.ts";
 
 /** The total element count of a tensor map (what a file's `config` may ask a model to hold). */
-export function tensorElements(tensors: TensorMap): number {
+export function tensorElements(tensors: StateDict): number {
   let n = 0;
-  for (const t of tensors.values()) n += t.shape.reduce((a, b) => a * b, 1);
+  for (const t of (tensors as Map<string, RawTensor | tf.Tensor>).values()) {
+    n += t.shape.reduce((a: number, b: number) => a * b, 1);
+  }
   return n;
 }
 
@@ -48,7 +48,7 @@ export interface CreateOptions {
    * map of tensors by PyTorch key (raw tensors, e.g. from a converter, or `tf.Tensor`s). Without weights the
    * model gets the official random initialisation (seeded by `seed`).
    */
-  weights?: string | URL | Uint8Array | Blob | TensorMap | Map<string, tf.Tensor>;
+  weights?: string | URL | Uint8Array | Blob | StateDict;
   /**
    * The authors' released weights instead of `weights`: `true` for the model's default (`in1k`), or a
    * variant (`"in1k_384"`, `"in1k_token_labeling"`, `"in1k_ft_cifar10"`, ...) or full tag
@@ -82,121 +82,81 @@ export interface CreateOptions {
   seed?: number;
 }
 
-/**
- * Reads weights given as a path, URL, bytes or Blob into a tensor map: a safetensors file, or a PyTorch checkpoint
- * (zip or legacy `torch.save`, any layout the converters know: release, training, CIFAR transfer, bare
- * state_dict), read safely without executing pickle code and with the weights picked as the converter picks
- * them (`state_dict_ema` first). `metadata` is the safetensors metadata, or the converter's for a checkpoint.
- *
- * @throws {WeightsError} when the source cannot be read
- * @throws {SafetensorsError} or {CheckpointError} when the file is malformed
- */
-export async function readWeights(
-  src: string | URL | Uint8Array | Blob,
-): Promise<{ tensors: TensorMap; file: string; metadata: Record<string, string> }> {
-  let bytes: Uint8Array;
-  let file: string;
-  if (src instanceof Uint8Array) {
-    bytes = src;
-    file = "<bytes>";
-  } else if (src instanceof Blob) {
-    file = (src as Blob & { name?: string }).name || "<blob>";
-    try {
-      bytes = new Uint8Array(await src.arrayBuffer());
-    } catch (e) {
-      throw new WeightsError(`cannot read weights: ${(e as Error).message}`, { file, cause: e });
-    }
-  } else {
-    file = sourceOf(src).label;
-    try {
-      bytes = await readLocalOrFetch(src, (msg, cause) => {
-        throw new WeightsError(`cannot read weights: ${msg}`, { file, cause });
-      });
-    } catch (e) {
-      if (e instanceof WeightsError) throw e;
-      throw new WeightsError(`cannot read weights: ${(e as Error).message}`, { file, cause: e });
-    }
-  }
-  const kind = sniffFormat(bytes.subarray(0, 4096));
-  if (kind === "zip" || kind === "legacy") {
-    const ckpt = parseCheckpoint(bytes, file);
-    try {
-      const plan = planConversion(ckpt, { describe: describeWeights });
-      const tensors: TensorMap = new Map();
-      for (const p of plan.tensors) tensors.set(p.name, materialize(p, ckpt.file));
-      return { tensors, file, metadata: plan.metadata };
-    } finally {
-      ckpt.close();
-    }
-  }
-  const { tensors, metadata } = parseSafetensors(bytes, file);
-  return { tensors, file, metadata };
-}
-
-function shapeOf(t: RawTensor | tf.Tensor | undefined): number[] | undefined {
-  return t?.shape ? [...t.shape] : undefined;
-}
-
 /** A constructor of a model class (`T2tVit` or one of the variants). */
 export type ModelClass<M extends T2tVit = T2tVit> = new (
   config: T2tVitConfig,
   init?: { name?: string; seed?: number; deferInit?: boolean },
 ) => M;
 
+/** Weights read but not yet filtered, and the file they came from. */
+interface Source {
+  state: StateDict | Checkpoint;
+  file?: string;
+}
+
 async function build<M extends T2tVit>(
   cls: ModelClass<M>,
   name: string,
   base: T2tVitConfig | T2tVitConfigInit,
   opts: CreateOptions,
+  source?: Source,
 ): Promise<M> {
   if (typeof opts !== "object" || opts === null) throw new ModelError("options must be an object");
   await ensureBackend();
-  let tensors: TensorMap | Map<string, tf.Tensor> | undefined;
-  let file: string | undefined;
-  if (opts.pretrained !== undefined && opts.pretrained !== false) {
-    if (opts.weights !== undefined) throw new ModelError("pass either weights or pretrained, not both");
+  const pretrained = opts.pretrained !== undefined && opts.pretrained !== false;
+  if (pretrained && (opts.weights !== undefined || source !== undefined)) {
+    throw new ModelError("pass either weights or pretrained, not both");
+  }
+  if (pretrained) {
     if (cls === T2tVit) {
       throw new ModelError("pretrained weights exist for the official variants only", { key: name });
     }
-    const got = await loadPretrainedBytes(name, opts.pretrained, opts.hub);
-    tensors = (await readWeights(got.bytes)).tensors;
-    file = got.file;
-  } else if (opts.weights !== undefined) {
-    if (opts.weights instanceof Map) tensors = opts.weights;
-    else ({ tensors, file } = await readWeights(opts.weights));
+    const got = await loadPretrainedBytes(name, opts.pretrained as true | string, opts.hub);
+    source = { state: (await readWeights(got.bytes)).state, file: got.file };
+  } else if (source === undefined && opts.weights !== undefined) {
+    source = opts.weights instanceof Map ? { state: opts.weights } : await readWeights(opts.weights);
   }
   const overrides: { -readonly [K in keyof T2tVitConfig]?: T2tVitConfig[K] } = {};
   for (const k of ["numClasses", "imgSize", "qkScale", "dropRate", "attnDropRate", "dropPathRate"] as const) {
     if (opts[k] !== undefined) (overrides as Record<string, unknown>)[k] = opts[k];
   }
-  const all = tensors as Map<string, RawTensor | tf.Tensor> | undefined;
-  const headShape = shapeOf(all?.get("head.weight"));
-  const posShape = shapeOf(all?.get("pos_embed"));
-  // defaults from the weights: their class count and image size
-  if (overrides.numClasses === undefined && headShape?.length === 2) overrides.numClasses = headShape[0];
-  if (overrides.imgSize === undefined && posShape?.length === 3) {
-    const g = Math.round(Math.sqrt(posShape[1] - 1));
-    if (g > 0 && g * g === posShape[1] - 1) overrides.imgSize = g * 16;
+  let weights: FilteredWeights | undefined;
+  if (source !== undefined) {
+    // the checkpoint filter: key, `module.`, head for another class count, pos_embed for another size; the
+    // class count and image size default to the weights'
+    weights = checkpointFilter(source.state, {
+      numClasses: overrides.numClasses,
+      imgSize: overrides.imgSize,
+      embedDim: base.embedDim,
+      file: source.file,
+    });
+    if (weights.numClasses !== undefined) overrides.numClasses = weights.numClasses;
+    if (weights.imgSize !== undefined) overrides.imgSize = weights.imgSize;
   }
-  const config = resolveConfig({ ...base, ...overrides } as T2tVitConfigInit);
-  const model = new cls(config, { name, seed: opts.seed, deferInit: tensors !== undefined });
   try {
-    if (tensors !== undefined) {
-      const dropHead = headShape !== undefined && config.numClasses !== headShape[0];
-      // the official transfer loader deletes the head for another class count
-      const skip = dropHead || config.numClasses === 0 ? ["head.weight", "head.bias"] : [];
-      const report = model.loadStateDict(tensors as TensorMap, { strict: opts.strict ?? true, file, skip });
-      const store = paramStoreOf(model);
-      const loaded = new Set(report.loaded);
-      const fresh = [...store.params.keys()].filter((k) => !loaded.has(k));
-      if (fresh.length) store.initialize(fresh);
+    const config = resolveConfig({ ...base, ...overrides } as T2tVitConfigInit);
+    const model = new cls(config, { name, seed: opts.seed, deferInit: weights !== undefined });
+    try {
+      if (weights !== undefined) {
+        const report = model.loadStateDict(weights.tensors, {
+          strict: opts.strict ?? true,
+          file: source!.file,
+          skip: weights.dropped,
+        });
+        // what the weights did not set (a dropped head; missing keys without strict) starts as initialised
+        const loaded = new Set(report.loaded);
+        const fresh = [...model.stateDict().keys()].filter((k) => !loaded.has(k));
+        if (fresh.length) model.resetParameters(fresh);
+      }
+    } catch (e) {
+      model.dispose();
+      throw e;
     }
-  } catch (e) {
-    model.dispose();
-    throw e;
+    prepareWeights(model.stateDict()); // pack for the backend's kernels now, not on the first forward
+    return model;
+  } finally {
+    if (weights?.owned.length) tf.dispose(weights.owned);
   }
-  prepareWeights(model.stateDict()); // pack for the backend's kernels now, not on the first forward
-  return model;
 }
 
 /** T2T-ViT-7: performer tokens, 7 blocks of width 256, 4 heads, MLP ratio 2 (4.3M parameters). */
@@ -416,17 +376,33 @@ export async function loadModel(
   weights: string | URL | Uint8Array | Blob,
   opts: Omit<CreateOptions, "weights"> = {},
 ): Promise<T2tVit> {
-  const { tensors, file, metadata } = await readWeights(weights);
-  const arch = architectureOf(metadata);
-  if (arch !== undefined && isModelName(arch)) {
-    return createModel(arch as ModelName, { ...opts, weights: tensors });
-  }
-  if (metadata.config !== undefined) {
-    const cfg = configFromMetadata(metadata.config, tensorElements(tensors), file, { requireHeads: true });
-    return createModel(cfg, { ...opts, weights: tensors });
+  const { state, file, metadata } = await readWeights(weights);
+  if (!(state instanceof Map)) {
+    // a PyTorch checkpoint: its weights (key chosen, `module.` stripped) show the architecture
+    const { tensors, hints } = checkpointFilter(state, { file });
+    const arch = detectArchitecture(tensors, { hints });
+    if (isModelName(arch.name)) {
+      return build(MODEL_CLASSES[arch.name], arch.name, MODEL_CONFIGS[arch.name], opts, {
+        state: tensors,
+        file,
+      });
+    }
+    if (arch.blockType !== null) {
+      const cfg = configForWeights(configKwargs(arch), tensorElements(tensors), file, { requireHeads: true });
+      return build(T2tVit, "custom", cfg, opts, { state: tensors, file });
+    }
+  } else {
+    const arch = architectureOf(metadata);
+    if (arch !== undefined && isModelName(arch)) {
+      return build(MODEL_CLASSES[arch], arch, MODEL_CONFIGS[arch], opts, { state, file });
+    }
+    if (metadata.config !== undefined) {
+      const cfg = configFromMetadata(metadata.config, tensorElements(state), file, { requireHeads: true });
+      return build(T2tVit, "custom", cfg, opts, { state, file });
+    }
   }
   throw new ModelError(
     "the weights do not name their architecture; build the model with createModel(name, { weights })",
-    { file },
+    { file, key: "architecture" },
   );
 }

@@ -1,7 +1,8 @@
 /**
- * Seeded random numbers for training: data shuffling, random crops and flips, and the dropout masks of a
- * training forward pass. Every draw is a pure function of `(seed, purpose, counters)`, so a run resumed from a
- * checkpoint (which records the seed and the step) draws exactly what the uninterrupted run would have.
+ * The package's one seeded generator: training (data shuffling, random crops and flips, the dropout masks of
+ * a training forward pass), the models' random initialisation, and the fuzzer's cases. Every draw is a pure
+ * function of the seeds, so a training run resumed from a checkpoint (which records the seed and the step)
+ * draws exactly what the uninterrupted run would have, and a fuzz case replays from its seed and index.
  *
  * @module
  */
@@ -17,7 +18,8 @@ function splitmix32(state: { s: number }): number {
 }
 
 /**
- * A small, fast, seedable generator (xoshiro128**) with a serialisable state.
+ * A small, fast, seedable generator (xoshiro128**) with a serialisable state. {@linkcode Rng.splitmix} gives
+ * the plain splitmix32 stream instead, the one the models' seeded initialisation draws from.
  *
  * @example
  * ```ts
@@ -29,6 +31,8 @@ function splitmix32(state: { s: number }): number {
  */
 export class Rng {
   #s: Uint32Array;
+  /** splitmix32 mode: `#s[0]` is the whole state and a uniform takes one 32-bit draw. */
+  #splitmix = false;
 
   /** A generator seeded from one or more 32-bit integers (mixed with splitmix32). */
   constructor(...seeds: number[]) {
@@ -50,9 +54,33 @@ export class Rng {
     return new Rng(...parts);
   }
 
+  /**
+   * The splitmix32 stream of `seed` (one 32-bit draw per `uniform()`): what the models' parameter
+   * initialisation draws, so that a seeded initialisation stays the same model.
+   *
+   * @example
+   * ```ts
+   * import { Rng } from "./rng.ts";
+   * const a = Rng.splitmix(7), b = Rng.splitmix(7);
+   * a.normal() === b.normal(); // true
+   * ```
+   */
+  static splitmix(seed = 0): Rng {
+    const r = new Rng();
+    r.#splitmix = true;
+    r.#s = Uint32Array.of(((seed >>> 0) ^ 0x9e3779b9) >>> 0, 0, 0, 0);
+    return r;
+  }
+
   /** The next 32-bit unsigned integer. */
   nextU32(): number {
     const s = this.#s;
+    if (this.#splitmix) {
+      const st = { s: s[0] };
+      const v = splitmix32(st);
+      s[0] = st.s;
+      return v;
+    }
     const result = Math.imul(rotl(Math.imul(s[1], 5) >>> 0, 7), 9) >>> 0;
     const t = (s[1] << 9) >>> 0;
     s[2] ^= s[0];
@@ -64,8 +92,9 @@ export class Rng {
     return result;
   }
 
-  /** A float64 uniform in [0, 1) with 53 random bits. */
+  /** A float64 uniform in [0, 1) with 53 random bits (32 in {@linkcode Rng.splitmix} mode). */
   uniform(): number {
+    if (this.#splitmix) return this.nextU32() / 4294967296;
     const hi = this.nextU32() >>> 5; // 27 bits
     const lo = this.nextU32() >>> 6; // 26 bits
     return (hi * 67108864 + lo) / 9007199254740992;
@@ -79,6 +108,36 @@ export class Rng {
       const x = this.nextU32();
       if (x < limit) return x % n;
     }
+  }
+
+  /** A standard normal value (Box-Muller on two uniforms). */
+  normal(): number {
+    let u = this.uniform();
+    while (u <= 0) u = this.uniform();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.uniform());
+  }
+
+  /** True with probability `p`. */
+  chance(p: number): boolean {
+    return this.uniform() < p;
+  }
+
+  /** One element of a non-empty array, uniformly. */
+  pick<T>(items: readonly T[]): T {
+    return items[this.int(items.length)];
+  }
+
+  /** One key of a table of weights, drawn in proportion to its weight. */
+  weighted<K extends string>(table: Readonly<Record<K, number>>): K {
+    const keys = Object.keys(table) as K[];
+    let total = 0;
+    for (const k of keys) total += table[k];
+    let r = this.uniform() * total;
+    for (const k of keys) {
+      r -= table[k];
+      if (r < 0) return k;
+    }
+    return keys[keys.length - 1];
   }
 
   /** A uniformly random permutation of 0..n-1 (Fisher-Yates). */
@@ -101,7 +160,7 @@ export class Rng {
 
   /** Restores a state from {@linkcode Rng.getState}. */
   setState(state: readonly number[]): void {
-    if (state.length !== 4 || state.every((x) => (x >>> 0) === 0)) {
+    if (state.length !== 4 || (!this.#splitmix && state.every((x) => (x >>> 0) === 0))) {
       throw new RangeError("Rng.setState: expected four 32-bit words, not all zero");
     }
     for (let i = 0; i < 4; i++) this.#s[i] = state[i] >>> 0;

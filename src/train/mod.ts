@@ -1,14 +1,13 @@
 /**
  * Fine-tuning T2T-ViT models: losses, optimizers (SGD, AdamW) with parameter groups, the cosine schedule,
- * gradient clipping, a trainer step, resumable safetensors checkpoints, and the CIFAR-10/100 readers and
- * transforms of the official `transfer_learning.py`.
+ * gradient clipping, a trainer step and resumable safetensors checkpoints. The CIFAR-10/100 readers and the
+ * transforms of the official `transfer_learning.py` are the data entry (`@t2t-vit/t2t-vit/data`).
  *
  * @example
  * ```ts ignore
  * import { createModel } from "../../zoo/mod.ts";
- * import {
- *   cifarBatches, CosineSchedule, readCifar, saveCheckpoint, SGD, Trainer, transferParamGroups,
- * } from "./mod.ts";
+ * import { cifarBatches, readCifar } from "../data/mod.ts";
+ * import { CosineSchedule, saveCheckpoint, SGD, Trainer, transferParamGroups } from "./mod.ts";
  * const model = await createModel("t2t_vit_14", { weights: "t2t_vit_14.safetensors", numClasses: 10 });
  * const train = await readCifar("./data", "cifar10", "train");
  * const opt = new SGD(transferParamGroups(model.trainableVariables(), { lr: 0.01, transferRatio: 0.01 }), {
@@ -71,35 +70,11 @@ export {
   saveWeights,
   type TrainingState,
 } from "./checkpoint.ts";
-export {
-  CIFAR10_CLASSES,
-  CIFAR_FOLDER,
-  CIFAR_IMAGE_BYTES,
-  CIFAR_MEAN,
-  CIFAR_SIZE,
-  CIFAR_STD,
-  cifarFiles,
-  type CifarName,
-  type CifarSplit,
-  type CifarSplitName,
-  encodeCifar,
-  readCifar,
-  type ReadCifarOptions,
-  writeCifar,
-} from "../data/cifar.ts";
-export {
-  type Augmentation,
-  type CifarBatch,
-  cifarBatches,
-  type CifarBatchOptions,
-  type CifarTransformOptions,
-  drawAugmentation,
-  numBatches,
-  type ResizeMode,
-  resizePlanes,
-  transformCpu,
-  transformTensor,
-} from "../data/transforms.ts";
+/**
+ * @deprecated the data entry has them (`@t2t-vit/t2t-vit/data`, `src/data/mod.ts`): kept here only until
+ * `bench/train_bench.ts` imports them from there.
+ */
+export { cifarBatches, type CifarSplit } from "../data/mod.ts";
 export {
   estimateStepMemory,
   type MemoryBudget,

@@ -13,7 +13,7 @@ import type { TensorMap } from "../core/types.ts";
 import { CheckpointError } from "../core/errors.ts";
 import type { CifarSplit } from "../data/cifar.ts";
 import { cifarBatches, numBatches } from "../data/transforms.ts";
-import { crossEntropy } from "./loss.ts";
+import { countCorrect, crossEntropy } from "./loss.ts";
 import type { Optimizer } from "./optim.ts";
 import { Rng } from "../core/rng.ts";
 
@@ -183,20 +183,18 @@ export async function probeEpoch(
       y[i] = set.labels[r];
     }
     const xt = tf.tensor2d(x, [n, set.dim]);
-    let pred: tf.Tensor | undefined;
+    let logits: tf.Tensor2D | undefined;
     const { value, grads } = tf.variableGrads(() => {
-      const logits = tf.add(tf.matMul(xt, head.weight, false, true), head.bias) as tf.Tensor2D;
-      pred = tf.keep(tf.argMax(logits, -1));
+      logits = tf.keep(tf.add(tf.matMul(xt, head.weight, false, true), head.bias) as tf.Tensor2D);
       return crossEntropy(logits, y, { labelSmoothing: opts.labelSmoothing });
     }, [head.weight, head.bias]);
     const named = new Map([...Object.entries(grads)].map(([k, g]) => [names.get(k)!, g]));
     optimizer.step(named);
     lossSum += (await value.data())[0] * n;
-    const p = await pred!.data();
-    for (let i = 0; i < n; i++) if (p[i] === y[i]) correct++;
+    correct += await countCorrect(logits!, y);
     for (const g of Object.values(grads)) g.dispose();
     value.dispose();
-    pred!.dispose();
+    logits!.dispose();
     xt.dispose();
   }
   return { loss: lossSum / set.count, accuracy: correct / set.count };
@@ -207,15 +205,15 @@ export async function probeEvaluate(
   head: ProbeHead,
   set: FeatureSet,
 ): Promise<{ loss: number; accuracy: number }> {
-  const [l, p] = tf.tidy(() => {
+  const [l, logits] = tf.tidy(() => {
     const xt = tf.tensor2d(set.features, [set.count, set.dim]);
     const logits = tf.add(tf.matMul(xt, head.weight, false, true), head.bias) as tf.Tensor2D;
-    return [crossEntropy(logits, set.labels, { reduction: "sum" }), tf.argMax(logits, -1)];
+    return [crossEntropy(logits, set.labels, { reduction: "sum" }), logits];
   });
-  const [lv, pv] = [await l.data(), await p.data()];
-  l.dispose();
-  p.dispose();
-  let correct = 0;
-  for (let i = 0; i < set.count; i++) if (pv[i] === set.labels[i]) correct++;
-  return { loss: lv[0] / set.count, accuracy: correct / set.count };
+  try {
+    const [lv, correct] = await Promise.all([l.data(), countCorrect(logits, set.labels)]);
+    return { loss: lv[0] / set.count, accuracy: correct / set.count };
+  } finally {
+    tf.dispose([l, logits]);
+  }
 }

@@ -11,7 +11,7 @@ import "./install.ts";
 import { installTrainingKernels } from "../../zoo/backend/registry.ts";
 import type { TensorMap } from "../core/types.ts";
 import { ModelError } from "../core/errors.ts";
-import { crossEntropy, type Labels } from "./loss.ts";
+import { countCorrect, crossEntropy, type Labels } from "./loss.ts";
 import { AdamW, clipGradNorm, type Gradients, type NamedParameters, type Optimizer } from "./optim.ts";
 import { Rng } from "../core/rng.ts";
 import type { CosineSchedule } from "./schedule.ts";
@@ -379,17 +379,12 @@ export class Trainer {
         normT = c.totalNorm;
       }
       this.optimizer.step(used);
-      const pred = tf.tidy(() => tf.argMax(logits, -1));
-      const [lossV, predV, normV] = await Promise.all([
+      const [lossV, correct, normV] = await Promise.all([
         loss.data(),
-        pred.data(),
+        countCorrect(logits, labels),
         normT ? normT.data() : Promise.resolve(undefined),
       ]);
-      pred.dispose();
-      const lab = labels instanceof tf.Tensor ? await labels.data() : labels;
-      let correct = 0;
-      for (let i = 0; i < predV.length; i++) if (predV[i] === lab[i]) correct++;
-      const r: StepResult = { loss: lossV[0], correct, count: predV.length };
+      const r: StepResult = { loss: lossV[0], correct, count: logits.shape[0] };
       if (normV) r.gradNorm = normV[0];
       return r;
     } finally {
@@ -428,16 +423,17 @@ export async function evaluate(
   let lossSum = 0, correct = 0, total = 0;
   for await (const b of batches) {
     try {
-      const [l, p] = tf.tidy(() => {
-        const logits = model.forward(b.x, { training: false });
-        return [crossEntropy(logits, b.labels, { reduction: "sum" }), tf.argMax(logits, -1)];
-      });
-      const [lv, pv] = await Promise.all([l.data(), p.data()]);
-      l.dispose();
-      p.dispose();
-      lossSum += lv[0];
-      for (let i = 0; i < pv.length; i++) if (pv[i] === b.labels[i]) correct++;
-      total += pv.length;
+      const logits = model.forward(b.x, { training: false });
+      try {
+        const l = crossEntropy(logits, b.labels, { reduction: "sum" });
+        const [lv, n] = await Promise.all([l.data(), countCorrect(logits, b.labels)]);
+        l.dispose();
+        lossSum += lv[0];
+        correct += n;
+        total += logits.shape[0];
+      } finally {
+        logits.dispose();
+      }
     } finally {
       b.x.dispose();
     }

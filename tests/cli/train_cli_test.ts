@@ -2,7 +2,7 @@
 // dataset in CIFAR-10 binary format: trains, evaluates, keeps the best weights, logs JSON, resumes; and
 // fails with a one-line message and a non-zero exit code on bad input.
 import assert from "node:assert/strict";
-import { writeCifar } from "../../src/train/mod.ts";
+import { writeCifar } from "../../src/data/mod.ts";
 import { readSafetensors } from "../../converters/safetensors.ts";
 
 const SCRIPT = new URL("../../examples/transfer_cifar10.ts", import.meta.url).pathname;

@@ -429,7 +429,7 @@ Deno.test("checkpoint: architecture detection on every manifest variant", () => 
   assert.equal(tiny.name, "custom");
   assert.deepEqual(
     [
-      tiny.family,
+      tiny.blockType,
       tiny.tokensType,
       tiny.embedDim,
       tiny.depth,
@@ -438,7 +438,7 @@ Deno.test("checkpoint: architecture detection on every manifest variant", () => 
       tiny.numClasses,
       tiny.imgSize,
     ],
-    ["t2t_vit", "performer", 32, 2, 2, 16, 10, 32],
+    ["vit", "performer", 32, 2, 2, 16, 10, 32],
   );
   assert.equal(tiny.numHeads, null);
   // fine-tuned head, other image size, no head at all

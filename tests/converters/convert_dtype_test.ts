@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { castFloatInto, f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from "../../src/core/dtype.ts";
+import { Rng } from "../../src/core/rng.ts";
 import { f16ToNumber } from "../../converters/safetensors.ts";
 import type { RawTensor } from "../../src/core/types.ts";
 
@@ -36,14 +37,6 @@ function nearestF16(x: number): number {
   return sign | pick;
 }
 
-let seed = 7;
-function rand32(): number {
-  seed ^= seed << 13;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  return seed >>> 0;
-}
-
 Deno.test("dtype: float16 widening is exact for all 65536 codes and narrows back to itself", () => {
   for (let h = 0; h < 65536; h++) {
     const bits = f16BitsToF32(h);
@@ -76,11 +69,12 @@ Deno.test("dtype: float32 to float16 rounds to nearest even (against a search or
     -Infinity,
   ];
   const samples: number[] = [...edge];
+  const rng = Rng.derive(7, "float16 rounding"); // this test's own stream, whatever else runs
   for (let i = 0; i < 200_000; i++) {
-    const b = rand32();
+    const b = rng.nextU32();
     // bias toward the float16 range: exponents 100..145
     const e = 100 + (b % 46);
-    samples.push(valueOf(((b & 0x80000000) | (e << 23) | (rand32() & 0x7fffff)) >>> 0));
+    samples.push(valueOf(((b & 0x80000000) | (e << 23) | (rng.nextU32() & 0x7fffff)) >>> 0));
   }
   for (const x of samples) {
     const v = Math.fround(x);
@@ -89,8 +83,9 @@ Deno.test("dtype: float32 to float16 rounds to nearest even (against a search or
 });
 
 Deno.test("dtype: float32 to bfloat16 rounds to nearest even; NaN is 0x7FC0 as in torch", () => {
+  const rng = Rng.derive(7, "bfloat16 rounding");
   for (let i = 0; i < 200_000; i++) {
-    const b = rand32();
+    const b = rng.nextU32();
     const got = f32BitsToBf16(b);
     const v = valueOf(b);
     if (Number.isNaN(v)) {

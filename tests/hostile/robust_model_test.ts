@@ -27,7 +27,8 @@ import {
   preprocessImage,
   readImage,
 } from "../../src/images/mod.ts";
-import { AdamW, cifarBatches, encodeCifar, readCifar, Trainer } from "../../src/train/mod.ts";
+import { AdamW, Trainer } from "../../src/train/mod.ts";
+import { cifarBatches, encodeCifar, readCifar } from "../../src/data/mod.ts";
 import { f32bytes, makeZipCheckpoint, torchPickle } from "../support/checkpoint_builders.ts";
 import { ref } from "../support/fixtures.ts";
 import { timeBound } from "../support/timing.ts";

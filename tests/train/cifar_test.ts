@@ -14,7 +14,7 @@ import {
   transformCpu,
   transformTensor,
   writeCifar,
-} from "../../src/train/mod.ts";
+} from "../../src/data/mod.ts";
 import { DatasetError } from "../../src/core/errors.ts";
 import { readSafetensors, toFloat32 } from "../../converters/safetensors.ts";
 import { ref } from "../support/fixtures.ts";

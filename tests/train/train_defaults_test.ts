@@ -4,7 +4,7 @@
 // by --limit-train/--limit-test and --stop-after (and --any-count for the small files). A micro-batch that
 // cannot fit is refused up front with a one-line error naming the flag.
 import assert from "node:assert/strict";
-import { writeCifar } from "../../src/train/mod.ts";
+import { writeCifar } from "../../src/data/mod.ts";
 import { readSafetensors, writeSafetensors } from "../../converters/safetensors.ts";
 import { filledWeights } from "../support/zoo.ts";
 

@@ -5,16 +5,14 @@
 import assert from "node:assert/strict";
 import { createModel, setBackend, tf } from "../../zoo/mod.ts";
 import {
-  cifarBatches,
   CosineSchedule,
   evaluate,
   loadCheckpoint,
-  readCifar,
   saveCheckpoint,
   SGD,
   Trainer,
-  writeCifar,
 } from "../../src/train/mod.ts";
+import { cifarBatches, readCifar, writeCifar } from "../../src/data/mod.ts";
 
 const CLASSES = 4;
 

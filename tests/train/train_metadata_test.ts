@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { convertCheckpoint, exportTorchCheckpoint } from "../../converters/convert.ts";
 import { architectureOf } from "../../zoo/metadata.ts";
 import { readSafetensors, serializeSafetensors } from "../../converters/safetensors.ts";
-import { writeCifar } from "../../src/train/mod.ts";
+import { writeCifar } from "../../src/data/mod.ts";
 import { describeWeights, loadModel, setBackend, tf } from "../../zoo/mod.ts";
 import { ref } from "../support/fixtures.ts";
 

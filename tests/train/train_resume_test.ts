@@ -4,8 +4,6 @@
 import assert from "node:assert/strict";
 import { createModel, setBackend, type tf } from "../../zoo/mod.ts";
 import {
-  cifarBatches,
-  type CifarSplit,
   CosineSchedule,
   loadCheckpoint,
   saveCheckpoint,
@@ -14,6 +12,7 @@ import {
   Trainer,
   transferParamGroups,
 } from "../../src/train/mod.ts";
+import { cifarBatches, type CifarSplit } from "../../src/data/mod.ts";
 import { readSafetensors } from "../../converters/safetensors.ts";
 import { manifest } from "../support/fixtures.ts";
 

@@ -6,7 +6,6 @@
 import assert from "node:assert/strict";
 import { readSafetensors, toFloat32 } from "../../converters/safetensors.ts";
 import { ModelError } from "../../src/core/errors.ts";
-import { resizePosEmbedTensor } from "../../zoo/model.ts";
 import {
   configFromKwargs,
   createModel,
@@ -15,6 +14,7 @@ import {
   MODEL_NAMES,
   type ModelName,
   resizePosEmbed,
+  resizePosEmbedTensor,
   resolveConfig,
   setBackend,
   sinusoidTable,
@@ -127,26 +127,6 @@ Deno.test("pretrainedCfg: timm's default_cfg (crop 0.9, bicubic, ImageNet mean/s
     assert.ok(model instanceof T2tVit);
   } finally {
     model.dispose();
-  }
-});
-
-Deno.test("configs: the official architectures", () => {
-  const c = MODEL_CONFIGS;
-  assert.deepEqual(
-    [c.t2t_vit_14.embedDim, c.t2t_vit_14.depth, c.t2t_vit_14.numHeads, c.t2t_vit_14.mlpRatio],
-    [384, 14, 6, 3],
-  );
-  assert.equal(c.t2t_vit_t_24.tokensType, "transformer");
-  assert.equal(c.t2t_vit_14_resnext.numHeads, 32);
-  assert.deepEqual([c.t2t_vit_14_wide.embedDim, c.t2t_vit_14_wide.depth], [768, 4]);
-  assert.equal(c.t2t_vit_14_se.blockType, "se");
-  assert.equal(c.t2t_vit_16_ghost.blockType, "ghost");
-  assert.deepEqual([c.t2t_vit_dense.growthRate, c.t2t_vit_dense.blockConfig], [64, [3, 6, 6, 4]]);
-  for (const n of MODEL_NAMES) {
-    assert.equal(c[n].qkScale, null, n);
-    assert.equal(c[n].imgSize, 224);
-    assert.equal(c[n].numClasses, 1000);
-    assert.equal(c[n].tokenDim, 64);
   }
 });
 

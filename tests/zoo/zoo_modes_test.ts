@@ -1,7 +1,8 @@
 /**
  * On every backend (wasm, cpu, and webgpu where an adapter exists), with a small configuration: no tensor
  * leaks over 20 forward passes of every kind, attention maps, training mode (dropout, drop-path), gradients
- * of every trainable parameter (the same on every backend), and the exact-erf GELU.
+ * of every trainable parameter (the same on every backend: one test computes and compares them all), and the
+ * exact-erf GELU.
  */
 import assert from "node:assert/strict";
 import { fillInput } from "../../src/core/fill.ts";
@@ -39,8 +40,6 @@ function erf64(x: number): number {
   }
   return x < 0 ? -r : r;
 }
-
-const gradsByBackend = new Map<string, Map<string, Float32Array>>();
 
 async function withModel(
   backend: BackendName,
@@ -118,54 +117,6 @@ for (const backend of BACKENDS) {
   });
 
   Deno.test({
-    name: `${backend}: gradients of every trainable parameter, equal across backends`,
-    ...opts,
-    fn: () =>
-      withModel(backend, {}, async (m) => {
-        const x = tf.tensor4d(fillInput(2, 32), [2, 3, 32, 32]);
-        const labels = tf.oneHot(tf.tensor1d([3, 7], "int32"), 10);
-        const vars = m.trainableVariables();
-        const step = () =>
-          tf.variableGrads(() => {
-            const logp = tf.logSoftmax(m.forward(x));
-            return tf.neg(tf.mean(tf.sum(tf.mul(logp, labels), 1))) as tf.Scalar;
-          }, [...vars.values()]);
-        // the first pass builds the model's cached tensors (transposed weights, fold kernels)
-        const first = step();
-        tf.dispose([first.value, ...Object.values(first.grads)]);
-        const before = tf.memory().numTensors;
-        const { value, grads } = step();
-        const mine = new Map<string, Float32Array>();
-        for (const [k, v] of vars) {
-          const g = grads[v.name];
-          assert.ok(g, `no gradient for ${k}`);
-          assert.deepEqual(g.shape, v.shape, k);
-          const d = await g.data() as Float32Array;
-          assert.ok(d.every(Number.isFinite), `non-finite gradient for ${k}`);
-          mine.set(k, d);
-        }
-        assert.ok([...mine.values()].some((d) => d.some((v) => v !== 0)));
-        value.dispose();
-        tf.dispose(grads);
-        assert.equal(tf.memory().numTensors, before, "gradient computation leaked tensors");
-        gradsByBackend.set(backend, mine);
-        const ref = gradsByBackend.get("wasm");
-        if (ref && backend !== "wasm") {
-          for (const [k, d] of mine) {
-            const r = ref.get(k)!;
-            let num = 0, den = 0;
-            for (let i = 0; i < d.length; i++) {
-              num += (d[i] - r[i]) ** 2;
-              den += r[i] ** 2;
-            }
-            assert.ok(Math.sqrt(num) <= 1e-4 * Math.sqrt(den) + 1e-9, `${k}: ${backend} vs wasm`);
-          }
-        }
-        tf.dispose([x, labels]);
-      }),
-  });
-
-  Deno.test({
     name: `${backend}: GELU is the exact erf form (within 1e-6) and differentiable`,
     ...opts,
     fn: async () => {
@@ -191,3 +142,59 @@ for (const backend of BACKENDS) {
     },
   });
 }
+
+/** The gradients of every trainable parameter of the small model (seed 7) on `backend`, checked for leaks. */
+function gradientsOn(backend: BackendName): Promise<Map<string, Float32Array>> {
+  const mine = new Map<string, Float32Array>();
+  return withModel(backend, {}, async (m) => {
+    const x = tf.tensor4d(fillInput(2, 32), [2, 3, 32, 32]);
+    const labels = tf.oneHot(tf.tensor1d([3, 7], "int32"), 10);
+    const vars = m.trainableVariables();
+    const step = () =>
+      tf.variableGrads(() => {
+        const logp = tf.logSoftmax(m.forward(x));
+        return tf.neg(tf.mean(tf.sum(tf.mul(logp, labels), 1))) as tf.Scalar;
+      }, [...vars.values()]);
+    // the first pass builds the model's cached tensors (transposed weights, fold kernels)
+    const first = step();
+    tf.dispose([first.value, ...Object.values(first.grads)]);
+    const before = tf.memory().numTensors;
+    const { value, grads } = step();
+    for (const [k, v] of vars) {
+      const g = grads[v.name];
+      assert.ok(g, `${backend}: no gradient for ${k}`);
+      assert.deepEqual(g.shape, v.shape, k);
+      const d = await g.data() as Float32Array;
+      assert.ok(d.every(Number.isFinite), `${backend}: non-finite gradient for ${k}`);
+      mine.set(k, d);
+    }
+    assert.ok([...mine.values()].some((d) => d.some((v) => v !== 0)));
+    value.dispose();
+    tf.dispose(grads);
+    assert.equal(tf.memory().numTensors, before, `${backend}: gradient computation leaked tensors`);
+    tf.dispose([x, labels]);
+  }).then(() => mine);
+}
+
+// One test for every backend: the comparison never depends on which tests ran before.
+Deno.test({
+  name: `gradients of every trainable parameter on ${
+    BACKENDS.join(", ")
+  }: finite, leak-free, equal to wasm's`,
+  ...opts,
+  fn: async () => {
+    const ref = await gradientsOn("wasm");
+    for (const backend of BACKENDS.filter((b) => b !== "wasm")) {
+      const mine = await gradientsOn(backend);
+      for (const [k, d] of mine) {
+        const r = ref.get(k)!;
+        let num = 0, den = 0;
+        for (let i = 0; i < d.length; i++) {
+          num += (d[i] - r[i]) ** 2;
+          den += r[i] ** 2;
+        }
+        assert.ok(Math.sqrt(num) <= 1e-4 * Math.sqrt(den) + 1e-9, `${k}: ${backend} vs wasm`);
+      }
+    }
+  },
+});

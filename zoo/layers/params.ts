@@ -6,33 +6,7 @@
  */
 
 import { tf } from "../../src/core/tf.ts";
-
-/** A seeded pseudo-random generator (SplitMix32-style) for reproducible initialisation. */
-export class Rng {
-  #s: number;
-
-  /** Starts the stream at `seed` (any integer). */
-  constructor(seed = 0) {
-    this.#s = (seed >>> 0) ^ 0x9e3779b9;
-  }
-
-  /** A uniform float in [0, 1). */
-  uniform(): number {
-    this.#s = (this.#s + 0x9e3779b9) >>> 0;
-    let z = this.#s;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    z = (z ^ (z >>> 16)) >>> 0;
-    return z / 4294967296;
-  }
-
-  /** A standard normal value (Box-Muller). */
-  normal(): number {
-    let u = this.uniform();
-    while (u <= 0) u = this.uniform();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.uniform());
-  }
-}
+import { Rng } from "../../src/core/rng.ts";
 
 /** How a parameter starts when no weights are loaded (the official T2T-ViT initialisation). */
 export type Init =
@@ -153,7 +127,7 @@ export class ParamStore {
    * `<namespace>/<PyTorch key>`; the namespace gets a counter so that several models can live side by side.
    */
   constructor(seed = 0, namespace = "t2t", deferInit = false) {
-    this.#rng = new Rng(seed);
+    this.#rng = Rng.splitmix(seed);
     this.namespace = `${namespace}_${nextStoreId++}`;
     this.#defer = deferInit;
   }
