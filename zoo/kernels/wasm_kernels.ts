@@ -17,10 +17,11 @@ import {
   PERFORMER as PERFORMER_TASK,
   performerBufferFloats,
   performerSample,
+  type Product,
   UNFOLD as UNFOLD_TASK,
   unfoldRow,
 } from "./wasm_tasks.ts";
-import { addressOf, type WasmBackend, wasmContext } from "./wasm_runtime.ts";
+import { addressOf, runGemm, type WasmBackend, wasmContext } from "./wasm_runtime.ts";
 
 type Args = Parameters<tf.KernelFunc>[0];
 
@@ -46,7 +47,7 @@ function layerNormKernel(args: Args): tf.TensorInfo {
   const out = c.backend.makeOutput([...x.shape], "float32");
   const rows = tf.util.sizeFromShape(x.shape) / cols;
   const args_ = [addressOf(c, x), addressOf(c, out), rows, cols, addressOf(c, gamma), addressOf(c, beta)];
-  if (c.pool && rows >= 2 * c.pool.threads && rows * cols >= 1 << 15) {
+  if (c.pool && rows >= 2 * c.pool.threads && rows * cols >= 1 << 18) {
     const parts = Math.min(rows, 2 * c.pool.threads);
     c.pool.run(LAYER_NORM_TASK, [...args_, parts], parts, [eps]);
   } else {
@@ -126,8 +127,13 @@ function performerKernel(args: Args): tf.TensorInfo {
     if (threads > 1) {
       c.pool!.run(PERFORMER_TASK, [qa, oa, t, emb, m, pw, buffers, stride, c.scratch], batch, [eps]);
     } else {
+      // one sample (or no pool): each product split between the threads instead
       const k = { gemm: c.gemm, ops: c.ops, memory: c.memory };
-      for (let b = 0; b < batch; b++) performerSample(k, qa, oa, b, t, emb, m, pw, eps, buffers, c.scratch);
+      const product: Product = (pa, lda, pb, pc, ldc, rows, n, depth) =>
+        runGemm(c, pa, lda, pb, pc, ldc, rows, n, depth);
+      for (let b = 0; b < batch; b++) {
+        performerSample(k, qa, oa, b, t, emb, m, pw, eps, buffers, c.scratch, product);
+      }
     }
   } finally {
     wasm._free(buffers);

@@ -133,6 +133,24 @@ export function gemmRange(
   }
 }
 
+/** `C = A B` on packed B (`pa, lda, pb, pc, ldc, m, n, k`, see `wasm_gemm.ts`). */
+export type Product = (
+  pa: number,
+  lda: number,
+  pb: number,
+  pc: number,
+  ldc: number,
+  m: number,
+  n: number,
+  k: number,
+) => void;
+
+/** The GEMM on this thread alone. */
+export function directProduct(k: Kernels, scratch: number): Product {
+  return (pa, lda, pb, pc, ldc, m, n, depth) =>
+    k.gemm.gemm(pa, lda, pb, pc, ldc, m, n, depth, scratch, panelsPerBlock(depth));
+}
+
 /** Floats of one thread's buffers for the performer of `t` tokens, width `emb`, `m` random features. */
 export function performerBufferFloats(t: number, emb: number, m: number): number {
   return 3 * t * m + packedSize(t, emb) + packedSize(m, emb + 1) + t * (emb + 1) + m * (emb + 1);
@@ -143,7 +161,7 @@ export function performerBufferFloats(t: number, emb: number, m: number): number
  * (`(B * t, emb)`), with `pw` the random features `w (m, emb)` packed as `w^T`:
  * `kp = exp(k w^T - |k|^2 / 2) / sqrt m` (and `qp` alike), `y = qp (kp^T v) / (qp . sum_t kp + eps)`, the
  * denominator computed as one more column of the last product. `buffers` holds
- * {@linkcode performerBufferFloats} floats.
+ * {@linkcode performerBufferFloats} floats; `product` runs the products (default: on this thread).
  */
 export function performerSample(
   k: Kernels,
@@ -157,23 +175,24 @@ export function performerSample(
   eps: number,
   buffers: number,
   scratch: number,
+  product: Product = directProduct(k, scratch),
 ): void {
   const ld = 3 * emb * 4, e1 = emb + 1;
   const kAddr = kqv + b * t * ld, qAddr = kAddr + emb * 4, vAddr = kAddr + 2 * emb * 4;
   const kp = buffers, qp = kp + t * m * 4, kpT = qp + t * m * 4, vp = kpT + m * t * 4;
   const zp = vp + packedSize(t, emb) * 4, yp = zp + packedSize(m, e1) * 4, z = yp + t * e1 * 4;
   const shift = -0.5 * Math.log(m); // exp(.) / sqrt(m)
-  k.gemm.gemm(kAddr, ld, pw, kp, m * 4, t, m, emb, scratch, panelsPerBlock(emb));
+  product(kAddr, ld, pw, kp, m * 4, t, m, emb);
   k.ops.prmExp(kAddr, ld, emb, kp, m, t, shift);
-  k.gemm.gemm(qAddr, ld, pw, qp, m * 4, t, m, emb, scratch, panelsPerBlock(emb));
+  product(qAddr, ld, pw, qp, m * 4, t, m, emb);
   k.ops.prmExp(qAddr, ld, emb, qp, m, t, shift);
   // kp^T, and sum_t kp as the last column of z
   k.ops.transposeSum(kp, t, m, kpT, z + emb * 4, e1 * 4);
   // z[:, :emb] = kp^T v; then y' = qp z: (t, emb + 1), the last column qp . sum kp
   k.gemm.pack(vAddr, t, emb, 0, ld, 0, vp);
-  k.gemm.gemm(kpT, t * 4, vp, z, e1 * 4, m, emb, t, scratch, panelsPerBlock(t));
+  product(kpT, t * 4, vp, z, e1 * 4, m, emb, t);
   k.gemm.pack(z, m, e1, 0, e1 * 4, 0, zp);
-  k.gemm.gemm(qp, m * 4, zp, yp, e1 * 4, t, e1, m, scratch, panelsPerBlock(m));
+  product(qp, m * 4, zp, yp, e1 * 4, t, e1, m);
   k.ops.rowDivide(yp, e1 * 4, emb, out + b * t * emb * 4, t, eps);
 }
 
