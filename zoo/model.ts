@@ -13,16 +13,13 @@ import { type PretrainedCfg, pretrainedCfgOf, type T2tVitConfig } from "./config
 import { ModelError, WeightsError } from "../src/core/errors.ts";
 import { type BackboneLayer, Block, DenseBlock, Transition } from "./layers/blocks.ts";
 import { LayerNorm, Linear } from "./layers/linear.ts";
-import { type Ctx, dropout } from "./layers/ops.ts";
+import { type Ctx, dropout, freeAsYouGo, stage } from "./layers/ops.ts";
+import { gradientsRecording } from "./kernels/fused.ts";
 import { ParamStore } from "./layers/params.ts";
 import { sinusoidTable } from "./layers/position.ts";
 import { T2TModule } from "./layers/t2t.ts";
 
 /** Whether a gradient tape is recording (inside `tf.variableGrads` / `tf.grads`). */
-function recording(): boolean {
-  return (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
-}
-
 /** Options of the forward passes. */
 export interface ForwardOptions {
   /** Training mode: dropout and drop-path active (default false: eval mode). */
@@ -248,9 +245,12 @@ export class T2tVit {
     const cls = tf.broadcastTo(this.#cls, [b, 1, e]);
     const z = dropout(tf.add(tf.concat([cls, t3], 1), this.#pos), this.config.dropRate, ctx);
     let h = tf.reshape(z, [b * (n + 1), e]) as tf.Tensor2D;
-    const recompute = checkpointBlocks && recording();
+    const recompute = checkpointBlocks && gradientsRecording();
+    const free = freeAsYouGo(ctx);
     this.#blocks.forEach((blk, i) => {
-      h = (recompute ? this.#checkpointed(blk, i, h, b, ctx) : blk.apply(h, b, ctx)) as tf.Tensor2D;
+      h = recompute
+        ? this.#checkpointed(blk, i, h, b, ctx) as tf.Tensor2D
+        : stage(free, h, (hh) => blk.apply(hh, b, ctx) as tf.Tensor2D);
       if (i === 0) ctx.taps?.set("block0", tf.reshape(h, [b, n + 1, h.shape[1]]));
     });
     const w = h.shape[1];

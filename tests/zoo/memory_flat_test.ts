@@ -138,3 +138,21 @@ Deno.test({
     await flat("webgpu");
   },
 });
+
+Deno.test("inference frees each block's activations as it goes: peak bytes of a forward pass stay a few blocks' worth", async () => {
+  await setBackend("wasm");
+  const model = await createModel("t2t_vit_7");
+  try {
+    const x = tf.randomNormal([4, 3, 224, 224]) as tf.Tensor4D;
+    const peak = async (f: () => tf.TensorContainer) => (await tf.profile(f)).peakBytes;
+    const base = tf.memory().numBytes;
+    // collecting attention maps keeps every intermediate alive until the end: the whole network's
+    const kept = await peak(() => model.forwardWithAttention(x));
+    const freed = await peak(() => model.forward(x));
+    const a = (kept - base) / 2 ** 20, b = (freed - base) / 2 ** 20;
+    assert.ok(b < 0.4 * a, `peak activations ${b.toFixed(1)} MB freed as we go vs ${a.toFixed(1)} MB kept`);
+    x.dispose();
+  } finally {
+    model.dispose();
+  }
+});

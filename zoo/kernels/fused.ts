@@ -62,13 +62,14 @@ export function kernelStatus(): string {
   return `on (none for ${be ?? "no backend yet"})`;
 }
 
-function recording(): boolean {
+/** Whether a gradient tape is recording (`tf.grad`, `tf.variableGrads`, the trainer). */
+export function gradientsRecording(): boolean {
   const state = (tf.engine() as unknown as { state: { gradientDepth: number } }).state;
   return state.gradientDepth > 0;
 }
 
 function usable(kernel: string, ...xs: tf.Tensor[]): boolean {
-  if (!kernelsOn() || recording()) return false;
+  if (!kernelsOn() || gradientsRecording()) return false;
   const be = activeBackend();
   if (be !== "wasm" && be !== "webgpu") return false;
   if (be === "wasm" && !gemmSupported()) return false;

@@ -7,7 +7,7 @@
  */
 
 import { tf } from "../../src/core/tf.ts";
-import { fusedGelu, fusedLayerNorm, fusedSoftmax } from "../kernels/fused.ts";
+import { fusedGelu, fusedLayerNorm, fusedSoftmax, gradientsRecording } from "../kernels/fused.ts";
 
 /** Per-call state of a forward pass. */
 export interface Ctx {
@@ -19,6 +19,26 @@ export interface Ctx {
   readonly attentions?: tf.Tensor[];
   /** Seeds of the random ops (dropout, drop-path), drawn in call order; unset: tfjs draws from `Math.random`. */
   readonly seed?: () => number;
+}
+
+/**
+ * Whether a forward pass may free each stage's intermediates as soon as the stage is done (no gradient
+ * tape needs them, no taps or attention maps are being collected): then at most one block's activations
+ * are alive at a time, not the whole network's.
+ */
+export function freeAsYouGo(ctx: Ctx): boolean {
+  return !ctx.taps && !ctx.attentions && !gradientsRecording();
+}
+
+/**
+ * `f(x)`; when `free`, in its own `tf.tidy`, and `x` (an intermediate the caller is done with, never a
+ * caller's input) is disposed afterwards.
+ */
+export function stage<T extends tf.Tensor>(free: boolean, x: tf.Tensor, f: (x: tf.Tensor) => T): T {
+  if (!free) return f(x);
+  const y = tf.tidy(() => f(x));
+  x.dispose();
+  return y;
 }
 
 /**

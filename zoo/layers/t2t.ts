@@ -10,7 +10,7 @@ import { splitFused } from "./attention.ts";
 import { Mlp } from "./blocks.ts";
 import { LayerNorm, Linear, linear2d } from "./linear.ts";
 import { fusedAttention, fusedPerformer } from "../kernels/fused.ts";
-import { attentionCore, type Ctx, dropout } from "./ops.ts";
+import { attentionCore, type Ctx, dropout, freeAsYouGo, stage } from "./ops.ts";
 import type { ParamStore } from "./params.ts";
 import { SoftSplit, unfoldSize } from "./soft_split.ts";
 
@@ -187,17 +187,27 @@ export class T2TModule {
   /** `x (B, C, H, W)` to `(B * h * w, embedDim)`; taps `soft_split0`, `attention1`. */
   apply(x: tf.Tensor4D, ctx: Ctx): { tokens: tf.Tensor2D; h: number; w: number } {
     const b = x.shape[0];
-    let grid = this.softSplit0.apply(tf.transpose(x, [0, 2, 3, 1])); // NHWC
+    // each stage's intermediates freed when it is done, where nothing else needs them
+    const free = freeAsYouGo(ctx);
+    let grid = stage(
+      free,
+      tf.transpose(x, [0, 2, 3, 1]),
+      (nhwc) => this.softSplit0.apply(nhwc as tf.Tensor4D),
+    );
     let [, gh, gw, c] = grid.shape;
     ctx.taps?.set("soft_split0", tf.reshape(grid, [b, gh * gw, c]));
-    let t = this.attention1.apply(tf.reshape(grid, [b * gh * gw, c]), b, ctx);
+    let t = stage(free, grid, (g) => this.attention1.apply(tf.reshape(g, [b * gh * gw, c]), b, ctx));
     ctx.taps?.set("attention1", tf.reshape(t, [b, gh * gw, this.tokenDim]));
-    grid = this.softSplit1.apply(tf.reshape(t, [b, gh, gw, this.tokenDim]));
+    grid = stage(free, t, (tt) => this.softSplit1.apply(tf.reshape(tt, [b, gh, gw, this.tokenDim])));
     [, gh, gw, c] = grid.shape;
-    t = this.attention2.apply(tf.reshape(grid, [b * gh * gw, c]), b, ctx);
-    grid = this.softSplit2.apply(tf.reshape(t, [b, gh, gw, this.tokenDim]));
+    t = stage(free, grid, (g) => this.attention2.apply(tf.reshape(g, [b * gh * gw, c]), b, ctx));
+    grid = stage(free, t, (tt) => this.softSplit2.apply(tf.reshape(tt, [b, gh, gw, this.tokenDim])));
     [, gh, gw, c] = grid.shape;
-    const tokens = this.project.apply(tf.reshape(grid, [b * gh * gw, c])) as tf.Tensor2D;
+    const tokens = stage(
+      free,
+      grid,
+      (g) => this.project.apply(tf.reshape(g, [b * gh * gw, c])) as tf.Tensor2D,
+    );
     return { tokens, h: gh, w: gw };
   }
 
