@@ -10,7 +10,7 @@
 import { nodeBuiltin } from "../../src/core/platform.ts";
 import { instantiateGemm } from "./wasm_gemm.ts";
 import { instantiateOps } from "./wasm_ops.ts";
-import { BUSY, CLOSED, DONE, type Kernels, NCHUNK, NEXT, runChunk, SEQ } from "./wasm_tasks.ts";
+import { BUSY, CLOSED, DONE, type Kernels, NCHUNK, NEXT, runChunk, SEQ, warmKernels } from "./wasm_tasks.ts";
 
 interface Start {
   memory: WebAssembly.Memory;
@@ -40,6 +40,7 @@ function serve({ memory, ctlBuffer, id }: Start, post: (m: unknown) => void): vo
   const ctl = new Uint32Array(ctlBuffer);
   const ctl32 = new Int32Array(ctlBuffer);
   const ctlF = new Float32Array(ctlBuffer);
+  warmKernels(kernels);
   post("ready");
 
   let last = Atomics.load(ctl32, SEQ);

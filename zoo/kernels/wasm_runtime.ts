@@ -11,7 +11,15 @@ import * as tf from "@tensorflow/tfjs-core";
 import { type GemmExports, gemmSupported, instantiateGemm, MR, NR, panelsPerBlock } from "./wasm_gemm.ts";
 import { instantiateOps, type OpsExports } from "./wasm_ops.ts";
 import { KernelPool } from "./wasm_pool.ts";
-import { type Epilogue, GEMM_COLS, GEMM_ROWS, gemmRange, NO_EPILOGUE, SCRATCH_BYTES } from "./wasm_tasks.ts";
+import {
+  type Epilogue,
+  GEMM_COLS,
+  GEMM_ROWS,
+  gemmRange,
+  NO_EPILOGUE,
+  SCRATCH_BYTES,
+  warmKernels,
+} from "./wasm_tasks.ts";
 
 /** Most threads a pool may have (scratch is reserved for this many). */
 const MAX_THREADS = 8;
@@ -89,6 +97,7 @@ export function wasmContext(backend: WasmBackend): WasmContext | null {
       scratch: backend.wasm._malloc(SCRATCH_BYTES * MAX_THREADS),
       packed,
     };
+    warmKernels({ gemm: c.gemm, ops: c.ops, memory });
     const dispose = backend.disposeData.bind(backend);
     backend.disposeData = (dataId: unknown, force?: boolean) => {
       const done = dispose(dataId, force);

@@ -212,6 +212,25 @@ export function unfoldRow(
   k.ops.unfoldRow(xb, row, h, w, c, wo, kernel, stride, padding, oh);
 }
 
+/**
+ * Calls every kernel once on empty inputs (touching no memory), so that the engine compiles them now
+ * rather than inside the first forward pass (engines compile WebAssembly functions lazily).
+ */
+export function warmKernels(k: Kernels): void {
+  k.gemm.gemm(0, 0, 0, 0, 0, 0, 0, 0, 0, 1);
+  k.gemm.pack(0, 0, 0, 0, 0, 0, 0);
+  k.gemm.pack(0, 0, 0, 1, 0, 0, 0);
+  k.ops.gelu(0, 0, 0);
+  k.ops.layerNorm(0, 0, 0, 0, 0, 0, 1e-5);
+  k.ops.softmax(0, 0, 0, 0, 1);
+  k.ops.exp(0, 0, 0, 0);
+  k.ops.add(0, 0, 0, 0);
+  k.ops.prmExp(0, 0, 0, 0, 0, 0, 0);
+  k.ops.transposeSum(0, 0, 0, 0, 0, 0);
+  k.ops.rowDivide(0, 0, 0, 0, 0, 0);
+  k.ops.unfoldRow(0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+
 /** Runs chunk `i` of the task in the control block on thread `thread` (0: the calling thread). */
 export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: number, thread: number): void {
   ctl[STATS + thread]++;
