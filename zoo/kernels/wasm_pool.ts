@@ -24,6 +24,7 @@ import {
   runChunk,
   SCRATCH_BYTES,
   SEQ,
+  spinThenWait,
   STATS,
   TYPE,
 } from "./wasm_tasks.ts";
@@ -104,11 +105,6 @@ function threadCanBlock(): boolean {
   }
 }
 
-/** Waits while `a[i]` equals `v`: blocking (up to `ms`) where allowed, else spinning once. */
-function waitWhile(a: Int32Array, i: number, v: number, ms: number, block: boolean): void {
-  if (block) Atomics.wait(a, i, v, ms);
-}
-
 /** A started pool. */
 export class KernelPool {
   readonly #block = threadCanBlock();
@@ -177,13 +173,13 @@ export class KernelPool {
       done = Atomics.add(ctl32, DONE, 1) + 1;
     }
     // chunks claimed by workers
-    while ((done = Atomics.load(ctl32, DONE)) < chunks) waitWhile(ctl32, DONE, done, 5, this.#block);
+    while ((done = Atomics.load(ctl32, DONE)) < chunks) spinThenWait(ctl32, DONE, done, 5, this.#block);
     // close the task, then wait for workers still inside it (they find nothing left to claim); workers that
     // announce themselves later see it closed
     Atomics.store(ctl32, CLOSED, seq);
     for (let w = 0; w < this.#workers.length; w++) {
       let b: number;
-      while ((b = Atomics.load(ctl32, BUSY + w)) !== 0) waitWhile(ctl32, BUSY + w, b, 5, this.#block);
+      while ((b = Atomics.load(ctl32, BUSY + w)) !== 0) spinThenWait(ctl32, BUSY + w, b, 5, this.#block);
     }
   }
 

@@ -10,7 +10,18 @@
 import { nodeBuiltin } from "../../src/core/platform.ts";
 import { instantiateGemm } from "./wasm_gemm.ts";
 import { instantiateOps } from "./wasm_ops.ts";
-import { BUSY, CLOSED, DONE, type Kernels, NCHUNK, NEXT, runChunk, SEQ, warmKernels } from "./wasm_tasks.ts";
+import {
+  BUSY,
+  CLOSED,
+  DONE,
+  type Kernels,
+  NCHUNK,
+  NEXT,
+  runChunk,
+  SEQ,
+  spinThenWait,
+  warmKernels,
+} from "./wasm_tasks.ts";
 
 interface Start {
   memory: WebAssembly.Memory;
@@ -45,7 +56,7 @@ function serve({ memory, ctlBuffer, id }: Start, post: (m: unknown) => void): vo
 
   let last = Atomics.load(ctl32, SEQ);
   while (true) {
-    Atomics.wait(ctl32, SEQ, last);
+    spinThenWait(ctl32, SEQ, last, Infinity, true);
     const seq = Atomics.load(ctl32, SEQ);
     last = seq;
     // announce, then check the task is still open (the caller closes it once all chunks are done, and waits

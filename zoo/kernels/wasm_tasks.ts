@@ -33,6 +33,18 @@ export const CTL_SLOTS = 96;
 /** Bytes of GEMM scratch per thread. */
 export const SCRATCH_BYTES = NR * MR * 4;
 
+/**
+ * Polls of a shared slot before a thread blocks in `Atomics.wait` (about 20-50 microseconds): tasks of a
+ * forward pass follow each other within that time, and a blocked thread takes a futex wake-up to resume.
+ */
+export const SPIN_POLLS = 1 << 12;
+
+/** Waits while `a[i]` equals `v`: polls first, then blocks (up to `ms`) when `block`. */
+export function spinThenWait(a: Int32Array, i: number, v: number, ms: number, block: boolean): void {
+  for (let n = 0; n < SPIN_POLLS; n++) if (Atomics.load(a, i) !== v) return;
+  if (block) Atomics.wait(a, i, v, ms);
+}
+
 /** Task types. */
 export const GEMM_ROWS = 1,
   GEMM_COLS = 2,
