@@ -13,6 +13,7 @@ import {
   ATTENTION as ATTENTION_TASK,
   attentionBufferFloats,
   attentionHead,
+  GELU as GELU_TASK,
   LAYER_NORM as LAYER_NORM_TASK,
   PERFORMER as PERFORMER_TASK,
   performerBufferFloats,
@@ -35,7 +36,13 @@ function geluKernel(args: Args): tf.TensorInfo {
   const c = context(args);
   const x = args.inputs.x as tf.TensorInfo;
   const out = c.backend.makeOutput([...x.shape], "float32");
-  c.ops.gelu(addressOf(c, x), addressOf(c, out), tf.util.sizeFromShape(x.shape));
+  const n = tf.util.sizeFromShape(x.shape);
+  if (c.pool && n >= 1 << 16) {
+    const parts = 2 * c.pool.threads;
+    c.pool.run(GELU_TASK, [addressOf(c, x), addressOf(c, out), n, parts], parts);
+  } else {
+    c.ops.gelu(addressOf(c, x), addressOf(c, out), n);
+  }
   return out;
 }
 

@@ -52,7 +52,8 @@ export const GEMM_ROWS = 1,
   BARRIER = 4,
   PERFORMER = 5,
   UNFOLD = 6,
-  LAYER_NORM = 7;
+  LAYER_NORM = 7,
+  GELU = 8;
 
 /** Query rows per attention step: score blocks stay below 2^22 floats. */
 export const MAX_SCORES = 1 << 22;
@@ -323,6 +324,12 @@ export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: nu
       Math.floor((rb * tokens) / blocks),
       Math.floor(((rb + 1) * tokens) / blocks),
     );
+  } else if (type === GELU) {
+    const [px, po, n, parts] = [0, 1, 2, 3].map(p);
+    // chunk i: elements [i n / parts, (i + 1) n / parts), rounded to whole vectors
+    const e0 = Math.floor((i * n) / parts / 4) * 4,
+      e1 = i === parts - 1 ? n : Math.floor(((i + 1) * n) / parts / 4) * 4;
+    k.ops.gelu(px + e0 * 4, po + e0 * 4, e1 - e0);
   } else if (type === LAYER_NORM) {
     const [px, po, rows, cols, pg, pb, parts] = [0, 1, 2, 3, 4, 5, 6].map(p);
     const r0 = Math.floor((i * rows) / parts), r1 = Math.floor(((i + 1) * rows) / parts);
