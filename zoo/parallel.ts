@@ -1,12 +1,14 @@
 /**
- * Data-parallel inference across workers. tfjs-backend-wasm runs single-threaded in Deno (its threaded
- * build needs classic web workers, which Deno does not have), so one model uses one core; a
- * {@linkcode ParallelModel} keeps one copy of the model per worker (each on its own wasm backend) and splits
- * every batch between them.
+ * Data-parallel inference across workers: a {@linkcode ParallelModel} keeps one copy of the model per worker
+ * (each on its own single-threaded wasm backend) and splits every batch between them. The default is
+ * usually better: one model on the multi-threaded wasm backend (`setBackend("wasm")` uses every core),
+ * whose kernel pool splits each product, attention and layer between the threads, with one copy of the
+ * weights. A `ParallelModel` trades memory (a copy of the weights per worker) for batches split without
+ * any synchronisation inside a forward pass, which can win for large batches on many cores.
  *
- * Deno only: the workers are module workers started from this package's source files. In a browser, start
- * the wasm backend with threads instead (`setBackend("wasm", { wasmThreads })` on a cross-origin-isolated
- * page); `ParallelModel.create` there throws a `ModelError` saying so.
+ * Deno only: the workers are module workers started from this package's source files. In a browser, use
+ * the threaded wasm backend on a cross-origin-isolated page; `ParallelModel.create` there throws a
+ * `ModelError` saying so.
  *
  * @module
  */
