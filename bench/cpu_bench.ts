@@ -131,7 +131,7 @@ if (values.help) {
   Deno.exit(0);
 }
 
-const { createModel, exportOnnx, setBackend, tf } = await import("../zoo/mod.ts");
+const { createModel, exportOnnx, setBackend } = await import("../zoo/mod.ts");
 const { serializeTorchCheckpoint } = await import("../converters/torch_writer.ts");
 const { Rng } = await import("../src/core/rng.ts");
 
