@@ -6,12 +6,15 @@
  *
  *   deno task bench [--models t2t_vit_7,t2t_vit_14,t2t_vit_24] [--batches 1,8] [--reps 3] [--budget 15]
  *                   [--threads N] [--no-train] [--train-models t2t_vit_7] [--train-batch 16]
- *                   [--webgpu-batches 1] [--quick] [--md bench/out/run.md] [--json bench/out/run.json]
+ *                   [--webgpu-batches 1] [--quick] [--torch DIR] [--no-cpu-compare]
+ *                   [--md bench/out/run.md] [--json bench/out/run.json]
  *
  * Configurations: wasm with tfjs's kernels (the baseline), wasm with ours (zoo/kernels: relaxed-SIMD GEMM,
  * fused kernels), wasm with ours on N threads, wasm with ours in N data-parallel workers (batches > 1),
  * webgpu with tfjs's kernels and with ours (where an adapter exists; on a software adapter only
- * `--webgpu-batches`, default 1), and tfjs's plain JavaScript cpu backend (batch 1). The machine's load
+ * `--webgpu-batches`, default 1), and tfjs's plain JavaScript cpu backend (batch 1); then `bench/cpu_bench.ts`:
+ * ours on every thread count beside the official PyTorch code (`--torch DIR`, the authors' repository) and
+ * ONNX Runtime, same weights, alternating rounds, ratios, peak RSS, first call. The machine's load
  * average is recorded before and after: on a shared machine, compare ratios rather than absolute times.
  *
  * @module
@@ -33,6 +36,8 @@ const { values } = parseArgs({
     "train-batch": { type: "string", default: "16" },
     "webgpu-batches": { type: "string" },
     "no-cpu": { type: "boolean", default: false },
+    "no-cpu-compare": { type: "boolean", default: false },
+    torch: { type: "string" },
     quick: { type: "boolean", default: false },
     md: { type: "string", default: "bench/out/run.md" },
     json: { type: "string", default: "bench/out/run.json" },
@@ -42,7 +47,8 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(
     "usage: deno task bench [--models a,b] [--batches 1,8] [--reps N] [--budget S] [--threads N] [--no-train] " +
-      "[--train-models a,b] [--train-batch N] [--webgpu-batches 1] [--no-cpu] [--quick] [--md out.md] [--json out.json]",
+      "[--train-models a,b] [--train-batch N] [--webgpu-batches 1] [--no-cpu] [--quick] [--torch DIR] " +
+      "[--no-cpu-compare] [--md out.md] [--json out.json]",
   );
   Deno.exit(0);
 }
@@ -219,6 +225,20 @@ if (!values["no-train"] && !values.quick) {
   }
 }
 
+// CPU inference beside the official PyTorch code and ONNX Runtime (each optional, skipped with a note)
+let cpu = "";
+if (!values["no-cpu-compare"]) {
+  console.log("\n== CPU inference beside PyTorch and ONNX Runtime (bench/cpu_bench.ts)");
+  const cpuMd = `${outDir}/run-cpu-${Deno.pid}.md`;
+  const args = ["--models", models, "--batches", batches, "--md", cpuMd, "--json", `${outDir}/cpu.json`];
+  if (values.torch) args.push("--torch", values.torch);
+  if (values.quick) args.push("--rounds", "2");
+  const { ok, out } = await child("cpu_bench.ts", args);
+  Deno.stdout.writeSync(new TextEncoder().encode(out));
+  if (ok) cpu = await Deno.readTextFile(cpuMd);
+  await Deno.remove(cpuMd).catch(() => {});
+}
+
 let convert: string[] = [];
 if (!values.quick) {
   console.log("\n== checkpoint conversion");
@@ -289,6 +309,10 @@ if (train.length) {
     );
   }
 }
+if (cpu) {
+  lines.push("");
+  lines.push(cpu.trim());
+}
 if (convert.length) {
   lines.push("");
   lines.push("Checkpoint conversion (`bench/convert_bench.ts`):");
@@ -317,6 +341,7 @@ await writeAtomic(
       baseline: BASE,
       inference: infer,
       training: train,
+      cpuComparison: cpu,
       conversion: convert,
     },
     null,
