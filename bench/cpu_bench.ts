@@ -6,7 +6,7 @@
  * peak RSS of the contender's process, load and first-call time (and the first call over a steady one).
  *
  *   deno task bench:cpu [--models t2t_vit_7,t2t_vit_14,t2t_vit_24] [--batches 1,8] [--threads 1,2]
- *                       [--rounds 5] [--torch DIR] [--python /usr/bin/python3] [--no-ort]
+ *                       [--rounds 5] [--torch DIR] [--torch-blas DIR] [--python /usr/bin/python3] [--no-ort]
  *                       [--md bench/out/cpu.md] [--json bench/out/cpu.json]
  *
  * Every contender is its own process, started per (model, batch) so that its peak RSS is its own: it loads
@@ -17,7 +17,10 @@
  * The weights: the model's seeded random initialisation, written once as a PyTorch `.pth` (our exporter) and
  * as ONNX (our export). PyTorch needs `--torch DIR`, a clone of the authors' repository (its `models/`
  * folder), and Debian's `python3-torch`; ONNX Runtime needs the npm package `onnxruntime-node`. Either
- * contender is skipped with a note when it is missing. A script that prints figures, not a test.
+ * contender is skipped with a note when it is missing. Debian's `python3-torch` calls the system's
+ * `libblas.so.3`, the unoptimised reference BLAS unless another is installed: `--torch-blas DIR` runs
+ * PyTorch once more with `LD_LIBRARY_PATH=DIR` (e.g. OpenBLAS unpacked from Debian's `libopenblas0-pthread`
+ * package). A script that prints figures, not a test.
  *
  * @module
  */
@@ -48,6 +51,7 @@ const { values } = parseArgs({
     threads: { type: "string" },
     rounds: { type: "string", default: "5" },
     torch: { type: "string" },
+    "torch-blas": { type: "string" },
     python: { type: "string", default: "/usr/bin/python3" },
     "no-ort": { type: "boolean", default: false },
     md: { type: "string", default: "bench/out/cpu.md" },
@@ -125,7 +129,7 @@ if (values.child) {
 
 if (values.help) {
   console.log(
-    "usage: deno task bench:cpu [--models a,b] [--batches 1,8] [--threads 1,2] [--rounds N] [--torch DIR] " +
+    "usage: deno task bench:cpu [--models a,b] [--batches 1,8] [--threads 1,2] [--rounds N] [--torch DIR] [--torch-blas DIR] " +
       "[--python PATH] [--no-ort] [--md out.md] [--json out.json]",
   );
   Deno.exit(0);
@@ -153,8 +157,15 @@ class Contender {
   firstMs = 0;
   times: number[] = [];
 
-  constructor(readonly label: string, readonly threads: number, cmd: string, args: string[]) {
-    this.#proc = new Deno.Command(cmd, { args, stdin: "piped", stdout: "piped", stderr: "inherit" }).spawn();
+  constructor(
+    readonly label: string,
+    readonly threads: number,
+    cmd: string,
+    args: string[],
+    env?: Record<string, string>,
+  ) {
+    this.#proc = new Deno.Command(cmd, { args, env, stdin: "piped", stdout: "piped", stderr: "inherit" })
+      .spawn();
     this.#lines = this.#proc.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream())
       .getReader();
     this.#stdin = this.#proc.stdin.getWriter();
@@ -303,19 +314,27 @@ try {
         contenders.push(c);
       }
       if (torchOk) {
-        for (const t of threadCounts) {
-          const c = new Contender("official PyTorch", t, values.python!, [
-            `${here}torch_infer.py`,
-            values.torch!,
-            name,
-            files.pth,
-            inputPath,
-            String(batch),
-            String(t),
-            `${dir}/logits_torch_${t}.bin`,
-          ]);
-          await c.ready();
-          contenders.push(c);
+        const blas = values["torch-blas"];
+        for (
+          const [label, env] of [
+            ["official PyTorch", undefined],
+            ...(blas ? [["PyTorch+OpenBLAS", { LD_LIBRARY_PATH: blas }]] : []),
+          ] as [string, Record<string, string> | undefined][]
+        ) {
+          for (const t of threadCounts) {
+            const c = new Contender(label, t, values.python!, [
+              `${here}torch_infer.py`,
+              values.torch!,
+              name,
+              files.pth,
+              inputPath,
+              String(batch),
+              String(t),
+              `${dir}/logits_${label === "official PyTorch" ? "torch" : "torchblas"}_${t}.bin`,
+            ], env);
+            await c.ready();
+            contenders.push(c);
+          }
         }
       }
       if (ortOk) {
@@ -337,6 +356,8 @@ try {
           ? `logits_ours_${c.threads}`
           : c.label.startsWith("official")
           ? `logits_torch_${c.threads}`
+          : c.label.startsWith("PyTorch+")
+          ? `logits_torchblas_${c.threads}`
           : `logits_ort_${c.threads}`;
       for (const [i, c] of contenders.entries()) {
         const ratios = perRound[i].map((v, r) => v / perRound[oursAll][r]);

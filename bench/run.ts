@@ -6,7 +6,7 @@
  *
  *   deno task bench [--models t2t_vit_7,t2t_vit_14,t2t_vit_24] [--batches 1,8] [--reps 3] [--budget 15]
  *                   [--threads N] [--no-train] [--train-models t2t_vit_7] [--train-batch 16]
- *                   [--webgpu-batches 1] [--quick] [--torch DIR] [--no-cpu-compare]
+ *                   [--webgpu-batches 1] [--quick] [--torch DIR] [--torch-blas DIR] [--no-cpu-compare]
  *                   [--md bench/out/run.md] [--json bench/out/run.json]
  *
  * Configurations: wasm with tfjs's kernels (the baseline), wasm with ours (zoo/kernels: relaxed-SIMD GEMM,
@@ -38,6 +38,7 @@ const { values } = parseArgs({
     "no-cpu": { type: "boolean", default: false },
     "no-cpu-compare": { type: "boolean", default: false },
     torch: { type: "string" },
+    "torch-blas": { type: "string" },
     quick: { type: "boolean", default: false },
     md: { type: "string", default: "bench/out/run.md" },
     json: { type: "string", default: "bench/out/run.json" },
@@ -232,6 +233,7 @@ if (!values["no-cpu-compare"]) {
   const cpuMd = `${outDir}/run-cpu-${Deno.pid}.md`;
   const args = ["--models", models, "--batches", batches, "--md", cpuMd, "--json", `${outDir}/cpu.json`];
   if (values.torch) args.push("--torch", values.torch);
+  if (values["torch-blas"]) args.push("--torch-blas", values["torch-blas"]);
   if (values.quick) args.push("--rounds", "2");
   const { ok, out } = await child("cpu_bench.ts", args);
   Deno.stdout.writeSync(new TextEncoder().encode(out));
