@@ -6,7 +6,8 @@
  * peak RSS of the contender's process, load and first-call time (and the first call over a steady one).
  *
  *   deno task bench:cpu [--models t2t_vit_7,t2t_vit_14,t2t_vit_24] [--batches 1,8] [--threads 1,2]
- *                       [--rounds 5] [--torch DIR] [--torch-blas DIR] [--python /usr/bin/python3] [--no-ort]
+ *                       [--rounds 5] [--torch DIR] [--torch-blas DIR] [--no-torch-plain] [--python /usr/bin/python3]
+ *                       [--no-ort]
  *                       [--md bench/out/cpu.md] [--json bench/out/cpu.json]
  *
  * Every contender is its own process, started per (model, batch) so that its peak RSS is its own: it loads
@@ -20,7 +21,8 @@
  * contender is skipped with a note when it is missing. Debian's `python3-torch` calls the system's
  * `libblas.so.3`, the unoptimised reference BLAS unless another is installed: `--torch-blas DIR` runs
  * PyTorch once more with `LD_LIBRARY_PATH=DIR` (e.g. OpenBLAS unpacked from Debian's `libopenblas0-pthread`
- * package). A script that prints figures, not a test.
+ * package); `--no-torch-plain` then skips the run on the reference BLAS (minutes per batch of 8). A script
+ * that prints figures, not a test.
  *
  * @module
  */
@@ -52,6 +54,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "5" },
     torch: { type: "string" },
     "torch-blas": { type: "string" },
+    "no-torch-plain": { type: "boolean", default: false },
     python: { type: "string", default: "/usr/bin/python3" },
     "no-ort": { type: "boolean", default: false },
     md: { type: "string", default: "bench/out/cpu.md" },
@@ -317,7 +320,7 @@ try {
         const blas = values["torch-blas"];
         for (
           const [label, env] of [
-            ["official PyTorch", undefined],
+            ...(values["no-torch-plain"] ? [] : [["official PyTorch", undefined]]),
             ...(blas ? [["PyTorch+OpenBLAS", { LD_LIBRARY_PATH: blas }]] : []),
           ] as [string, Record<string, string> | undefined][]
         ) {
