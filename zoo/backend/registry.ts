@@ -17,6 +17,7 @@ import { registerWasmKernels } from "../kernels/wasm_kernels.ts";
 import { installWasmGemm } from "../kernels/wasm_matmul.ts";
 import { registerWebGpuKernels } from "../kernels/webgpu_kernels.ts";
 import { registerTrainingGradients, shareWasmIdentity } from "./gradients.ts";
+import { registerWasmBackward } from "../kernels/wasm_backward.ts";
 
 /** One change to tfjs's registries. */
 export interface RegistryPatch {
@@ -78,6 +79,15 @@ export const REGISTRY_PATCHES: readonly RegistryPatch[] = Object.freeze(
       what:
         "wasm Identity shares its input's data instead of copying it (training: gradients pass through it)",
       apply: () => shareWasmIdentity(),
+    },
+    {
+      name: "wasm-backward",
+      backend: "wasm",
+      training: true,
+      what:
+        "gradients of the fused T2tGelu, T2tLayerNorm, T2tAttention and T2tUnfold (wasm backward kernels), so " +
+        "training runs the fused forward pass",
+      apply: () => registerWasmBackward(),
     },
   ] satisfies RegistryPatch[],
 );

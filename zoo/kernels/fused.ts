@@ -69,8 +69,10 @@ export function gradientsRecording(): boolean {
 }
 
 function usable(kernel: string, ...xs: tf.Tensor[]): boolean {
-  if (!kernelsOn() || gradientsRecording()) return false;
+  if (!kernelsOn()) return false;
   const be = activeBackend();
+  // under a gradient tape: only wasm kernels whose gradient is registered (training: wasm_backward.ts)
+  if (gradientsRecording() && !(be === "wasm" && tf.getGradient(kernel))) return false;
   if (be !== "wasm" && be !== "webgpu") return false;
   if (be === "wasm" && !gemmSupported()) return false;
   // a heap we cannot reach (a wasm backend started around our factory wrapper): the generic ops

@@ -9,6 +9,7 @@
 
 import { type GemmExports, MR, NR, packedSize, panelsPerBlock } from "./wasm_gemm.ts";
 import type { OpsExports } from "./wasm_ops.ts";
+import { attentionHeadGrad } from "./wasm_backward_tasks.ts";
 
 /** One thread's kernels on the heap. */
 export interface Kernels {
@@ -54,6 +55,8 @@ export const GEMM_ROWS = 1,
   UNFOLD = 6,
   LAYER_NORM = 7,
   GELU = 8;
+/** Task type of the attention backward pass (`wasm_backward.ts`): (sample, head) pairs. */
+export const ATTENTION_GRAD = 9;
 
 /** Query rows per attention step: score blocks stay below 2^22 floats. */
 export const MAX_SCORES = 1 << 22;
@@ -302,6 +305,26 @@ export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: nu
     while (Atomics.load(a, PARAMS + 1) < ctl[NCHUNK] && Date.now() < deadline) {
       Atomics.wait(a, PARAMS + 2, 0, 1);
     }
+  } else if (type === ATTENTION_GRAD) {
+    const [qkv, dy, dqkv, tokens, heads, d, buffers, stride, scratchBase] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map(
+      p,
+    );
+    const b = Math.floor(i / heads), h = i % heads;
+    const scratch = scratchBase + thread * SCRATCH_BYTES;
+    attentionHeadGrad(
+      k,
+      qkv,
+      dy,
+      dqkv,
+      b,
+      h,
+      tokens,
+      heads,
+      d,
+      ctlF[PARAMS + 9],
+      buffers + thread * stride,
+      scratch,
+    );
   } else if (type === ATTENTION) {
     const [qkv, out, tokens, heads, d, buffers, stride, scratchBase, blocks] = [0, 1, 2, 3, 4, 5, 6, 7, 8]
       .map(p);

@@ -1,0 +1,279 @@
+/**
+ * Gradients for the fused wasm kernels, so that training runs the same fused forward pass as inference:
+ *
+ * - `T2tGelu` -> `T2tGeluGrad` (`dx = dy (Phi(x) + x phi(x))`);
+ * - `T2tLayerNorm` -> `T2tLayerNormGrad` (`dx`, `dgamma`, `dbeta` in one pass per row);
+ * - `T2tAttention` -> `T2tAttentionGrad` (the whole multi-head attention backward pass from `qkv` and the
+ *   output's gradient, on the relaxed-SIMD GEMM, split between the kernel pool's threads by (sample, head):
+ *   `wasm_backward_tasks.ts`);
+ * - `T2tUnfold` (the soft split; registered here for wasm) -> `T2tFold` (its adjoint, col2im: a scatter-add).
+ *
+ * The backward kernels run in the wasm backend's heap, in place. `fused.ts` uses a fused kernel while a
+ * gradient tape records only on wasm and only when its gradient is registered, which
+ * {@linkcode registerWasmBackward} does (a training-only registry patch, `zoo/backend/registry.ts`):
+ * inference alone never changes.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs-core";
+import { ATTENTION, GELU, LAYER_NORM, UNFOLD } from "./names.ts";
+import { addressOf, heapF32, type WasmBackend, wasmContext } from "./wasm_runtime.ts";
+import { ATTENTION_GRAD as ATTENTION_GRAD_TASK } from "./wasm_tasks.ts";
+import { attentionGradBufferFloats, attentionHeadGrad } from "./wasm_backward_tasks.ts";
+
+/** `T2tGeluGrad`: `{x, dy}` -> `dx`. */
+export const GELU_GRAD = "T2tGeluGrad";
+/** `T2tLayerNormGrad`: `{x, gamma, dy}`, `{eps}` -> `[dx, dgamma, dbeta]`. */
+export const LAYER_NORM_GRAD = "T2tLayerNormGrad";
+/** `T2tAttentionGrad`: `{qkv, dy}`, `{batch, heads, scale}` -> `dqkv` (shape of `qkv`). */
+export const ATTENTION_GRAD = "T2tAttentionGrad";
+/** `T2tFold`: `{dy}` `(B, Ho, Wo, C*k*k)`, `{kernel, stride, padding, inputShape}` -> `(B, H, W, C)`. */
+export const FOLD = "T2tFold";
+
+type Args = Parameters<tf.KernelFunc>[0];
+
+function context(args: Args) {
+  const c = wasmContext(args.backend as unknown as WasmBackend);
+  if (!c) throw new Error("the fused wasm backward kernels need WebAssembly relaxed SIMD");
+  return c;
+}
+
+const ERF_P = 0.3275911;
+const A1 = 0.254829592, A2 = -0.284496736, A3 = 1.421413741, A4 = -1.453152027, A5 = 1.061405429;
+const INV_SQRT_2PI = 0.3989422804014327;
+
+function geluGradKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const { x, dy } = args.inputs as Record<string, tf.TensorInfo>;
+  const n = tf.util.sizeFromShape(x.shape);
+  const out = c.backend.makeOutput([...x.shape], "float32");
+  const xs = heapF32(c, addressOf(c, x), n), gs = heapF32(c, addressOf(c, dy), n);
+  const o = heapF32(c, addressOf(c, out), n);
+  for (let i = 0; i < n; i++) {
+    const xi = xs[i];
+    const v = xi * Math.SQRT1_2, a = Math.abs(v);
+    const t = 1 / (1 + ERF_P * a);
+    const e = Math.exp(-a * a); // = exp(-x^2 / 2)
+    const erfA = 1 - (((((A5 * t + A4) * t + A3) * t + A2) * t + A1) * t) * e;
+    const erf = v < 0 ? -erfA : erfA;
+    o[i] = gs[i] * (0.5 * (1 + erf) + xi * e * INV_SQRT_2PI);
+  }
+  return out;
+}
+
+function layerNormGradKernel(args: Args): tf.TensorInfo[] {
+  const c = context(args);
+  const { x, gamma, dy } = args.inputs as Record<string, tf.TensorInfo>;
+  const { eps } = args.attrs as unknown as { eps: number };
+  const cols = x.shape[x.shape.length - 1];
+  const size = tf.util.sizeFromShape(x.shape), rows = size / cols;
+  const dx = c.backend.makeOutput([...x.shape], "float32");
+  const dg = c.backend.makeOutput([cols], "float32");
+  const db = c.backend.makeOutput([cols], "float32");
+  const xs = heapF32(c, addressOf(c, x), size), gs = heapF32(c, addressOf(c, dy), size);
+  const g = heapF32(c, addressOf(c, gamma), cols);
+  const o = heapF32(c, addressOf(c, dx), size);
+  const sg = new Float64Array(cols), sb = new Float64Array(cols);
+  const xhat = new Float32Array(cols);
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    let mean = 0;
+    for (let j = 0; j < cols; j++) mean += xs[base + j];
+    mean /= cols;
+    let variance = 0;
+    for (let j = 0; j < cols; j++) {
+      const d = xs[base + j] - mean;
+      variance += d * d;
+    }
+    const rstd = 1 / Math.sqrt(variance / cols + eps);
+    let s1 = 0, s2 = 0;
+    for (let j = 0; j < cols; j++) {
+      const xh = (xs[base + j] - mean) * rstd;
+      xhat[j] = xh;
+      const gy = gs[base + j];
+      const h = gy * g[j];
+      s1 += h;
+      s2 += h * xh;
+      sg[j] += gy * xh;
+      sb[j] += gy;
+    }
+    s1 /= cols;
+    s2 /= cols;
+    for (let j = 0; j < cols; j++) o[base + j] = rstd * (gs[base + j] * g[j] - s1 - xhat[j] * s2);
+  }
+  heapF32(c, addressOf(c, dg), cols).set(sg);
+  heapF32(c, addressOf(c, db), cols).set(sb);
+  return [dx, dg, db];
+}
+
+function attentionGradKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const { qkv, dy } = args.inputs as Record<string, tf.TensorInfo>;
+  const { batch, heads, scale } = args.attrs as unknown as { batch: number; heads: number; scale: number };
+  const [rows, width] = qkv.shape;
+  const n = rows / batch, dim = width / 3, d = dim / heads;
+  const out = c.backend.makeOutput([rows, width], "float32");
+  const threads = c.pool && batch * heads > 1 ? c.pool.threads : 1;
+  const stride = attentionGradBufferFloats(n, d) * 4;
+  const wasm = c.backend.wasm;
+  const buffers = wasm._malloc(stride * threads);
+  try {
+    const qa = addressOf(c, qkv), ga = addressOf(c, dy), oa = addressOf(c, out);
+    if (threads > 1) {
+      c.pool!.run(ATTENTION_GRAD_TASK, [qa, ga, oa, n, heads, d, buffers, stride, c.scratch], batch * heads, [
+        scale,
+      ]);
+    } else {
+      const k = { gemm: c.gemm, ops: c.ops, memory: c.memory };
+      for (let b = 0; b < batch; b++) {
+        for (let h = 0; h < heads; h++) {
+          attentionHeadGrad(k, qa, ga, oa, b, h, n, heads, d, scale, buffers, c.scratch);
+        }
+      }
+    }
+  } finally {
+    wasm._free(buffers);
+  }
+  return out;
+}
+
+/**
+ * Runs `visit(outIndex, inIndex)` for every (output element, input element) pair of the soft split of an NHWC
+ * map `(B, H, W, C)` into `(B, Ho, Wo, C * k * k)` (`nn.Unfold` order per pixel: `c * k * k + i * k + j`);
+ * positions in the padding are skipped.
+ */
+function unfoldPairs(
+  shape: readonly number[],
+  k: number,
+  s: number,
+  p: number,
+  visit: (o: number, i: number) => void,
+): void {
+  const [bN, h, w, ch] = shape;
+  const ho = Math.floor((h + 2 * p - k) / s) + 1, wo = Math.floor((w + 2 * p - k) / s) + 1;
+  const kk = k * k, outC = ch * kk;
+  for (let b = 0; b < bN; b++) {
+    for (let oy = 0; oy < ho; oy++) {
+      for (let ox = 0; ox < wo; ox++) {
+        const ob = ((b * ho + oy) * wo + ox) * outC;
+        for (let i = 0; i < k; i++) {
+          const y = oy * s - p + i;
+          if (y < 0 || y >= h) continue;
+          for (let j = 0; j < k; j++) {
+            const xx = ox * s - p + j;
+            if (xx < 0 || xx >= w) continue;
+            const ib = ((b * h + y) * w + xx) * ch, oo = ob + i * k + j;
+            for (let cc = 0; cc < ch; cc++) visit(oo + cc * kk, ib + cc);
+          }
+        }
+      }
+    }
+  }
+}
+
+function unfoldShape(shape: readonly number[], k: number, s: number, p: number): number[] {
+  const [b, h, w, c] = shape;
+  return [b, Math.floor((h + 2 * p - k) / s) + 1, Math.floor((w + 2 * p - k) / s) + 1, c * k * k];
+}
+
+function unfoldKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const x = args.inputs.x as tf.TensorInfo;
+  const { kernel, stride, padding } = args.attrs as unknown as {
+    kernel: number;
+    stride: number;
+    padding: number;
+  };
+  const shape = unfoldShape(x.shape, kernel, stride, padding);
+  const out = c.backend.makeOutput(shape, "float32");
+  const o = heapF32(c, addressOf(c, out), tf.util.sizeFromShape(shape));
+  const xs = heapF32(c, addressOf(c, x), tf.util.sizeFromShape(x.shape));
+  o.fill(0);
+  unfoldPairs(x.shape, kernel, stride, padding, (oi, ii) => (o[oi] = xs[ii]));
+  return out;
+}
+
+function foldKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const dy = args.inputs.dy as tf.TensorInfo;
+  const { kernel, stride, padding, inputShape } = args.attrs as unknown as {
+    kernel: number;
+    stride: number;
+    padding: number;
+    inputShape: number[];
+  };
+  const out = c.backend.makeOutput([...inputShape], "float32");
+  const o = heapF32(c, addressOf(c, out), tf.util.sizeFromShape(inputShape));
+  const g = heapF32(c, addressOf(c, dy), tf.util.sizeFromShape(dy.shape));
+  o.fill(0);
+  unfoldPairs(inputShape, kernel, stride, padding, (oi, ii) => (o[ii] += g[oi]));
+  return out;
+}
+
+type T = tf.Tensor;
+
+/** The gradients of the fused kernels (each runs its wasm backward kernel). */
+const GRADIENTS: tf.GradConfig[] = [
+  {
+    kernelName: GELU,
+    inputsToSave: ["x"],
+    gradFunc: (dy, saved) => ({
+      x: () => tf.engine().runKernel(GELU_GRAD, { x: saved[0], dy: dy as T }) as T,
+    }),
+  },
+  {
+    kernelName: LAYER_NORM,
+    inputsToSave: ["x", "gamma"],
+    gradFunc: (dy, saved, attrs) => {
+      // one pass gives all three; each is handed out by the tape in its own tidy
+      const [dx, dg, db] = tf.engine().runKernel(
+        LAYER_NORM_GRAD,
+        { x: saved[0], gamma: saved[1], dy: dy as T },
+        attrs,
+      ) as T[];
+      return { x: () => dx, gamma: () => dg, beta: () => db };
+    },
+  },
+  {
+    kernelName: ATTENTION,
+    inputsToSave: ["qkv"],
+    gradFunc: (dy, saved, attrs) => ({
+      qkv: () => tf.engine().runKernel(ATTENTION_GRAD, { qkv: saved[0], dy: dy as T }, attrs) as T,
+    }),
+  },
+  {
+    kernelName: UNFOLD,
+    inputsToSave: ["x"],
+    gradFunc: (dy, saved, attrs) => ({
+      x: () =>
+        tf.engine().runKernel(FOLD, { dy: dy as T }, {
+          ...attrs,
+          inputShape: saved[0].shape,
+        } as unknown as tf.NamedAttrMap) as T,
+    }),
+  },
+];
+
+/**
+ * Registers the wasm backward kernels, the wasm soft split (`T2tUnfold`, when not registered yet) and the
+ * gradients of `T2tGelu`, `T2tLayerNorm`, `T2tAttention` and `T2tUnfold` (those without one). Idempotent;
+ * false without tfjs-backend-wasm. `zoo/backend/registry.ts` applies it for training on wasm.
+ */
+export function registerWasmBackward(): boolean {
+  if (!tf.findBackendFactory("wasm")) return false;
+  const kernels: [string, (args: Args) => tf.TensorInfo | tf.TensorInfo[]][] = [
+    [GELU_GRAD, geluGradKernel],
+    [LAYER_NORM_GRAD, layerNormGradKernel],
+    [ATTENTION_GRAD, attentionGradKernel],
+    [UNFOLD, unfoldKernel],
+    [FOLD, foldKernel],
+  ];
+  for (const [kernelName, fn] of kernels) {
+    if (!tf.getKernel(kernelName, "wasm")) {
+      tf.registerKernel({ kernelName, backendName: "wasm", kernelFunc: fn as unknown as tf.KernelFunc });
+    }
+  }
+  for (const g of GRADIENTS) if (!tf.getGradient(g.kernelName)) tf.registerGradient(g);
+  return true;
+}

@@ -1,0 +1,176 @@
+/**
+ * The backward pass of the fused multi-head attention (`T2tAttention`, `wasm_kernels.ts`) for one (sample,
+ * head) pair, on the relaxed-SIMD GEMM and the fused softmax, in place in the wasm heap: the kernel pool's
+ * threads run these chunks (`wasm_tasks.ts`), the calling thread runs them itself when there is no pool.
+ *
+ * With `P = softmax(scale Q K^T)` and `O = P V` (per sample and head), and `dO` the gradient of `O`:
+ * `dV = P^T dO`, `dP = dO V^T`, `dS = scale P * (dP - rowsum(P * dP))`, `dQ = dS K`, `dK = dS^T Q`.
+ * `P` is recomputed (nothing of size `N^2` is kept between the forward and backward passes), query rows go in
+ * chunks so that a thread's score blocks stay below {@linkcode MAX_GRAD_SCORES} floats, and the left operands
+ * that the GEMM would need transposed (`P^T`, `dS^T`) are transposed into a buffer first.
+ *
+ * @module
+ */
+
+import { type GemmExports, packB, packedSize, panelsPerBlock } from "./wasm_gemm.ts";
+import type { OpsExports } from "./wasm_ops.ts";
+
+/** Most score-block floats (query rows x keys) one thread holds at a time in the attention backward pass. */
+export const MAX_GRAD_SCORES = 1 << 20;
+
+/** One thread's kernels on the heap (the shape of `wasm_tasks.ts`'s `Kernels`). */
+interface Kernels {
+  gemm: GemmExports;
+  ops: OpsExports;
+  memory: WebAssembly.Memory;
+}
+
+/** Query rows per chunk of the attention backward pass for `tokens` tokens. */
+function gradChunk(tokens: number): number {
+  return Math.max(1, Math.min(tokens, Math.floor(MAX_GRAD_SCORES / tokens)));
+}
+
+/** Floats of one thread's buffers for the attention backward pass of `tokens` tokens of head size `d`. */
+export function attentionGradBufferFloats(tokens: number, d: number): number {
+  const n = tokens, m = gradChunk(n);
+  // K^T, V^T and K packed; dO and Q chunks packed; P, dP, a transpose; a partial dK / dV
+  return 2 * packedSize(d, n) + packedSize(n, d) + 2 * packedSize(m, d) + 3 * m * n + n * d;
+}
+
+function f32(memory: WebAssembly.Memory, byteOffset: number, length: number): Float32Array {
+  return new Float32Array(memory.buffer, byteOffset >>> 0, length);
+}
+
+/** `dst (cols, rows) = src (rows, cols)^T`, both contiguous; in 32 x 32 tiles. */
+function transpose(src: Float32Array, dst: Float32Array, rows: number, cols: number): void {
+  const T = 32;
+  for (let r0 = 0; r0 < rows; r0 += T) {
+    const r1 = Math.min(rows, r0 + T);
+    for (let c0 = 0; c0 < cols; c0 += T) {
+      const c1 = Math.min(cols, c0 + T);
+      for (let r = r0; r < r1; r++) {
+        const s = r * cols;
+        for (let c = c0; c < c1; c++) dst[c * rows + r] = src[s + c];
+      }
+    }
+  }
+}
+
+/** In place: `dp = scale * p * (dp - rowsum(p * dp))` over `rows` rows of `cols`. */
+function softmaxGradRows(p: Float32Array, dp: Float32Array, rows: number, cols: number, scale: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += p[o + c] * dp[o + c];
+    for (let c = 0; c < cols; c++) dp[o + c] = scale * p[o + c] * (dp[o + c] - s);
+  }
+}
+
+/**
+ * Gradient of sample `b`, head `h` of the fused attention: reads `qkv` (`(B * N, 3 H d)` at byte address `qkv`)
+ * and the output's gradient `dy` (`(B * N, H d)`), writes that head's q, k and v columns of `dqkv` (same shape
+ * as `qkv`), using `buffers` ({@linkcode attentionGradBufferFloats} floats) and a GEMM `scratch`.
+ */
+export function attentionHeadGrad(
+  k: Kernels,
+  qkv: number,
+  dy: number,
+  dqkv: number,
+  b: number,
+  h: number,
+  tokens: number,
+  heads: number,
+  d: number,
+  scale: number,
+  buffers: number,
+  scratch: number,
+): void {
+  const n = tokens, dim = heads * d, width = 3 * dim, ld = width * 4, ldo = dim * 4;
+  const chunk = gradChunk(n);
+  const mem = k.memory;
+  // buffers
+  const kt = buffers;
+  const vt = kt + packedSize(d, n) * 4;
+  const kp = vt + packedSize(d, n) * 4;
+  const doP = kp + packedSize(n, d) * 4;
+  const qP = doP + packedSize(chunk, d) * 4;
+  const pBuf = qP + packedSize(chunk, d) * 4;
+  const dpBuf = pBuf + chunk * n * 4;
+  const tBuf = dpBuf + chunk * n * 4;
+  const part = tBuf + chunk * n * 4;
+  // this head's columns
+  const q = qkv + b * n * ld + h * d * 4, kAddr = q + dim * 4, vAddr = q + 2 * dim * 4;
+  const dq = dqkv + b * n * ld + h * d * 4, dk = dq + dim * 4, dv = dq + 2 * dim * 4;
+  const dO = dy + (b * n * dim + h * d) * 4;
+  const span = (n - 1) * width + d;
+  packB(f32(mem, kAddr, span), d, n, true, undefined, f32(mem, kt, packedSize(d, n)), width);
+  packB(f32(mem, vAddr, span), d, n, true, undefined, f32(mem, vt, packedSize(d, n)), width);
+  packB(f32(mem, kAddr, span), n, d, false, undefined, f32(mem, kp, packedSize(n, d)), width);
+  const blockD = panelsPerBlock(d), blockN = panelsPerBlock(n);
+  for (let r = 0; r < n; r += chunk) {
+    const m = Math.min(chunk, n - r);
+    const blockM = panelsPerBlock(m);
+    // P = softmax(scale Q_c K^T), dP = dO_c V^T
+    k.gemm.gemm(q + r * ld, ld, kt, pBuf, n * 4, m, n, d, scratch, blockD);
+    k.ops.softmax(pBuf, pBuf, m, n, scale);
+    k.gemm.gemm(dO + r * ldo, ldo, vt, dpBuf, n * 4, m, n, d, scratch, blockD);
+    // dV (+)= P^T dO_c
+    transpose(f32(mem, pBuf, m * n), f32(mem, tBuf, m * n), m, n);
+    packB(
+      f32(mem, dO + r * ldo, (m - 1) * dim + d),
+      m,
+      d,
+      false,
+      undefined,
+      f32(mem, doP, packedSize(m, d)),
+      dim,
+    );
+    accumulate(k, mem, tBuf, m * 4, doP, dv, ld, n, d, m, blockM, r === 0, part, scratch);
+    // dS = scale P (dP - rowsum(P dP)); dQ_c = dS K
+    softmaxGradRows(f32(mem, pBuf, m * n), f32(mem, dpBuf, m * n), m, n, scale);
+    k.gemm.gemm(dpBuf, n * 4, kp, dq + r * ld, ld, m, d, n, scratch, blockN);
+    // dK (+)= dS^T Q_c
+    transpose(f32(mem, dpBuf, m * n), f32(mem, tBuf, m * n), m, n);
+    packB(
+      f32(mem, q + r * ld, (m - 1) * width + d),
+      m,
+      d,
+      false,
+      undefined,
+      f32(mem, qP, packedSize(m, d)),
+      width,
+    );
+    accumulate(k, mem, tBuf, m * 4, qP, dk, ld, n, d, m, blockM, r === 0, part, scratch);
+  }
+}
+
+/** `C (rows, cols) = A B` into `c` (row stride `ldc` bytes) when `first`, else `C += A B` through `part`. */
+function accumulate(
+  k: Kernels,
+  mem: WebAssembly.Memory,
+  a: number,
+  lda: number,
+  pb: number,
+  c: number,
+  ldc: number,
+  rows: number,
+  cols: number,
+  depth: number,
+  block: number,
+  first: boolean,
+  part: number,
+  scratch: number,
+): void {
+  if (first) {
+    k.gemm.gemm(a, lda, pb, c, ldc, rows, cols, depth, scratch, block);
+    return;
+  }
+  k.gemm.gemm(a, lda, pb, part, cols * 4, rows, cols, depth, scratch, block);
+  const src = f32(mem, part, rows * cols);
+  const stride = ldc / 4;
+  const dst = f32(mem, c, (rows - 1) * stride + cols);
+  for (let r = 0; r < rows; r++) {
+    const o = r * stride, s = r * cols;
+    for (let j = 0; j < cols; j++) dst[o + j] += src[s + j];
+  }
+}
