@@ -21,6 +21,9 @@ import { ATTENTION, GELU, LAYER_NORM, UNFOLD } from "./names.ts";
 import { addressOf, heapF32, type WasmBackend, wasmContext } from "./wasm_runtime.ts";
 import { ATTENTION_GRAD as ATTENTION_GRAD_TASK } from "./wasm_tasks.ts";
 import { attentionGradBufferFloats, attentionHeadGrad } from "./wasm_backward_tasks.ts";
+import { backwardOps } from "./wasm_backward_ops.ts";
+import { gemmSupported } from "./wasm_gemm.ts";
+import { kernelsOn } from "./state.ts";
 
 /** `T2tGeluGrad`: `{x, dy}` -> `dx`. */
 export const GELU_GRAD = "T2tGeluGrad";
@@ -28,6 +31,8 @@ export const GELU_GRAD = "T2tGeluGrad";
 export const LAYER_NORM_GRAD = "T2tLayerNormGrad";
 /** `T2tAttentionGrad`: `{qkv, dy}`, `{batch, heads, scale}` -> `dqkv` (shape of `qkv`). */
 export const ATTENTION_GRAD = "T2tAttentionGrad";
+/** `T2tColumnSum`: `{x}` `(..., cols)` -> `(cols)`, the sum over every other axis. */
+export const COLUMN_SUM = "T2tColumnSum";
 /** `T2tFold`: `{dy}` `(B, Ho, Wo, C*k*k)`, `{kernel, stride, padding, inputShape}` -> `(B, H, W, C)`. */
 export const FOLD = "T2tFold";
 
@@ -39,27 +44,55 @@ function context(args: Args) {
   return c;
 }
 
-const ERF_P = 0.3275911;
-const A1 = 0.254829592, A2 = -0.284496736, A3 = 1.421413741, A4 = -1.453152027, A5 = 1.061405429;
-const INV_SQRT_2PI = 0.3989422804014327;
-
 function geluGradKernel(args: Args): tf.TensorInfo {
   const c = context(args);
   const { x, dy } = args.inputs as Record<string, tf.TensorInfo>;
-  const n = tf.util.sizeFromShape(x.shape);
   const out = c.backend.makeOutput([...x.shape], "float32");
-  const xs = heapF32(c, addressOf(c, x), n), gs = heapF32(c, addressOf(c, dy), n);
-  const o = heapF32(c, addressOf(c, out), n);
-  for (let i = 0; i < n; i++) {
-    const xi = xs[i];
-    const v = xi * Math.SQRT1_2, a = Math.abs(v);
-    const t = 1 / (1 + ERF_P * a);
-    const e = Math.exp(-a * a); // = exp(-x^2 / 2)
-    const erfA = 1 - (((((A5 * t + A4) * t + A3) * t + A2) * t + A1) * t) * e;
-    const erf = v < 0 ? -erfA : erfA;
-    o[i] = gs[i] * (0.5 * (1 + erf) + xi * e * INV_SQRT_2PI);
-  }
+  backwardOps(c.memory).geluGrad(
+    addressOf(c, x),
+    addressOf(c, dy),
+    addressOf(c, out),
+    tf.util.sizeFromShape(x.shape),
+  );
   return out;
+}
+
+function columnSumKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const x = args.inputs.x as tf.TensorInfo;
+  const cols = x.shape[x.shape.length - 1];
+  const out = c.backend.makeOutput([cols], "float32");
+  heapF32(c, addressOf(c, out), cols).fill(0);
+  backwardOps(c.memory).colSum(
+    addressOf(c, x),
+    addressOf(c, out),
+    tf.util.sizeFromShape(x.shape) / cols,
+    cols,
+  );
+  return out;
+}
+
+/**
+ * The weight gradient `dy^T x` of a linear layer (`dy (rows, out)`, `x (rows, in)`): a transposed-left product
+ * on wasm's GEMM (`wasm_matmul.ts` transposes the left operand into its own block), an explicit transpose
+ * first where that GEMM does not run (tfjs-backend-wasm's transposed products are slow).
+ */
+export function weightGrad(dy: tf.Tensor2D, x: tf.Tensor2D): tf.Tensor2D {
+  if (tf.getBackend() !== "wasm" || (kernelsOn() && gemmSupported())) return tf.matMul(dy, x, true, false);
+  return tf.matMul(tf.transpose(dy), x);
+}
+
+/**
+ * The sum of `dy (..., cols)` over all but its last axis (a bias gradient): one pass on wasm once the training
+ * kernels are installed, `tf.sum` otherwise.
+ */
+export function biasGrad(dy: tf.Tensor): tf.Tensor {
+  if (
+    dy.dtype === "float32" && tf.getBackend() === "wasm" && kernelsOn() && tf.getKernel(COLUMN_SUM, "wasm")
+  ) {
+    return tf.engine().runKernel(COLUMN_SUM, { x: dy }) as tf.Tensor;
+  }
+  return tf.sum(dy, [...Array(dy.rank - 1).keys()]);
 }
 
 function layerNormGradKernel(args: Args): tf.TensorInfo[] {
@@ -139,16 +172,18 @@ function attentionGradKernel(args: Args): tf.TensorInfo {
 }
 
 /**
- * Runs `visit(outIndex, inIndex)` for every (output element, input element) pair of the soft split of an NHWC
- * map `(B, H, W, C)` into `(B, Ho, Wo, C * k * k)` (`nn.Unfold` order per pixel: `c * k * k + i * k + j`);
- * positions in the padding are skipped.
+ * The soft split of an NHWC map `x (B, H, W, C)` into `cols (B, Ho, Wo, C * k * k)` (`nn.Unfold` order per
+ * pixel: `c * k * k + i * k + j`), or, with `fold`, its adjoint: `x += ` the sum of every copy in `cols`
+ * (col2im). Padding positions are zeros (unfold) or dropped (fold); `cols` (unfold) or `x` (fold) must be zeroed.
  */
-function unfoldPairs(
+function unfoldOrFold(
   shape: readonly number[],
   k: number,
   s: number,
   p: number,
-  visit: (o: number, i: number) => void,
+  x: Float32Array,
+  cols: Float32Array,
+  fold: boolean,
 ): void {
   const [bN, h, w, ch] = shape;
   const ho = Math.floor((h + 2 * p - k) / s) + 1, wo = Math.floor((w + 2 * p - k) / s) + 1;
@@ -164,7 +199,11 @@ function unfoldPairs(
             const xx = ox * s - p + j;
             if (xx < 0 || xx >= w) continue;
             const ib = ((b * h + y) * w + xx) * ch, oo = ob + i * k + j;
-            for (let cc = 0; cc < ch; cc++) visit(oo + cc * kk, ib + cc);
+            if (fold) {
+              for (let cc = 0; cc < ch; cc++) x[ib + cc] += cols[oo + cc * kk];
+            } else {
+              for (let cc = 0; cc < ch; cc++) cols[oo + cc * kk] = x[ib + cc];
+            }
           }
         }
       }
@@ -190,7 +229,7 @@ function unfoldKernel(args: Args): tf.TensorInfo {
   const o = heapF32(c, addressOf(c, out), tf.util.sizeFromShape(shape));
   const xs = heapF32(c, addressOf(c, x), tf.util.sizeFromShape(x.shape));
   o.fill(0);
-  unfoldPairs(x.shape, kernel, stride, padding, (oi, ii) => (o[oi] = xs[ii]));
+  unfoldOrFold(x.shape, kernel, stride, padding, xs, o, false);
   return out;
 }
 
@@ -207,7 +246,7 @@ function foldKernel(args: Args): tf.TensorInfo {
   const o = heapF32(c, addressOf(c, out), tf.util.sizeFromShape(inputShape));
   const g = heapF32(c, addressOf(c, dy), tf.util.sizeFromShape(dy.shape));
   o.fill(0);
-  unfoldPairs(inputShape, kernel, stride, padding, (oi, ii) => (o[ii] += g[oi]));
+  unfoldOrFold(inputShape, kernel, stride, padding, o, g, true);
   return out;
 }
 
@@ -268,6 +307,7 @@ export function registerWasmBackward(): boolean {
     [ATTENTION_GRAD, attentionGradKernel],
     [UNFOLD, unfoldKernel],
     [FOLD, foldKernel],
+    [COLUMN_SUM, columnSumKernel],
   ];
   for (const [kernelName, fn] of kernels) {
     if (!tf.getKernel(kernelName, "wasm")) {

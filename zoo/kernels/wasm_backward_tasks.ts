@@ -56,6 +56,26 @@ function transpose(src: Float32Array, dst: Float32Array, rows: number, cols: num
   }
 }
 
+/**
+ * A new heap block holding the transposes of `batch` consecutive `rows x cols` matrices at byte address `src`
+ * (each becomes `cols x rows`); the caller frees it. For the GEMM's transposed left operands.
+ */
+export function transposedCopy(
+  c: { backend: { wasm: { _malloc(bytes: number): number } }; memory: WebAssembly.Memory },
+  src: number,
+  batch: number,
+  rows: number,
+  cols: number,
+): number {
+  const size = rows * cols;
+  const ptr = c.backend.wasm._malloc(batch * size * 4);
+  // views after the allocation (it may grow the heap)
+  for (let i = 0; i < batch; i++) {
+    transpose(f32(c.memory, src + i * size * 4, size), f32(c.memory, ptr + i * size * 4, size), rows, cols);
+  }
+  return ptr;
+}
+
 /** In place: `dp = scale * p * (dp - rowsum(p * dp))` over `rows` rows of `cols`. */
 function softmaxGradRows(p: Float32Array, dp: Float32Array, rows: number, cols: number, scale: number): void {
   for (let r = 0; r < rows; r++) {

@@ -22,6 +22,7 @@ import {
   type WasmContext,
   wasmContext,
 } from "./wasm_runtime.ts";
+import { transposedCopy } from "./wasm_backward_tasks.ts";
 
 let counters = { gemm: 0, fallback: 0, packs: 0 };
 
@@ -113,13 +114,13 @@ function gemmProduct(
   transposeB: boolean,
   bias: tf.TensorInfo | undefined,
 ): tf.TensorInfo | undefined {
-  if (!kernelsOn() || transposeA || a.dtype !== "float32" || b.dtype !== "float32") return undefined;
+  if (!kernelsOn() || a.dtype !== "float32" || b.dtype !== "float32") return undefined;
   if (a.shape.length < 2 || b.shape.length < 2) return undefined;
   if (bias && (bias.dtype !== "float32" || bias.shape.length !== 1)) return undefined;
   const c = wasmContext(backend);
   if (!c) return undefined;
   const ar = a.shape.length, br = b.shape.length;
-  const m = a.shape[ar - 2], k = a.shape[ar - 1];
+  const m = a.shape[ar - (transposeA ? 1 : 2)], k = a.shape[ar - (transposeA ? 2 : 1)];
   const n = transposeB ? b.shape[br - 2] : b.shape[br - 1];
   const kb = transposeB ? b.shape[br - 1] : b.shape[br - 2];
   if (k !== kb || m === 0 || n === 0 || k === 0) return undefined;
@@ -131,21 +132,28 @@ function gemmProduct(
   const batch = Math.max(batchA, batchB);
   const out = backend.makeOutput([...batchDims, m, n], "float32");
   counters.gemm++;
-  if (batchB === 1) {
-    // one product with all of a's rows
-    const { ptr, temporary } = packedOf(c, b, 0, k, n, transposeB, bias);
-    runGemm(c, addressOf(c, a), k * 4, ptr, addressOf(c, out), n * 4, m * batchA, n, k);
-    if (temporary) backend.wasm._free(ptr);
+  // a transposed left operand (weight gradients): its matrices transposed into a temporary block first
+  const aT = transposeA ? transposedCopy(c, addressOf(c, a), batchA, k, m) : 0;
+  const aAddr = transposeA ? aT : addressOf(c, a);
+  try {
+    if (batchB === 1) {
+      // one product with all of a's rows
+      const { ptr, temporary } = packedOf(c, b, 0, k, n, transposeB, bias);
+      runGemm(c, aAddr, k * 4, ptr, addressOf(c, out), n * 4, m * batchA, n, k);
+      if (temporary) backend.wasm._free(ptr);
+      return out;
+    }
+    for (let i = 0; i < batch; i++) {
+      const { ptr, temporary } = packedOf(c, b, i, k, n, transposeB, bias);
+      const pa = aAddr + (batchA === 1 ? 0 : i * m * k * 4);
+      const pc = addressOf(c, out) + i * m * n * 4;
+      runGemm(c, pa, k * 4, ptr, pc, n * 4, m, n, k);
+      if (temporary) backend.wasm._free(ptr);
+    }
     return out;
+  } finally {
+    if (aT) backend.wasm._free(aT);
   }
-  for (let i = 0; i < batch; i++) {
-    const { ptr, temporary } = packedOf(c, b, i, k, n, transposeB, bias);
-    const pa = addressOf(c, a) + (batchA === 1 ? 0 : i * m * k * 4);
-    const pc = addressOf(c, out) + i * m * n * 4;
-    runGemm(c, pa, k * 4, ptr, pc, n * 4, m, n, k);
-    if (temporary) backend.wasm._free(ptr);
-  }
-  return out;
 }
 
 /** The packed form of `w^T` for a weight `w (n, k)`, cached with `w` (see `wasm_gemm.ts`). */

@@ -26,7 +26,7 @@ const EXP_MAX = 88.72283;
 const EXP_MIN = -87.33654;
 
 /** Emits `out = exp(x)` for the v128 in `x` (clobbers `t0`, `t1`). */
-function emitExp(f: FuncBuilder, x: Local, out: Local, t0: Local, t1: Local): void {
+export function emitExp(f: FuncBuilder, x: Local, out: Local, t0: Local, t1: Local): void {
   // x = clamp(x); n = nearest(x log2 e); r = x - n ln2
   f.get(x).get(f.k(EXP_MIN)).f32x4Pmax().get(f.k(EXP_MAX)).f32x4Pmin().set(t0);
   f.get(t0).get(f.k(LOG2E)).f32x4Mul().f32x4Nearest().set(t1); // n

@@ -8,6 +8,7 @@ import { tf } from "../../src/core/tf.ts";
 import type { Init, ParamStore } from "./params.ts";
 import { gelu, layerNorm } from "./ops.ts";
 import { fusedLinear } from "../kernels/fused.ts";
+import { biasGrad, weightGrad } from "../kernels/wasm_backward.ts";
 
 /** `y = x W^T + b` with `weight (out, in)` and `bias (out)`, on inputs of any rank (last axis = in). */
 export class Linear {
@@ -80,8 +81,8 @@ export function linear2d(x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor | undefined)
       value,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sx, sw] = saved as tf.Tensor2D[];
-        const grads = [tf.matMul(dy as tf.Tensor2D, sw), tf.matMul(tf.transpose(dy as tf.Tensor2D), sx)];
-        if (b) grads.push(tf.sum(dy, 0));
+        const grads = [tf.matMul(dy as tf.Tensor2D, sw), weightGrad(dy as tf.Tensor2D, sx)];
+        if (b) grads.push(biasGrad(dy));
         return grads;
       },
     };

@@ -14,6 +14,7 @@ import { attentionCore, gelu, layerNorm } from "../../../zoo/layers/ops.ts";
 import { mergeHeads, splitFused } from "../../../zoo/layers/attention.ts";
 import { SoftSplit } from "../../../zoo/layers/soft_split.ts";
 import { installTrainingKernels } from "../../../zoo/backend/registry.ts";
+import { biasGrad } from "../../../zoo/kernels/wasm_backward.ts";
 import { disposeGradients, lossAndGradients } from "../../../src/train/mod.ts";
 import { relErr } from "../../support/grad_parity.ts";
 import { TINY_CONFIG } from "../../support/fixtures.ts";
@@ -217,6 +218,33 @@ Deno.test({
       }
       x.dispose();
       model.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "wasm backward: transposed-left products on the GEMM and the bias gradient equal the generic ones",
+  ...opts,
+  fn: () => {
+    for (
+      const [batch, k, m, n] of [[1, 5, 3, 7], [1, 591, 768, 256], [3, 197, 64, 197], [2, 9, 13, 17]]
+    ) {
+      const a = tensor(batch === 1 ? [k, m] : [batch, k, m], 12);
+      const b = tensor(batch === 1 ? [k, n] : [batch, k, n], 13);
+      const got = tf.matMul(a, b, true, false);
+      const want = generic(() => tf.matMul(a, b, true, false));
+      assert.deepEqual(got.shape, want.shape);
+      const e = relErr(got.dataSync(), want.dataSync());
+      assert.ok(e < 1e-6, `transposed-left ${batch}x${k}x${m}x${n}: ${e}`);
+      tf.dispose([a, b, got, want]);
+    }
+    for (const shape of [[7], [5, 3], [591, 512], [3, 197, 147]]) {
+      const dy = tensor(shape, 14);
+      const got = biasGrad(dy);
+      const want = generic(() => biasGrad(dy));
+      assert.deepEqual(got.shape, [shape[shape.length - 1]]);
+      assert.ok(relErr(got.dataSync(), want.dataSync()) < 1e-6, `bias gradient ${shape}`);
+      tf.dispose([dy, got, want]);
     }
   },
 });
