@@ -13,6 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
+import process from "node:process";
 import * as tf from "@tensorflow/tfjs-core";
 import { createModel, type ModelName, setBackend } from "../zoo/mod.ts";
 import { configureKernels, enableWasmThreads, kernelStatus, wasmThreadsCount } from "../zoo/kernels/mod.ts";
@@ -55,11 +56,13 @@ const step = () => {
   disposeGradients(r.grads);
 };
 step(); // packing, first allocations
-const walls: number[] = [];
+const walls: number[] = [], cpus: number[] = [];
 for (let i = 0; i < reps; i++) {
-  const t0 = performance.now();
+  const t0 = performance.now(), c0 = process.cpuUsage();
   step();
   walls.push(performance.now() - t0);
+  const c1 = process.cpuUsage(c0);
+  cpus.push((c1.user + c1.system) / 1000);
 }
 
 type Shape = number[];
@@ -99,9 +102,9 @@ console.log(
   `wasm, ${wasmThreadsCount()} thread(s), ${values.model} @${imgSize}, micro-batch ${batch}; kernels: ${kernelStatus()}`,
 );
 console.log(
-  `step (forward + backward) ${walls.map((w) => w.toFixed(0)).join(", ")} ms wall; sum of kernel times ${
-    profiled.toFixed(0)
-  } ms`,
+  `step (forward + backward) ${walls.map((w) => w.toFixed(0)).join(", ")} ms wall, ${
+    cpus.map((w) => w.toFixed(0)).join(", ")
+  } ms process CPU (all threads); sum of kernel times ${profiled.toFixed(0)} ms`,
 );
 function table(title: string, groups: Group[]) {
   console.log(`\n${title}`);

@@ -14,6 +14,14 @@
  * with `P = (img/16)^2` patches, `N = P + 1` tokens, `D` the width and `H` the MLP width. The real wasm heap
  * stays below it (about 0.7 of it at 224 px).
  *
+ * On wasm with our kernels (`fused`), training runs the fused GELU, LayerNorm, attention and soft split with
+ * their backward kernels (`zoo/kernels/wasm_backward.ts`): no attention map is kept (the backward pass
+ * recomputes it) and far fewer element-wise intermediates are. Fitted the same way to the marginal image of
+ * `t2t_vit_7/14/24` at 128 and 224 px (232, 76, 370 and 639 MB measured; the fit is within 9%, under for
+ * `t2t_vit_7`; the same 25% margin is added; `t2t_vit_14` at 384 px checks it):
+ *
+ *     bytes/image = 8.6e5 * P + 52 * depth * N * (D + H)
+ *
  * @module
  */
 
@@ -70,21 +78,26 @@ const MARGIN = 1.25;
 export function estimateStepMemory(
   cfg: MemoryConfig,
   params: number,
-  opts: { imgSize?: number; optimizerBuffers?: number; checkpointBlocks?: boolean } = {},
+  opts: { imgSize?: number; optimizerBuffers?: number; checkpointBlocks?: boolean; fused?: boolean } = {},
 ): StepMemory {
   const img = opts.imgSize ?? cfg.imgSize;
   const p = Math.floor(img / 16) ** 2;
   const n = p + 1;
   const d = cfg.embedDim, h = Math.floor(cfg.embedDim * cfg.mlpRatio), heads = cfg.numHeads;
   const depth = Math.max(1, cfg.depth);
-  let t2t = 1.24e6 * p;
+  const fused = opts.fused ?? false;
   const n1 = 16 * p;
+  let genericT2t = 1.24e6 * p;
   if (cfg.tokensType === "transformer") {
     // full attention over the soft split's tokens: (img/4)^2 and (img/8)^2 squared maps
-    t2t += 63.2 * 2 * (n1 * n1 + (4 * p) * (4 * p));
+    genericT2t += 63.2 * 2 * (n1 * n1 + (4 * p) * (4 * p));
   }
-  const block = 357 * n * (d + h) + 63.2 * heads * n * n;
-  const evalPerImage = Math.ceil(0.15 * MARGIN * (t2t + depth * block));
+  const genericBlock = 357 * n * (d + h) + 63.2 * heads * n * n;
+  const t2t = fused ? 8.6e5 * p : genericT2t;
+  const block = fused ? 52 * n * (d + h) : genericBlock;
+  // eval-mode forwards run the fused kernels with or without training ones: the same measured figure
+  const generic = genericT2t + depth * genericBlock;
+  const evalPerImage = Math.ceil(0.15 * MARGIN * generic);
   const blocks = opts.checkpointBlocks
     ? depth * n * d * 4 * 2 + 2 * block // saved inputs (and their gradients) + one block recomputed
     : depth * block;
@@ -215,8 +228,9 @@ export function planMicroBatch(opts: {
         `${mb(budget.total)} available (${budget.source}); ${fixes}`,
     );
   }
-  const microBatch = Math.min(fit, opts.batch);
-  const chunks = Math.ceil(opts.batch / microBatch);
+  // as few chunks as fit, evenly sized (16 in chunks of at most 11: two of 8)
+  const chunks = Math.ceil(opts.batch / Math.min(fit, opts.batch));
+  const microBatch = opts.requested ?? Math.ceil(opts.batch / chunks);
   const estimatedPeak = m.fixed + inputBytes + microBatch * m.perImage;
   const summary =
     `micro-batch ${microBatch}${chunks > 1 ? ` (${chunks} chunks per batch of ${opts.batch})` : ""}` +

@@ -9,6 +9,7 @@
 import { tf } from "../core/tf.ts";
 import "./install.ts";
 import { installTrainingKernels } from "../../zoo/backend/registry.ts";
+import { fusedTraining } from "../../zoo/kernels/wasm_backward.ts";
 import type { TensorMap } from "../core/types.ts";
 import { ModelError } from "../core/errors.ts";
 import { countCorrect, crossEntropy, type Labels } from "./loss.ts";
@@ -323,6 +324,7 @@ export class Trainer {
             imgSize: img,
             optimizerBuffers: buffers,
             checkpointBlocks,
+            fused: fusedTraining(),
           }),
           batch,
           imgSize: img,

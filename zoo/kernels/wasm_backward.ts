@@ -73,6 +73,14 @@ function columnSumKernel(args: Args): tf.TensorInfo {
 }
 
 /**
+ * Whether training on the active backend runs the fused kernels and their wasm backward kernels: wasm with our
+ * kernels on and WebAssembly relaxed SIMD (the memory planner of `src/train/memory.ts` counts on less memory).
+ */
+export function fusedTraining(): boolean {
+  return tf.getBackend() === "wasm" && kernelsOn() && gemmSupported();
+}
+
+/**
  * The weight gradient `dy^T x` of a linear layer (`dy (rows, out)`, `x (rows, in)`): a transposed-left product
  * on wasm's GEMM (`wasm_matmul.ts` transposes the left operand into its own block), an explicit transpose
  * first where that GEMM does not run (tfjs-backend-wasm's transposed products are slow).

@@ -4,14 +4,17 @@
  *
  * - `geluGrad(px, pg, po, n)`: `po = pg * (Phi(x) + x phi(x))`, the derivative of exact GELU times the
  *   incoming gradient (erf by Abramowitz and Stegun 7.1.26 as the forward kernel; `phi` from the same `exp`);
- * - `colSum(px, po, rows, cols)`: `po[j] += sum_r x[r, j]` (a bias gradient; `po` starts at zero).
+ * - `colSum(px, po, rows, cols)`: `po[j] += sum_r x[r, j]` (a bias gradient; `po` starts at zero);
+ * - `transpose(px, po, rows, cols)`: `po (cols, rows) = px (rows, cols)^T`, four rows at a time;
+ * - `softmaxGrad(pp, pd, rows, cols, scale)`: in place, `pd = scale * p * (pd - rowsum(p * pd))`, the
+ *   gradient of the scores of `p = softmax(scale * s)` given the gradient `pd` of `p`.
  *
  * Pointers are byte addresses in the memory the module imports.
  *
  * @module
  */
 
-import { FuncBuilder, I32, type Local, ModuleBuilder, V128 } from "./wasm_asm.ts";
+import { F32, FuncBuilder, I32, type Local, ModuleBuilder, V128 } from "./wasm_asm.ts";
 import { emitExp } from "./wasm_ops.ts";
 
 const ERF_P = 0.3275911;
@@ -90,12 +93,108 @@ function colSumFunc(): FuncBuilder {
   return f;
 }
 
+/** `transpose(px, po, rows, cols)`. */
+function transposeFunc(): FuncBuilder {
+  const f = new FuncBuilder([I32, I32, I32, I32], []);
+  const [px, po, rows, cols] = [0, 1, 2, 3].map((i) => f.param(i));
+  const r = f.local(I32), c = f.local(I32), src = f.local(I32), dst = f.local(I32), rowB = f.local(I32);
+  const rows4 = f.local(I32), v = f.local(V128);
+  f.get(cols).i32(2).shl().set(rowB);
+  f.get(rows).i32(-4).and().set(rows4);
+  // four source rows at a time: one 16-byte store per column
+  f.i32(0).set(r);
+  f.block().loop();
+  f.get(r).get(rows4).geS().brIf(1);
+  f.get(px).get(r).get(rowB).mul().add().set(src);
+  f.get(po).get(r).i32(2).shl().add().set(dst);
+  f.i32(0).set(c);
+  f.block().loop();
+  f.get(c).get(cols).geS().brIf(1);
+  f.get(src).v128Load32Zero().set(v);
+  f.get(v).get(src).get(rowB).add().f32Load().f32x4ReplaceLane(1).set(v);
+  f.get(v).get(src).get(rowB).i32(1).shl().add().f32Load().f32x4ReplaceLane(2).set(v);
+  f.get(v).get(src).get(rowB).i32(3).mul().add().f32Load().f32x4ReplaceLane(3).set(v);
+  f.get(dst).get(v).v128Store();
+  f.get(src).i32(4).add().set(src);
+  f.get(dst).get(rows).i32(2).shl().add().set(dst);
+  f.get(c).i32(1).add().set(c);
+  f.br(0).end().end();
+  f.get(r).i32(4).add().set(r);
+  f.br(0).end().end();
+  // the remaining rows one by one
+  f.block().loop();
+  f.get(r).get(rows).geS().brIf(1);
+  f.get(px).get(r).get(rowB).mul().add().set(src);
+  f.get(po).get(r).i32(2).shl().add().set(dst);
+  f.i32(0).set(c);
+  f.block().loop();
+  f.get(c).get(cols).geS().brIf(1);
+  f.get(dst).get(src).f32Load().f32Store();
+  f.get(src).i32(4).add().set(src);
+  f.get(dst).get(rows).i32(2).shl().add().set(dst);
+  f.get(c).i32(1).add().set(c);
+  f.br(0).end().end();
+  f.get(r).i32(1).add().set(r);
+  f.br(0).end().end();
+  return f;
+}
+
+/** `softmaxGrad(pp, pd, rows, cols, scale)`. */
+function softmaxGradFunc(): FuncBuilder {
+  const f = new FuncBuilder([I32, I32, I32, I32, F32], []);
+  const [pp, pd, rows, cols, scale] = [0, 1, 2, 3, 4].map((i) => f.param(i));
+  const r = f.local(I32), p = f.local(I32), q = f.local(I32), end = f.local(I32), end4 = f.local(I32);
+  const acc = f.local(V128), sv = f.local(V128), kv = f.local(V128), s = f.local(F32);
+  f.get(scale).f32x4Splat().set(kv);
+  f.i32(0).set(r);
+  f.block().loop();
+  f.get(r).get(rows).geS().brIf(1);
+  f.get(pp).get(cols).i32(2).shl().add().set(end);
+  f.get(pp).get(cols).i32(-4).and().i32(2).shl().add().set(end4);
+  // s = sum p dp
+  f.f32x4Const(0).set(acc).get(pp).set(p).get(pd).set(q);
+  f.block().loop();
+  f.get(p).get(end4).geS().brIf(1);
+  f.get(p).v128Load().get(q).v128Load().get(acc).f32x4Madd().set(acc);
+  f.get(p).i32(16).add().set(p).get(q).i32(16).add().set(q);
+  f.br(0).end().end();
+  f.get(acc).f32x4ExtractLane(0).get(acc).f32x4ExtractLane(1).f32Add();
+  f.get(acc).f32x4ExtractLane(2).get(acc).f32x4ExtractLane(3).f32Add().f32Add().set(s);
+  f.block().loop();
+  f.get(p).get(end).geS().brIf(1);
+  f.get(s).get(p).f32Load().get(q).f32Load().f32Mul().f32Add().set(s);
+  f.get(p).i32(4).add().set(p).get(q).i32(4).add().set(q);
+  f.br(0).end().end();
+  // dp = scale p (dp - s)
+  f.get(s).f32x4Splat().set(sv);
+  f.get(pp).set(p).get(pd).set(q);
+  f.block().loop();
+  f.get(p).get(end4).geS().brIf(1);
+  f.get(q).get(q).v128Load().get(sv).f32x4Sub().get(p).v128Load().f32x4Mul().get(kv).f32x4Mul().v128Store();
+  f.get(p).i32(16).add().set(p).get(q).i32(16).add().set(q);
+  f.br(0).end().end();
+  f.block().loop();
+  f.get(p).get(end).geS().brIf(1);
+  f.get(q).get(q).f32Load().get(s).f32Sub().get(p).f32Load().f32Mul().get(scale).f32Mul().f32Store();
+  f.get(p).i32(4).add().set(p).get(q).i32(4).add().set(q);
+  f.br(0).end().end();
+  f.get(pp).get(cols).i32(2).shl().add().set(pp);
+  f.get(pd).get(cols).i32(2).shl().add().set(pd);
+  f.get(r).i32(1).add().set(r);
+  f.br(0).end().end();
+  return f;
+}
+
 /** The module's exports (byte addresses into the imported memory). */
 export interface BackwardOpsExports {
   /** `po[i] = pg[i] * gelu'(px[i])`, `i < n`. */
   geluGrad(px: number, pg: number, po: number, n: number): void;
   /** `po[j] += sum_r px[r * cols + j]`. */
   colSum(px: number, po: number, rows: number, cols: number): void;
+  /** `po (cols, rows) = px (rows, cols)^T`. */
+  transpose(px: number, po: number, rows: number, cols: number): void;
+  /** In place: `pd = scale * pp * (pd - rowsum(pp * pd))` over `rows` rows of `cols`. */
+  softmaxGrad(pp: number, pd: number, rows: number, cols: number, scale: number): void;
 }
 
 const instances = new WeakMap<WebAssembly.Memory, BackwardOpsExports>();
@@ -108,6 +207,8 @@ export function backwardOps(memory: WebAssembly.Memory): BackwardOpsExports {
     const mod = new ModuleBuilder();
     mod.add(geluGradFunc(), "geluGrad");
     mod.add(colSumFunc(), "colSum");
+    mod.add(transposeFunc(), "transpose");
+    mod.add(softmaxGradFunc(), "softmaxGrad");
     const bytes = mod.encode({
       module: "env",
       field: "memory",

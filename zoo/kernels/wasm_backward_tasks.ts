@@ -14,6 +14,7 @@
 
 import { type GemmExports, packB, packedSize, panelsPerBlock } from "./wasm_gemm.ts";
 import type { OpsExports } from "./wasm_ops.ts";
+import { backwardOps } from "./wasm_backward_ops.ts";
 
 /** Most score-block floats (query rows x keys) one thread holds at a time in the attention backward pass. */
 export const MAX_GRAD_SCORES = 1 << 20;
@@ -41,21 +42,6 @@ function f32(memory: WebAssembly.Memory, byteOffset: number, length: number): Fl
   return new Float32Array(memory.buffer, byteOffset >>> 0, length);
 }
 
-/** `dst (cols, rows) = src (rows, cols)^T`, both contiguous; in 32 x 32 tiles. */
-function transpose(src: Float32Array, dst: Float32Array, rows: number, cols: number): void {
-  const T = 32;
-  for (let r0 = 0; r0 < rows; r0 += T) {
-    const r1 = Math.min(rows, r0 + T);
-    for (let c0 = 0; c0 < cols; c0 += T) {
-      const c1 = Math.min(cols, c0 + T);
-      for (let r = r0; r < r1; r++) {
-        const s = r * cols;
-        for (let c = c0; c < c1; c++) dst[c * rows + r] = src[s + c];
-      }
-    }
-  }
-}
-
 /**
  * A new heap block holding the transposes of `batch` consecutive `rows x cols` matrices at byte address `src`
  * (each becomes `cols x rows`); the caller frees it. For the GEMM's transposed left operands.
@@ -69,21 +55,9 @@ export function transposedCopy(
 ): number {
   const size = rows * cols;
   const ptr = c.backend.wasm._malloc(batch * size * 4);
-  // views after the allocation (it may grow the heap)
-  for (let i = 0; i < batch; i++) {
-    transpose(f32(c.memory, src + i * size * 4, size), f32(c.memory, ptr + i * size * 4, size), rows, cols);
-  }
+  const bw = backwardOps(c.memory);
+  for (let i = 0; i < batch; i++) bw.transpose(src + i * size * 4, ptr + i * size * 4, rows, cols);
   return ptr;
-}
-
-/** In place: `dp = scale * p * (dp - rowsum(p * dp))` over `rows` rows of `cols`. */
-function softmaxGradRows(p: Float32Array, dp: Float32Array, rows: number, cols: number, scale: number): void {
-  for (let r = 0; r < rows; r++) {
-    const o = r * cols;
-    let s = 0;
-    for (let c = 0; c < cols; c++) s += p[o + c] * dp[o + c];
-    for (let c = 0; c < cols; c++) dp[o + c] = scale * p[o + c] * (dp[o + c] - s);
-  }
 }
 
 /**
@@ -108,6 +82,7 @@ export function attentionHeadGrad(
   const n = tokens, dim = heads * d, width = 3 * dim, ld = width * 4, ldo = dim * 4;
   const chunk = gradChunk(n);
   const mem = k.memory;
+  const bw = backwardOps(mem);
   // buffers
   const kt = buffers;
   const vt = kt + packedSize(d, n) * 4;
@@ -135,7 +110,7 @@ export function attentionHeadGrad(
     k.ops.softmax(pBuf, pBuf, m, n, scale);
     k.gemm.gemm(dO + r * ldo, ldo, vt, dpBuf, n * 4, m, n, d, scratch, blockD);
     // dV (+)= P^T dO_c
-    transpose(f32(mem, pBuf, m * n), f32(mem, tBuf, m * n), m, n);
+    bw.transpose(pBuf, tBuf, m, n);
     packB(
       f32(mem, dO + r * ldo, (m - 1) * dim + d),
       m,
@@ -147,10 +122,10 @@ export function attentionHeadGrad(
     );
     accumulate(k, mem, tBuf, m * 4, doP, dv, ld, n, d, m, blockM, r === 0, part, scratch);
     // dS = scale P (dP - rowsum(P dP)); dQ_c = dS K
-    softmaxGradRows(f32(mem, pBuf, m * n), f32(mem, dpBuf, m * n), m, n, scale);
+    bw.softmaxGrad(pBuf, dpBuf, m, n, scale);
     k.gemm.gemm(dpBuf, n * 4, kp, dq + r * ld, ld, m, d, n, scratch, blockN);
     // dK (+)= dS^T Q_c
-    transpose(f32(mem, dpBuf, m * n), f32(mem, tBuf, m * n), m, n);
+    bw.transpose(dpBuf, tBuf, m, n);
     packB(
       f32(mem, q + r * ld, (m - 1) * width + d),
       m,
