@@ -112,39 +112,19 @@ function layerNormGradKernel(args: Args): tf.TensorInfo[] {
   const dx = c.backend.makeOutput([...x.shape], "float32");
   const dg = c.backend.makeOutput([cols], "float32");
   const db = c.backend.makeOutput([cols], "float32");
-  const xs = heapF32(c, addressOf(c, x), size), gs = heapF32(c, addressOf(c, dy), size);
-  const g = heapF32(c, addressOf(c, gamma), cols);
-  const o = heapF32(c, addressOf(c, dx), size);
-  const sg = new Float64Array(cols), sb = new Float64Array(cols);
-  const xhat = new Float32Array(cols);
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    let mean = 0;
-    for (let j = 0; j < cols; j++) mean += xs[base + j];
-    mean /= cols;
-    let variance = 0;
-    for (let j = 0; j < cols; j++) {
-      const d = xs[base + j] - mean;
-      variance += d * d;
-    }
-    const rstd = 1 / Math.sqrt(variance / cols + eps);
-    let s1 = 0, s2 = 0;
-    for (let j = 0; j < cols; j++) {
-      const xh = (xs[base + j] - mean) * rstd;
-      xhat[j] = xh;
-      const gy = gs[base + j];
-      const h = gy * g[j];
-      s1 += h;
-      s2 += h * xh;
-      sg[j] += gy * xh;
-      sb[j] += gy;
-    }
-    s1 /= cols;
-    s2 /= cols;
-    for (let j = 0; j < cols; j++) o[base + j] = rstd * (gs[base + j] * g[j] - s1 - xhat[j] * s2);
-  }
-  heapF32(c, addressOf(c, dg), cols).set(sg);
-  heapF32(c, addressOf(c, db), cols).set(sb);
+  heapF32(c, addressOf(c, dg), cols).fill(0);
+  heapF32(c, addressOf(c, db), cols).fill(0);
+  backwardOps(c.memory).layerNormGrad(
+    addressOf(c, x),
+    addressOf(c, dy),
+    addressOf(c, gamma),
+    addressOf(c, dx),
+    addressOf(c, dg),
+    addressOf(c, db),
+    rows,
+    cols,
+    eps,
+  );
   return [dx, dg, db];
 }
 

@@ -5,6 +5,8 @@
  * - `geluGrad(px, pg, po, n)`: `po = pg * (Phi(x) + x phi(x))`, the derivative of exact GELU times the
  *   incoming gradient (erf by Abramowitz and Stegun 7.1.26 as the forward kernel; `phi` from the same `exp`);
  * - `colSum(px, po, rows, cols)`: `po[j] += sum_r x[r, j]` (a bias gradient; `po` starts at zero);
+ * - `layerNormGrad(px, pdy, pg, pdx, pdg, pdb, rows, cols, eps)`: LayerNorm's backward pass over rows:
+ *   `dx`, and `dgamma`, `dbeta` accumulated into `pdg`, `pdb` (which start at zero);
  * - `transpose(px, po, rows, cols)`: `po (cols, rows) = px (rows, cols)^T`, four rows at a time;
  * - `softmaxGrad(pp, pd, rows, cols, scale)`: in place, `pd = scale * p * (pd - rowsum(p * pd))`, the
  *   gradient of the scores of `p = softmax(scale * s)` given the gradient `pd` of `p`.
@@ -139,6 +141,118 @@ function transposeFunc(): FuncBuilder {
   return f;
 }
 
+/** Horizontal sum of a v128 onto the f32 stack. */
+function hsum(f: FuncBuilder, v: Local): void {
+  f.get(v).f32x4ExtractLane(0).get(v).f32x4ExtractLane(1).f32Add();
+  f.get(v).f32x4ExtractLane(2).get(v).f32x4ExtractLane(3).f32Add().f32Add();
+}
+
+/**
+ * A loop over one row: `body(vector)` for each full vector at `p` (16 bytes), then `body(scalar)` for the tail;
+ * `ptrs` advance together (4 or 16 bytes), the loop ends when `ptrs[0]` reaches `end4`, then `end`.
+ */
+function rowLoop(
+  f: FuncBuilder,
+  ptrs: Local[],
+  end4: Local,
+  end: Local,
+  body: (vector: boolean) => void,
+): void {
+  for (const vector of [true, false]) {
+    f.block().loop();
+    f.get(ptrs[0]).get(vector ? end4 : end).geS().brIf(1);
+    body(vector);
+    for (const q of ptrs) f.get(q).i32(vector ? 16 : 4).add().set(q);
+    f.br(0).end().end();
+  }
+}
+
+/** `layerNormGrad(px, pdy, pg, pdx, pdg, pdb, rows, cols, eps)`. */
+function layerNormGradFunc(): FuncBuilder {
+  const f = new FuncBuilder([I32, I32, I32, I32, I32, I32, I32, I32, F32], []);
+  const [px, pdy, pg, pdx, pdg, pdb, rows, cols, eps] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map((i) => f.param(i));
+  const r = f.local(I32), x = f.local(I32), y = f.local(I32), g = f.local(I32), o = f.local(I32);
+  const dgp = f.local(I32), dbp = f.local(I32), end = f.local(I32), end4 = f.local(I32), rowB = f.local(I32);
+  const acc = f.local(V128), acc2 = f.local(V128), mv = f.local(V128), rv = f.local(V128);
+  const xh = f.local(V128), h = f.local(V128), dy = f.local(V128), c1 = f.local(V128), c2 = f.local(V128);
+  const mean = f.local(F32), rstd = f.local(F32), s = f.local(F32), s2 = f.local(F32), n = f.local(F32);
+  const sxh = f.local(F32), sh = f.local(F32), sdy = f.local(F32);
+  f.get(cols).i32(2).shl().set(rowB);
+  f.get(cols).f32FromI32().set(n);
+  f.i32(0).set(r);
+  f.block().loop();
+  f.get(r).get(rows).geS().brIf(1);
+  f.get(px).get(rowB).add().set(end);
+  f.get(px).get(cols).i32(-4).and().i32(2).shl().add().set(end4);
+  // mean
+  f.f32x4Const(0).set(acc).f32(0).set(s).get(px).set(x);
+  rowLoop(f, [x], end4, end, (v) => {
+    if (v) f.get(acc).get(x).v128Load().f32x4Add().set(acc);
+    else f.get(s).get(x).f32Load().f32Add().set(s);
+  });
+  hsum(f, acc);
+  f.get(s).f32Add().get(n).f32Div().set(mean);
+  f.get(mean).f32x4Splat().set(mv);
+  // variance
+  f.f32x4Const(0).set(acc).f32(0).set(s).get(px).set(x);
+  rowLoop(f, [x], end4, end, (v) => {
+    if (v) f.get(x).v128Load().get(mv).f32x4Sub().set(xh).get(xh).get(xh).get(acc).f32x4Madd().set(acc);
+    else f.get(x).f32Load().get(mean).f32Sub().set(sxh).get(s).get(sxh).get(sxh).f32Mul().f32Add().set(s);
+  });
+  hsum(f, acc);
+  f.get(s).f32Add().get(n).f32Div().get(eps).f32Add().f32Sqrt().set(s);
+  f.f32(1).get(s).f32Div().set(rstd);
+  f.get(rstd).f32x4Splat().set(rv);
+  // sums of h = dy g and h xhat; dgamma += dy xhat, dbeta += dy
+  f.f32x4Const(0).set(acc).f32x4Const(0).set(acc2).f32(0).set(s).f32(0).set(s2);
+  f.get(px).set(x).get(pdy).set(y).get(pg).set(g).get(pdg).set(dgp).get(pdb).set(dbp);
+  rowLoop(f, [x, y, g, dgp, dbp], end4, end, (v) => {
+    if (v) {
+      f.get(x).v128Load().get(mv).f32x4Sub().get(rv).f32x4Mul().set(xh);
+      f.get(y).v128Load().set(dy);
+      f.get(dy).get(g).v128Load().f32x4Mul().set(h);
+      f.get(acc).get(h).f32x4Add().set(acc);
+      f.get(h).get(xh).get(acc2).f32x4Madd().set(acc2);
+      f.get(dgp).get(dy).get(xh).get(dgp).v128Load().f32x4Madd().v128Store();
+      f.get(dbp).get(dbp).v128Load().get(dy).f32x4Add().v128Store();
+    } else {
+      f.get(x).f32Load().get(mean).f32Sub().get(rstd).f32Mul().set(sxh);
+      f.get(y).f32Load().set(sdy);
+      f.get(sdy).get(g).f32Load().f32Mul().set(sh);
+      f.get(s).get(sh).f32Add().set(s);
+      f.get(s2).get(sh).get(sxh).f32Mul().f32Add().set(s2);
+      f.get(dgp).get(dgp).f32Load().get(sdy).get(sxh).f32Mul().f32Add().f32Store();
+      f.get(dbp).get(dbp).f32Load().get(sdy).f32Add().f32Store();
+    }
+  });
+  hsum(f, acc);
+  f.get(s).f32Add().get(n).f32Div().set(s);
+  hsum(f, acc2);
+  f.get(s2).f32Add().get(n).f32Div().set(s2);
+  f.get(s).f32x4Splat().set(c1).get(s2).f32x4Splat().set(c2);
+  // dx = rstd (h - mean(h) - xhat mean(h xhat))
+  f.get(px).set(x).get(pdy).set(y).get(pg).set(g).get(pdx).set(o);
+  rowLoop(f, [x, y, g, o], end4, end, (v) => {
+    if (v) {
+      f.get(x).v128Load().get(mv).f32x4Sub().get(rv).f32x4Mul().set(xh);
+      f.get(o);
+      f.get(y).v128Load().get(g).v128Load().f32x4Mul().get(c1).f32x4Sub();
+      f.get(xh).get(c2).f32x4Mul().f32x4Sub().get(rv).f32x4Mul();
+      f.v128Store();
+    } else {
+      f.get(x).f32Load().get(mean).f32Sub().get(rstd).f32Mul().set(sxh);
+      f.get(o);
+      f.get(y).f32Load().get(g).f32Load().f32Mul().get(s).f32Sub();
+      f.get(sxh).get(s2).f32Mul().f32Sub().get(rstd).f32Mul();
+      f.f32Store();
+    }
+  });
+  f.get(px).get(rowB).add().set(px).get(pdy).get(rowB).add().set(pdy).get(pdx).get(rowB).add().set(pdx);
+  f.get(r).i32(1).add().set(r);
+  f.br(0).end().end();
+  return f;
+}
+
 /** `softmaxGrad(pp, pd, rows, cols, scale)`. */
 function softmaxGradFunc(): FuncBuilder {
   const f = new FuncBuilder([I32, I32, I32, I32, F32], []);
@@ -191,6 +305,18 @@ export interface BackwardOpsExports {
   geluGrad(px: number, pg: number, po: number, n: number): void;
   /** `po[j] += sum_r px[r * cols + j]`. */
   colSum(px: number, po: number, rows: number, cols: number): void;
+  /** LayerNorm's backward pass; `pdg`, `pdb` accumulate (start them at zero). */
+  layerNormGrad(
+    px: number,
+    pdy: number,
+    pg: number,
+    pdx: number,
+    pdg: number,
+    pdb: number,
+    rows: number,
+    cols: number,
+    eps: number,
+  ): void;
   /** `po (cols, rows) = px (rows, cols)^T`. */
   transpose(px: number, po: number, rows: number, cols: number): void;
   /** In place: `pd = scale * pp * (pd - rowsum(pp * pd))` over `rows` rows of `cols`. */
@@ -208,6 +334,7 @@ export function backwardOps(memory: WebAssembly.Memory): BackwardOpsExports {
     mod.add(geluGradFunc(), "geluGrad");
     mod.add(colSumFunc(), "colSum");
     mod.add(transposeFunc(), "transpose");
+    mod.add(layerNormGradFunc(), "layerNormGrad");
     mod.add(softmaxGradFunc(), "softmaxGrad");
     const bytes = mod.encode({
       module: "env",
