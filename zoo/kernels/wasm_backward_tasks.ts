@@ -12,7 +12,7 @@
  * @module
  */
 
-import { type GemmExports, packB, packedSize, panelsPerBlock } from "./wasm_gemm.ts";
+import { type GemmExports, packedSize, panelsPerBlock } from "./wasm_gemm.ts";
 import type { OpsExports } from "./wasm_ops.ts";
 import { backwardOps } from "./wasm_backward_ops.ts";
 
@@ -97,10 +97,9 @@ export function attentionHeadGrad(
   const q = qkv + b * n * ld + h * d * 4, kAddr = q + dim * 4, vAddr = q + 2 * dim * 4;
   const dq = dqkv + b * n * ld + h * d * 4, dk = dq + dim * 4, dv = dq + 2 * dim * 4;
   const dO = dy + (b * n * dim + h * d) * 4;
-  const span = (n - 1) * width + d;
-  packB(f32(mem, kAddr, span), d, n, true, undefined, f32(mem, kt, packedSize(d, n)), width);
-  packB(f32(mem, vAddr, span), d, n, true, undefined, f32(mem, vt, packedSize(d, n)), width);
-  packB(f32(mem, kAddr, span), n, d, false, undefined, f32(mem, kp, packedSize(n, d)), width);
+  k.gemm.pack(kAddr, d, n, 1, ld, 0, kt);
+  k.gemm.pack(vAddr, d, n, 1, ld, 0, vt);
+  k.gemm.pack(kAddr, n, d, 0, ld, 0, kp);
   const blockD = panelsPerBlock(d), blockN = panelsPerBlock(n);
   for (let r = 0; r < n; r += chunk) {
     const m = Math.min(chunk, n - r);
@@ -111,30 +110,14 @@ export function attentionHeadGrad(
     k.gemm.gemm(dO + r * ldo, ldo, vt, dpBuf, n * 4, m, n, d, scratch, blockD);
     // dV (+)= P^T dO_c
     bw.transpose(pBuf, tBuf, m, n);
-    packB(
-      f32(mem, dO + r * ldo, (m - 1) * dim + d),
-      m,
-      d,
-      false,
-      undefined,
-      f32(mem, doP, packedSize(m, d)),
-      dim,
-    );
+    k.gemm.pack(dO + r * ldo, m, d, 0, ldo, 0, doP);
     accumulate(k, mem, tBuf, m * 4, doP, dv, ld, n, d, m, blockM, r === 0, part, scratch);
     // dS = scale P (dP - rowsum(P dP)); dQ_c = dS K
     bw.softmaxGrad(pBuf, dpBuf, m, n, scale);
     k.gemm.gemm(dpBuf, n * 4, kp, dq + r * ld, ld, m, d, n, scratch, blockN);
     // dK (+)= dS^T Q_c
     bw.transpose(dpBuf, tBuf, m, n);
-    packB(
-      f32(mem, q + r * ld, (m - 1) * width + d),
-      m,
-      d,
-      false,
-      undefined,
-      f32(mem, qP, packedSize(m, d)),
-      width,
-    );
+    k.gemm.pack(q + r * ld, m, d, 0, ld, 0, qP);
     accumulate(k, mem, tBuf, m * 4, qP, dk, ld, n, d, m, blockM, r === 0, part, scratch);
   }
 }
