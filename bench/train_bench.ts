@@ -6,17 +6,24 @@
  *   deno run -A bench/train_bench.ts [--backends webgpu,wasm,cpu] [--models t2t_vit_7,t2t_vit_14]
  *                                    [--batch 16] [--img-size 224] [--steps 2] [--micro-batch auto|N]
  *                                    [--json bench/out/train.json] [--kernels on|off] [--threads N]
+ *                                    [--torch DIR] [--torch-blas DIR] [--python PATH] [--rounds N]
  *
  * `--torch DIR` adds the official PyTorch code's step as a contender in the same run (same models, batch,
  * image size, steps and thread count; `bench/torch_train_step.py`): DIR holds the authors' `models/` folder
  * (a clone of their repository), the timm helpers it imports come from `bench/torch_shim/`, and `--python`
  * names an interpreter with PyTorch (default /usr/bin/python3, Debian's python3-torch). Its rows are printed
- * with the ratio of our images/s to PyTorch's.
+ * with the ratio of our images/s to PyTorch's. `--torch-blas DIR` adds the same PyTorch step once more with
+ * `LD_LIBRARY_PATH=DIR` (a folder holding another `libblas.so.3`, e.g. OpenBLAS's from Debian's
+ * `libopenblas0-pthread` unpacked there: Debian's python3-torch calls whatever `libblas.so.3` the system
+ * has, by default the unoptimised reference BLAS). `--rounds N` runs every contender N times, alternating
+ * (ours, PyTorch, ours, ...), so that a machine shared with other work loads them alike; the ratio is taken
+ * between the medians.
  *
  * `--micro-batch auto` (the default) lets the trainer plan the largest micro-batch that fits the backend
  * (`src/train/memory.ts`); `--checkpoint-blocks` recomputes block activations in the backward pass.
- * `--kernels off` runs tfjs's own kernels only (no wasm GEMM: see zoo/kernels; the fused kernels are never used
- * in training, they have no gradients); `--threads N` starts the wasm backend multi-threaded.
+ * `--kernels off` runs tfjs's own kernels only (no wasm GEMM, no fused kernels: see zoo/kernels; with them on,
+ * training on wasm runs the fused GELU, LayerNorm, attention and soft split with their wasm backward kernels,
+ * `zoo/kernels/wasm_backward.ts`); `--threads N` starts the wasm backend multi-threaded.
  *
  * Each (backend, model) runs in its own process (the wasm heap never shrinks): one untimed first step
  * (XNNPACK packing, shader compilation, optimizer buffers), then `--steps` timed steps. On wasm the batch is
@@ -42,6 +49,8 @@ const { values } = parseArgs({
     "checkpoint-blocks": { type: "boolean" },
     torch: { type: "string" },
     python: { type: "string", default: "/usr/bin/python3" },
+    "torch-blas": { type: "string" },
+    rounds: { type: "string", default: "1" },
     child: { type: "string" },
     help: { type: "boolean", short: "h" },
   },
@@ -130,7 +139,8 @@ async function child(spec: string): Promise<TrainRow> {
 if (values.help) {
   console.log(
     "usage: deno run -A bench/train_bench.ts [--backends webgpu,wasm,cpu] [--models t2t_vit_7,t2t_vit_14] " +
-      "[--batch 16] [--img-size 224] [--steps 2] [--micro-batch auto|N] [--json out.json]",
+      "[--batch 16] [--img-size 224] [--steps 2] [--micro-batch auto|N] [--json out.json] [--kernels on|off] " +
+      "[--threads N] [--checkpoint-blocks] [--torch DIR] [--torch-blas DIR] [--python PATH] [--rounds N]",
   );
 } else if (values.child) {
   console.log(JSON.stringify(await child(values.child)));
@@ -139,102 +149,56 @@ if (values.help) {
   const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
   const hasWebGpu = gpu ? (await gpu.requestAdapter().catch(() => null)) !== null : false;
   const backends = values.backends?.split(",") ?? [...(hasWebGpu ? ["webgpu"] : []), "wasm"];
+  const models = values.models!.split(",");
+  const rounds = Math.max(1, Number(values.rounds));
+  const torchRuns: { label: string; env?: Record<string, string> }[] = values.torch
+    ? [
+      { label: "pytorch" },
+      ...(values["torch-blas"]
+        ? [{ label: "pytorch+blas", env: { LD_LIBRARY_PATH: values["torch-blas"] } }]
+        : []),
+    ]
+    : [];
   const rows: TrainRow[] = [];
   console.log(`deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} logical cores`);
-  console.log("backend  model        batch  micro  first step s  step s   img/s");
-  for (const backend of backends) {
-    for (const model of values.models!.split(",")) {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          new URL(import.meta.url).pathname,
-          "--child",
-          `${backend}:${model}`,
-          "--batch",
-          String(batch),
-          "--img-size",
-          String(imgSize),
-          "--steps",
-          String(steps),
-          "--micro-batch",
-          values["micro-batch"]!,
-          "--kernels",
-          values.kernels!,
-          "--threads",
-          values.threads!,
-          ...(values["checkpoint-blocks"] ? ["--checkpoint-blocks"] : []),
-        ],
-        stdout: "piped",
-        stderr: "inherit",
-      }).output();
-      const line = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
-      let row: TrainRow;
-      try {
-        row = JSON.parse(line);
-      } catch {
-        row = {
-          backend,
-          kernels: values.kernels !== "off",
-          threads: Number(values.threads),
-          model,
-          batch,
-          microBatch: NaN,
-          imgSize,
-          firstStepS: NaN,
-          stepS: NaN,
-          imagesPerSecond: NaN,
-          error: `exit ${out.code}`,
-        };
+  console.log("backend       model        batch  micro  first step s  step s   img/s");
+  for (let round = 0; round < rounds; round++) {
+    for (const model of models) {
+      for (const backend of backends) {
+        const row = await ours(backend, model);
+        rows.push(row);
+        printRow(backend, row);
       }
-      rows.push(row);
-      printRow(backend, row);
+      for (const t of torchRuns) {
+        const row = await official(model, t.label, t.env);
+        rows.push(row);
+        printRow(t.label, row);
+      }
     }
   }
-  if (values.torch) {
-    for (const model of values.models!.split(",")) {
-      const threads = Number(values.threads);
-      const out = await new Deno.Command(values.python!, {
-        args: [
-          new URL("./torch_train_step.py", import.meta.url).pathname,
-          values.torch,
-          model,
-          String(batch),
-          String(imgSize),
-          String(steps),
-          String(threads),
-        ],
-        stdout: "piped",
-        stderr: "inherit",
-      }).output().catch((e) => ({ code: -1, stdout: new TextEncoder().encode(""), error: e }));
-      const line = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
-      let row: TrainRow;
-      try {
-        row = JSON.parse(line);
-      } catch {
-        row = {
-          backend: "pytorch",
-          kernels: false,
-          threads,
-          model,
-          batch,
-          microBatch: batch,
-          imgSize,
-          firstStepS: NaN,
-          stepS: NaN,
-          imagesPerSecond: NaN,
-          error:
-            `exit ${out.code} (needs PyTorch in ${values.python} and the official models/ in ${values.torch})`,
-        };
-      }
-      rows.push(row);
-      printRow("pytorch", row);
-      for (const ours of rows.filter((r) => r.model === model && r.backend !== "pytorch" && !r.error)) {
-        console.log(
-          `  ${ours.backend} ${model}: ${
-            (ours.imagesPerSecond / row.imagesPerSecond).toFixed(2)
-          }x the official code's img/s`,
-        );
+  if (torchRuns.length) {
+    console.log(`\nmedians of ${rounds} round(s), ours against the official code's step:`);
+    const median = (v: number[]) => {
+      const s = [...v].sort((a, b) => a - b);
+      return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+    };
+    const ips = (backend: string, model: string) =>
+      median(
+        rows.filter((r) => r.backend === backend && r.model === model && !r.error).map((r) =>
+          r.imagesPerSecond
+        ),
+      );
+    for (const model of models) {
+      for (const t of torchRuns) {
+        const theirs = ips(t.label, model);
+        for (const backend of backends) {
+          const mine = ips(backend, model);
+          console.log(
+            `  ${backend} ${model}: ${mine.toFixed(2)} img/s, ${t.label} ${theirs.toFixed(2)} img/s: ${
+              (mine / theirs).toFixed(2)
+            }x`,
+          );
+        }
       }
     }
   }
@@ -245,9 +209,93 @@ if (values.help) {
   }
 }
 
+/** Our step for one backend and model, in a child process. */
+async function ours(backend: string, model: string): Promise<TrainRow> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL(import.meta.url).pathname,
+      "--child",
+      `${backend}:${model}`,
+      "--batch",
+      String(batch),
+      "--img-size",
+      String(imgSize),
+      "--steps",
+      String(steps),
+      "--micro-batch",
+      values["micro-batch"]!,
+      "--kernels",
+      values.kernels!,
+      "--threads",
+      values.threads!,
+      ...(values["checkpoint-blocks"] ? ["--checkpoint-blocks"] : []),
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const line = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
+  try {
+    return JSON.parse(line);
+  } catch {
+    return {
+      backend,
+      kernels: values.kernels !== "off",
+      threads: Number(values.threads),
+      model,
+      batch,
+      microBatch: NaN,
+      imgSize,
+      firstStepS: NaN,
+      stepS: NaN,
+      imagesPerSecond: NaN,
+      error: `exit ${out.code}`,
+    };
+  }
+}
+
+/** The official code's step (`torch_train_step.py`) for one model, labelled `label`, with extra `env`. */
+async function official(model: string, label: string, env?: Record<string, string>): Promise<TrainRow> {
+  const threads = Number(values.threads);
+  const out = await new Deno.Command(values.python!, {
+    args: [
+      new URL("./torch_train_step.py", import.meta.url).pathname,
+      values.torch!,
+      model,
+      String(batch),
+      String(imgSize),
+      String(steps),
+      String(threads),
+    ],
+    env,
+    stdout: "piped",
+    stderr: "inherit",
+  }).output().catch(() => ({ code: -1, stdout: new TextEncoder().encode("") }));
+  const line = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
+  try {
+    return { ...JSON.parse(line), backend: label };
+  } catch {
+    return {
+      backend: label,
+      kernels: false,
+      threads,
+      model,
+      batch,
+      microBatch: batch,
+      imgSize,
+      firstStepS: NaN,
+      stepS: NaN,
+      imagesPerSecond: NaN,
+      error:
+        `exit ${out.code} (needs PyTorch in ${values.python} and the official models/ in ${values.torch})`,
+    };
+  }
+}
+
 function printRow(backend: string, row: TrainRow): void {
   console.log(
-    `${backend.padEnd(8)} ${row.model.padEnd(12)} ${String(batch).padStart(5)} ${
+    `${backend.padEnd(13)} ${row.model.padEnd(12)} ${String(batch).padStart(5)} ${
       String(row.microBatch).padStart(6)
     } ` +
       `${row.firstStepS.toFixed(1).padStart(13)} ${row.stepS.toFixed(1).padStart(7)} ${

@@ -21,6 +21,40 @@ Deno.test("estimateStepMemory: per image, within the measured peaks' range, reco
   assert.ok(estimateStepMemory(c7, 4.3e6, { imgSize: 224, optimizerBuffers: 2 }).fixed > e7.fixed);
 });
 
+Deno.test("estimateStepMemory, fused wasm path: an upper bound of its measured peaks, far below the generic path", () => {
+  const c7 = MODEL_CONFIGS.t2t_vit_7, c14 = MODEL_CONFIGS.t2t_vit_14, c24 = MODEL_CONFIGS.t2t_vit_24;
+  const fused = (c: typeof c7, p: number, img: number, checkpointBlocks = false) =>
+    estimateStepMemory(c, p, { imgSize: img, fused: true, checkpointBlocks }).perImage;
+  // measured on wasm (tfjs peak, marginal image): 232, 370 and 639 MB at 224; t2t_vit_7 at 384 600 MB (batch 1)
+  assert.ok(
+    fused(c7, 4.3e6, 224) > 232 * MB && fused(c7, 4.3e6, 224) < 320 * MB,
+    `${fused(c7, 4.3e6, 224) / MB}`,
+  );
+  assert.ok(fused(c14, 21.5e6, 224) > 370 * MB);
+  assert.ok(fused(c24, 64.1e6, 224) > 639 * MB);
+  assert.ok(fused(c7, 4.3e6, 384) > 600 * MB);
+  // recomputed, batch 1: 152 MB, and 224 MB of which 86 MB are t2t_vit_14's weight gradients (in `fixed`)
+  assert.ok(fused(c7, 4.3e6, 224, true) > 152 * MB);
+  assert.ok(fused(c14, 21.5e6, 224, true) > (224 - 86) * MB);
+  assert.ok(fused(c7, 4.3e6, 224) < estimateStepMemory(c7, 4.3e6, { imgSize: 224 }).perImage / 2);
+  // the eval figure does not depend on it
+  assert.equal(
+    estimateStepMemory(c7, 4.3e6, { imgSize: 224, fused: true }).evalPerImage,
+    estimateStepMemory(c7, 4.3e6, { imgSize: 224 }).evalPerImage,
+  );
+  // a batch of 16 in as few chunks as fit, evenly sized: 8 + 8, not 11 + 5
+  const wasm = { backend: "wasm", total: 3072 * MB, source: "test" };
+  const memory = {
+    perImage: 267 * MB,
+    fixed: 69 * MB,
+    largestTensorPerImage: MB,
+    evalPerImage: 0,
+    weights: 0,
+  };
+  const p = planMicroBatch({ memory, batch: 16, imgSize: 224, budget: wasm });
+  assert.deepEqual([p.microBatch, p.chunks], [8, 2]);
+});
+
 Deno.test("planMicroBatch: largest fit, requested checked, per-buffer limits, typed refusal naming the flag", () => {
   const memory = {
     perImage: 500 * MB,
