@@ -230,7 +230,7 @@ export function planMicroBatch(opts: {
   }
   // as few chunks as fit, evenly sized (16 in chunks of at most 11: two of 8)
   const chunks = Math.ceil(opts.batch / Math.min(fit, opts.batch));
-  const microBatch = opts.requested ?? Math.ceil(opts.batch / chunks);
+  const microBatch = Math.min(opts.requested ?? Math.ceil(opts.batch / chunks), opts.batch);
   const estimatedPeak = m.fixed + inputBytes + microBatch * m.perImage;
   const summary =
     `micro-batch ${microBatch}${chunks > 1 ? ` (${chunks} chunks per batch of ${opts.batch})` : ""}` +

@@ -6,6 +6,7 @@ import { MODEL_CONFIGS } from "../../zoo/mod.ts";
 import { estimateStepMemory, MemoryPlanError, planEvalBatch, planMicroBatch } from "../../src/train/mod.ts";
 
 const MB = 2 ** 20;
+const wasmBudget = { backend: "wasm", total: 3072 * MB, source: "test" };
 
 Deno.test("estimateStepMemory: per image, within the measured peaks' range, recomputation much lower", () => {
   const c7 = MODEL_CONFIGS.t2t_vit_7, c14 = MODEL_CONFIGS.t2t_vit_14;
@@ -42,6 +43,10 @@ Deno.test("estimateStepMemory, fused wasm path: an upper bound of its measured p
     estimateStepMemory(c7, 4.3e6, { imgSize: 224, fused: true }).evalPerImage,
     estimateStepMemory(c7, 4.3e6, { imgSize: 224 }).evalPerImage,
   );
+  // the README's command on wasm: t2t_vit_14 at 224, batch 128, SGD: 26 chunks of 5
+  const m14 = estimateStepMemory(c14, 21.5e6, { imgSize: 224, fused: true });
+  const p14 = planMicroBatch({ memory: m14, batch: 128, imgSize: 224, budget: wasmBudget });
+  assert.deepEqual([p14.microBatch, p14.chunks], [5, 26]);
   // a batch of 16 in as few chunks as fit, evenly sized: 8 + 8, not 11 + 5
   const wasm = { backend: "wasm", total: 3072 * MB, source: "test" };
   const memory = {
@@ -51,7 +56,7 @@ Deno.test("estimateStepMemory, fused wasm path: an upper bound of its measured p
     evalPerImage: 0,
     weights: 0,
   };
-  const p = planMicroBatch({ memory, batch: 16, imgSize: 224, budget: wasm });
+  const p = planMicroBatch({ memory, batch: 16, imgSize: 224, budget: wasmBudget });
   assert.deepEqual([p.microBatch, p.chunks], [8, 2]);
 });
 
