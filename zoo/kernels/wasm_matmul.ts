@@ -4,9 +4,10 @@
  *
  * The right operand is packed into 8-column panels (with the bias) once per tensor and kept until tfjs frees
  * that tensor (the backend's `disposeData` is wrapped to drop the packed copy): model weights are packed on
- * first use, activations (attention keys and values) once per product. Cases the GEMM does not cover (a
- * transposed left operand, fused activations other than none, non-float32 tensors) go to the original
- * XNNPACK kernels, as does everything when the runtime lacks relaxed SIMD.
+ * first use, activations (attention keys and values) once per product. A transposed left operand (weight
+ * gradients) is transposed into a temporary block first. Cases the GEMM does not cover (fused activations
+ * other than none, non-float32 tensors) go to the original XNNPACK kernels, as does everything when the
+ * runtime lacks relaxed SIMD.
  *
  * @module
  */
