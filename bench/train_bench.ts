@@ -32,7 +32,8 @@
  */
 import { parseArgs } from "node:util";
 import { type BackendName, createModel, type ModelName, setBackend, tf, webGpuAdapter } from "../zoo/mod.ts";
-import { cifarBatches, type CifarSplit, SGD, Trainer, transferParamGroups } from "../src/train/mod.ts";
+import { SGD, Trainer, transferParamGroups } from "../src/train/mod.ts";
+import { cifarBatches, type CifarSplit } from "../src/data/mod.ts";
 import { configureKernels, enableWasmThreads, wasmThreadsCount } from "../zoo/kernels/mod.ts";
 
 const { values } = parseArgs({

@@ -70,11 +70,6 @@ export {
   saveWeights,
   type TrainingState,
 } from "./checkpoint.ts";
-/**
- * @deprecated the data entry has them (`@t2t-vit/t2t-vit/data`, `src/data/mod.ts`): kept here only until
- * `bench/train_bench.ts` imports them from there.
- */
-export { cifarBatches, type CifarSplit } from "../data/mod.ts";
 export {
   estimateStepMemory,
   type MemoryBudget,

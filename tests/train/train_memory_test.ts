@@ -48,7 +48,6 @@ Deno.test("estimateStepMemory, fused wasm path: an upper bound of its measured p
   const p14 = planMicroBatch({ memory: m14, batch: 128, imgSize: 224, budget: wasmBudget });
   assert.deepEqual([p14.microBatch, p14.chunks], [5, 26]);
   // a batch of 16 in as few chunks as fit, evenly sized: 8 + 8, not 11 + 5
-  const wasm = { backend: "wasm", total: 3072 * MB, source: "test" };
   const memory = {
     perImage: 267 * MB,
     fixed: 69 * MB,
