@@ -152,7 +152,12 @@ async function build<M extends T2tVit>(
       model.dispose();
       throw e;
     }
-    prepareWeights(model.stateDict()); // pack for the backend's kernels now, not on the first forward
+    // pack for the backend's kernels, and make room for a batch of one's activations (the first T2T
+    // stage's, about 12 floats per pixel, is the largest), now rather than in the first forward pass
+    prepareWeights(
+      model.stateDict(),
+      48 * model.config.imgSize * model.config.imgSize * model.config.inChans,
+    );
     return model;
   } finally {
     if (weights?.owned.length) tf.dispose(weights.owned);

@@ -171,14 +171,16 @@ export function fusedLinear(
 /**
  * Prepares a model's weights for the active backend's kernels at load time rather than on the first
  * forward pass: on wasm, every linear layer's weight (`<name>.weight` of rank 2, with `<name>.bias`) and the
- * performers' random features (`<name>.w`) are packed for the GEMM. A no-op elsewhere.
+ * performers' random features (`<name>.w`) are packed for the GEMM, and the heap grows by
+ * `activationBytes` (what a forward pass is expected to use) now rather than during the first pass. A no-op
+ * elsewhere.
  */
-export function prepareWeights(state: Map<string, tf.Tensor>): void {
+export function prepareWeights(state: Map<string, tf.Tensor>, activationBytes = 0): void {
   const pairs: { weight: tf.Tensor; bias?: tf.Tensor }[] = [];
   for (const [key, weight] of state) {
     if (weight.rank !== 2) continue;
     if (key.endsWith(".weight")) pairs.push({ weight, bias: state.get(key.slice(0, -7) + ".bias") });
     else if (key.endsWith(".w")) pairs.push({ weight });
   }
-  prepackLinears(pairs);
+  prepackLinears(pairs, activationBytes);
 }

@@ -166,7 +166,7 @@ export function packedWeight(c: WasmContext, w: tf.TensorInfo, k: number, n: num
  * Packs every `(weight, bias)` pair of linear layers now (as `T2tLinear` would on first use), so that the
  * first forward pass does not pay for it. A no-op off wasm or without the GEMM.
  */
-export function prepackLinears(pairs: { weight: tf.Tensor; bias?: tf.Tensor }[]): void {
+export function prepackLinears(pairs: { weight: tf.Tensor; bias?: tf.Tensor }[], activationBytes = 0): void {
   const engine = tf.engine() as unknown as { backendName?: string | null };
   if (engine.backendName !== "wasm" || !kernelsOn()) return;
   const c = wasmContext(tf.backend() as unknown as WasmBackend);
@@ -177,6 +177,16 @@ export function prepackLinears(pairs: { weight: tf.Tensor; bias?: tf.Tensor }[])
     if (bias && (bias.rank !== 1 || bias.shape[0] !== n || bias.dtype !== "float32")) continue;
     packedOf(c, weight, 0, k, n, true, bias);
   }
+  // grow the heap now to what a forward pass will use (growing a shared heap in the middle of the first
+  // forward pass is slow); the block is freed at once and reused by the allocator, and the pages stay
+  // untouched until used
+  if (activationBytes > 0) c.backend.wasm._free(c.backend.wasm._malloc(activationBytes));
+  // tfjs's own kernels a forward pass uses around ours (its functions are compiled on first use too)
+  tf.tidy(() => {
+    const x = tf.transpose(tf.ones([1, 3, 4, 4]), [0, 2, 3, 1]);
+    const y = tf.concat([tf.slice(x, [0, 0, 0, 0], [1, 1, 4, 3]), tf.reshape(x, [1, 4, 4, 3])], 1);
+    tf.add(y, tf.broadcastTo(tf.ones([1, 1, 1, 3]), y.shape));
+  });
 }
 
 /**

@@ -13,6 +13,9 @@ import { instantiateOps, type OpsExports } from "./wasm_ops.ts";
 import { KernelPool } from "./wasm_pool.ts";
 import {
   type Epilogue,
+  EXERCISE,
+  EXERCISE_BYTES,
+  exerciseKernels,
   GEMM_COLS,
   GEMM_ROWS,
   gemmRange,
@@ -98,6 +101,9 @@ export function wasmContext(backend: WasmBackend): WasmContext | null {
       packed,
     };
     warmKernels({ gemm: c.gemm, ops: c.ops, memory });
+    const scratch = backend.wasm._malloc(EXERCISE_BYTES);
+    exerciseKernels({ gemm: c.gemm, ops: c.ops, memory }, scratch);
+    backend.wasm._free(scratch);
     const dispose = backend.disposeData.bind(backend);
     backend.disposeData = (dataId: unknown, force?: boolean) => {
       const done = dispose(dataId, force);
@@ -148,7 +154,15 @@ export async function startWasmPool(backend: WasmBackend, threads: number): Prom
     Math.min(threads, MAX_THREADS),
     c.scratch,
   );
-  return c.pool.threads;
+  // each worker's own instances of the kernels, exercised before the first forward pass
+  const t = c.pool.threads;
+  const scratch = backend.wasm._malloc(EXERCISE_BYTES * t);
+  try {
+    c.pool.run(EXERCISE, [2000, 0, scratch], t);
+  } finally {
+    backend.wasm._free(scratch);
+  }
+  return t;
 }
 
 /** Smallest product (in multiply-adds) worth splitting between threads. */

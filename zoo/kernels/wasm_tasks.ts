@@ -54,7 +54,8 @@ export const GEMM_ROWS = 1,
   PERFORMER = 5,
   UNFOLD = 6,
   LAYER_NORM = 7,
-  GELU = 8;
+  GELU = 8,
+  EXERCISE = 10;
 /** Task type of the attention backward pass (`wasm_backward.ts`): (sample, head) pairs. */
 export const ATTENTION_GRAD = 9;
 
@@ -247,6 +248,31 @@ export function warmKernels(k: Kernels): void {
   k.ops.unfoldRow(0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 }
 
+/** Bytes of scratch {@linkcode exerciseKernels} works in. */
+export const EXERCISE_BYTES = 1 << 20;
+
+/**
+ * Runs every kernel a few times on small inputs in `scratch` ({@linkcode EXERCISE_BYTES} bytes, zeroed here),
+ * so that the engine's optimising compiler has taken them over before the first forward pass (engines run a
+ * WebAssembly function with a baseline compiler first and optimise it once it has run enough).
+ */
+export function exerciseKernels(k: Kernels, scratch: number): void {
+  new Uint8Array(k.memory.buffer, scratch, EXERCISE_BYTES).fill(0);
+  const a = scratch, b = scratch + (1 << 18), c = scratch + (1 << 19), d = scratch + 3 * (1 << 18);
+  for (let i = 0; i < 6; i++) {
+    k.gemm.pack(a, 64, 64, i & 1, 256, 0, b);
+    k.gemm.gemm(a, 256, b, c, 256, 60, 64, 64, d, panelsPerBlock(64));
+    k.ops.gelu(a, c, 16384);
+    k.ops.layerNorm(a, c, 64, 256, b, b, 1e-5);
+    k.ops.softmax(a, c, 64, 256, 1);
+    k.ops.add(a, b, c, 16384);
+    k.ops.prmExp(a, 256, 64, c, 32, 256, 0);
+    k.ops.transposeSum(a, 256, 32, c, b, 4);
+    k.ops.rowDivide(a, 260, 64, c, 256, 1);
+    for (let r = 0; r < 8; r++) k.ops.unfoldRow(a, c, 56, 56, 3, 14, 7, 4, 2, r);
+  }
+}
+
 /** Runs chunk `i` of the task in the control block on thread `thread` (0: the calling thread). */
 export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: number, thread: number): void {
   ctl[STATS + thread]++;
@@ -297,6 +323,14 @@ export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: nu
     );
   } else if (type === UNFOLD) {
     unfoldRow(k, p(0), p(1), i, [2, 3, 4, 5, 6, 7, 8, 9].map(p));
+  } else if (type === EXERCISE) {
+    // every thread takes one chunk (waiting, by polling, up to p(0) ms for the others to join), then
+    // exercises its own instances of the kernels in its own scratch block
+    const a = new Int32Array(ctl.buffer);
+    Atomics.add(a, PARAMS + 1, 1);
+    const deadline = Date.now() + p(0);
+    while (Atomics.load(a, PARAMS + 1) < ctl[NCHUNK] && Date.now() < deadline) { /* poll */ }
+    exerciseKernels(k, p(2) + thread * EXERCISE_BYTES);
   } else if (type === BARRIER) {
     // every thread takes one chunk and waits for all the others (a check that all threads run)
     const a = new Int32Array(ctl.buffer);
