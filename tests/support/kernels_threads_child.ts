@@ -10,20 +10,28 @@ import {
   wasmThreadsCount,
 } from "../../zoo/kernels/mod.ts";
 import { setBackend, tf } from "../../zoo/mod.ts";
-import { wasmPoolBarrier, wasmPoolChunks } from "../../zoo/kernels/wasm_runtime.ts";
+import { wasmPoolBarrier, wasmPoolChunks, wasmPoolSpin } from "../../zoo/kernels/wasm_runtime.ts";
 import { checkForwardParity } from "./zoo.ts";
 
 const worker = globalThis.Worker;
 enableWasmThreads(2);
 await setBackend("wasm");
 prepareKernels();
+const spinDefault = wasmPoolSpin();
 const { errors } = await checkForwardParity("t2t_vit_7", "wasm", 5e-5, { batch: 1 });
+// threads that block at once between tasks (no polling) compute the same thing
+wasmPoolSpin(0);
+const { errors: errorsNoSpin } = await checkForwardParity("t2t_vit_7", "wasm", 5e-5, { batch: 1 });
+const spinAfter = wasmPoolSpin();
+wasmPoolSpin(spinDefault);
 const heap = (tf.backend() as unknown as { wasm: { HEAPF32: Float32Array } }).wasm.HEAPF32;
 console.log(JSON.stringify({
   threads: wasmThreadsCount(),
   shared: heap.buffer instanceof SharedArrayBuffer,
   gemm: wasmGemmCounters().gemm,
-  maxError: Math.max(...Object.values(errors)),
+  maxError: Math.max(...Object.values(errors), ...Object.values(errorsNoSpin)),
+  spinDefault,
+  spinAfter,
   workerRestored: globalThis.Worker === worker,
   allThreadsRun: wasmPoolBarrier(),
   chunks: wasmPoolChunks(),

@@ -40,5 +40,5 @@ export {
   wasmThreadsSupported,
 } from "./wasm_threads.ts";
 export { resetWasmGemmCounters, wasmGemmCounters } from "./wasm_matmul.ts";
-export { wasmPoolChunks } from "./wasm_runtime.ts";
+export { wasmPoolChunks, wasmPoolSpin } from "./wasm_runtime.ts";
 export { POOL_WORKER_FILE, setPoolWorkerUrl } from "./wasm_pool.ts";

@@ -16,6 +16,7 @@ import {
   BUSY,
   CLOSED,
   CTL_SLOTS,
+  DEFAULT_SPIN_POLLS,
   DONE,
   type Kernels,
   NCHUNK,
@@ -24,6 +25,7 @@ import {
   runChunk,
   SCRATCH_BYTES,
   SEQ,
+  SPIN,
   spinThenWait,
   STATS,
   TYPE,
@@ -136,6 +138,7 @@ export class KernelPool {
    */
   static async start(kernels: Kernels, threads: number, scratch: number): Promise<KernelPool> {
     const ctlBuffer = new SharedArrayBuffer(CTL_SLOTS * 4);
+    Atomics.store(new Int32Array(ctlBuffer), SPIN, DEFAULT_SPIN_POLLS);
     const workers: PoolWorker[] = [];
     try {
       await Promise.all(
@@ -146,6 +149,15 @@ export class KernelPool {
       throw e;
     }
     return new KernelPool(kernels, workers, ctlBuffer, scratch);
+  }
+
+  /** Polls before a waiting thread blocks (see `SPIN` in `wasm_tasks.ts`). */
+  get spinPolls(): number {
+    return Atomics.load(this.#ctl32, SPIN);
+  }
+
+  set spinPolls(n: number) {
+    Atomics.store(this.#ctl32, SPIN, Math.max(0, Math.floor(n)));
   }
 
   /** Threads, the caller included. */

@@ -253,3 +253,16 @@ export function wasmPoolBarrier(): boolean {
   const pool = be ? contexts.get(be)?.pool : undefined;
   return pool ? pool.barrier() : true;
 }
+
+/**
+ * How many times the active wasm backend's pool threads poll before blocking while they wait (see `SPIN` in
+ * `wasm_tasks.ts`); sets it when `polls` is given. 0 without a pool.
+ */
+export function wasmPoolSpin(polls?: number): number {
+  const engine = tf.engine() as unknown as { registry: Record<string, object | undefined> };
+  const be = engine.registry["wasm"];
+  const pool = be ? contexts.get(be)?.pool : undefined;
+  if (!pool) return 0;
+  if (polls !== undefined) pool.spinPolls = polls;
+  return pool.spinPolls;
+}

@@ -28,6 +28,7 @@ import { ParamStore } from "../../../zoo/layers/params.ts";
 import { TokenPerformer } from "../../../zoo/layers/t2t.ts";
 import { SoftSplit } from "../../../zoo/layers/soft_split.ts";
 import { gemmSupported, instantiateGemm, packB, packedSize } from "../../../zoo/kernels/wasm_gemm.ts";
+import { DEFAULT_SPIN_POLLS } from "../../../zoo/kernels/wasm_tasks.ts";
 import { wasmPackedCount } from "../../../zoo/kernels/wasm_runtime.ts";
 import { attentionCore, gelu, layerNorm } from "../../../zoo/layers/ops.ts";
 import { mergeHeads, splitFused } from "../../../zoo/layers/attention.ts";
@@ -416,5 +417,7 @@ Deno.test({
     assert.ok(r.maxError <= 5e-5, `t2t_vit_7 vs the official outputs: ${r.maxError}`);
     assert.ok(r.workerRestored, "the global Worker is restored");
     assert.ok(r.allThreadsRun, `every thread of the pool runs chunks (${r.chunks})`);
+    assert.equal(r.spinDefault, DEFAULT_SPIN_POLLS, "the pool polls before blocking by default");
+    assert.equal(r.spinAfter, 0, "the polling is adjustable");
   },
 });
