@@ -334,7 +334,7 @@ try {
               String(batch),
               String(t),
               `${dir}/logits_${label === "official PyTorch" ? "torch" : "torchblas"}_${t}.bin`,
-            ], env);
+            ], env && { ...env, OPENBLAS_NUM_THREADS: String(t) }); // OpenBLAS's own pool: the same count
             await c.ready();
             contenders.push(c);
           }
