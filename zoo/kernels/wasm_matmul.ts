@@ -72,9 +72,11 @@ function packedOf(
 ): { ptr: number; temporary: boolean } {
   const single = tf.util.sizeFromShape(b.shape) === k * n;
   const biasId = bias?.dataId ?? null;
+  // a weight may be cached in both layouts (training multiplies by W^T forward and by W backward)
+  const cached = single ? c.packed.get(b.dataId) ?? [] : [];
   if (single) {
-    const p = c.packed.get(b.dataId);
-    if (p && p.k === k && p.n === n && p.transposed === transposed) {
+    const p = cached.find((q) => q.transposed === transposed);
+    if (p && p.k === k && p.n === n) {
       if (p.bias !== biasId) {
         // same weight, another bias: rewrite the bias rows
         const biasVals = bias ? heapF32(c, addressOf(c, bias), n) : undefined;
@@ -92,13 +94,14 @@ function packedOf(
     }
     if (p) {
       c.backend.wasm._free(p.ptr);
-      c.packed.delete(b.dataId);
+      cached.splice(cached.indexOf(p), 1);
     }
   }
   const src = addressOf(c, b) + index * k * n * 4;
   const ptr = packToHeap(c, src, k, n, transposed, transposed ? k : n, bias);
   if (single) {
-    c.packed.set(b.dataId, { ptr, k, n, transposed, bias: biasId });
+    cached.push({ ptr, k, n, transposed, bias: biasId });
+    c.packed.set(b.dataId, cached);
     return { ptr, temporary: false };
   }
   return { ptr, temporary: true };

@@ -71,8 +71,8 @@ export interface WasmContext {
   scratch: number;
   /** The thread pool, when the heap is shared and threads were asked for. */
   pool?: KernelPool;
-  /** Packed operands by data id. */
-  packed: Map<unknown, Packed>;
+  /** Packed operands by data id (at most one per layout). */
+  packed: Map<unknown, Packed[]>;
 }
 
 const contexts = new WeakMap<object, WasmContext | null>();
@@ -91,7 +91,7 @@ export function wasmContext(backend: WasmBackend): WasmContext | null {
   const memory = backend.wasm.asm?.memory ?? knownMemories.get(backend.wasm);
   if (memory && gemmSupported()) {
     const shared = typeof SharedArrayBuffer === "function" && memory.buffer instanceof SharedArrayBuffer;
-    const packed = new Map<unknown, Packed>();
+    const packed = new Map<unknown, Packed[]>();
     c = {
       backend,
       memory,
@@ -108,9 +108,9 @@ export function wasmContext(backend: WasmBackend): WasmContext | null {
     backend.disposeData = (dataId: unknown, force?: boolean) => {
       const done = dispose(dataId, force);
       if (!backend.dataIdMap.has(dataId)) {
-        const p = packed.get(dataId);
-        if (p) {
-          backend.wasm._free(p.ptr);
+        const ps = packed.get(dataId);
+        if (ps) {
+          for (const p of ps) backend.wasm._free(p.ptr);
           packed.delete(dataId);
         }
       }
@@ -137,7 +137,7 @@ export function wasmPackedCount(): number {
   const engine = tf.engine() as unknown as { registry: Record<string, object | undefined> };
   const be = engine.registry["wasm"];
   const c = be ? contexts.get(be) : undefined;
-  return c ? c.packed.size : 0;
+  return c ? [...c.packed.values()].reduce((n, ps) => n + ps.length, 0) : 0;
 }
 
 /**

@@ -281,8 +281,19 @@ Deno.test({
     const y1 = tf.tidy(() => tf.sub(tf.fused.matMul({ a: x, b: w, bias: bias2 }), tf.matMul(x, w)));
     assert.ok(maxAbs(y1.dataSync(), tf.tile(tf.reshape(bias2, [1, 40]), [10, 1]).dataSync()) < 1e-5);
     assert.equal(wasmGemmCounters().packs, 1);
-    tf.dispose([w, y1]);
-    assert.equal(wasmPackedCount(), before, "disposing the weight frees its packed copy");
+    // used in both layouts (as training does: x W^T forward, dy W backward): each packed once, both kept
+    const dy = tf.tensor2d(values(10 * 40, 6), [10, 40]);
+    resetWasmGemmCounters();
+    for (let i = 0; i < 3; i++) {
+      tf.tidy(() => {
+        tf.matMul(dy, w, false, true).dataSync();
+        tf.matMul(x, w).dataSync();
+      });
+    }
+    assert.equal(wasmGemmCounters().packs, 1, "the plain layout was cached; only the transposed one is new");
+    assert.equal(wasmPackedCount(), before + 2);
+    tf.dispose([w, y1, dy]);
+    assert.equal(wasmPackedCount(), before, "disposing the weight frees its packed copies");
     tf.dispose([bias, bias2, x]);
   },
 });
