@@ -65,7 +65,7 @@ try {
   t0 = performance.now();
   let logits = model.forward(x);
   const scores = await logits.data();
-  console.log(`first call   ${ms(t0)} (weight packing / shader compilation included)`);
+  console.log(`first call   ${ms(t0)} (on WebGPU: shader compilation included; wasm packs weights at load)`);
   const runs = Math.max(1, Number(values.runs));
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
