@@ -18,7 +18,7 @@
 
 import * as tf from "@tensorflow/tfjs-core";
 import { ATTENTION, GELU, LAYER_NORM, UNFOLD } from "./names.ts";
-import { addressOf, heapF32, type WasmBackend, wasmContext } from "./wasm_runtime.ts";
+import { addressOf, heapF32, requireWasmContext } from "./wasm_runtime.ts";
 import { ATTENTION_GRAD as ATTENTION_GRAD_TASK } from "./wasm_tasks.ts";
 import { attentionGradBufferFloats, attentionHeadGrad } from "./wasm_backward_tasks.ts";
 import { backwardOps } from "./wasm_backward_ops.ts";
@@ -39,9 +39,7 @@ export const FOLD = "T2tFold";
 type Args = Parameters<tf.KernelFunc>[0];
 
 function context(args: Args) {
-  const c = wasmContext(args.backend as unknown as WasmBackend);
-  if (!c) throw new Error("the fused wasm backward kernels need WebAssembly relaxed SIMD");
-  return c;
+  return requireWasmContext(args.backend, "the fused wasm backward kernels");
 }
 
 function geluGradKernel(args: Args): tf.TensorInfo {

@@ -17,27 +17,14 @@
  */
 
 import { F32, FuncBuilder, I32, type Local, ModuleBuilder, V128 } from "./wasm_asm.ts";
-import { emitExp } from "./wasm_ops.ts";
+import { emitErf } from "./wasm_ops.ts";
 
-const ERF_P = 0.3275911;
-const ERF_A = [0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429];
 const INV_SQRT_2PI = 0.3989422804014327;
 
 /** Emits `out = g * gelu'(x)` (clobbers the temporaries). */
 function emitGeluGrad(f: FuncBuilder, x: Local, g: Local, out: Local, t: Local[]): void {
   const [v, a, tt, e, t0, t1] = t;
-  f.get(x).get(f.k(Math.SQRT1_2)).f32x4Mul().set(v);
-  f.get(v).f32x4Abs().set(a);
-  f.get(f.k(1)).get(a).get(f.k(ERF_P)).get(f.k(1)).f32x4Madd().f32x4Div().set(tt);
-  f.get(f.k(ERF_A[4])).set(out);
-  for (let i = 3; i >= 0; i--) f.get(out).get(tt).get(f.k(ERF_A[i])).f32x4Madd().set(out);
-  f.get(out).get(tt).f32x4Mul().set(out);
-  // e = exp(-a^2) = exp(-x^2 / 2)
-  f.get(a).get(a).f32x4Mul().f32x4Neg().set(a);
-  emitExp(f, a, e, t0, t1);
-  // erf = sign(v) (1 - poly e)
-  f.get(out).f32x4Neg().get(e).get(f.k(1)).f32x4Madd().set(out);
-  f.get(v).get(f.k(-0x80000000, true)).v128And().get(out).v128Or().set(out);
+  emitErf(f, x, out, e, [v, a, tt, t0, t1]);
   // 0.5 (1 + erf) + x e / sqrt(2 pi), times g
   f.get(out).get(f.k(1)).f32x4Add().get(f.k(0.5)).f32x4Mul().set(out);
   f.get(x).get(e).f32x4Mul().get(f.k(INV_SQRT_2PI)).get(out).f32x4Madd().get(g).f32x4Mul().set(out);

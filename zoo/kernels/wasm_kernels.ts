@@ -22,14 +22,12 @@ import {
   UNFOLD as UNFOLD_TASK,
   unfoldRow,
 } from "./wasm_tasks.ts";
-import { addressOf, runGemm, type WasmBackend, wasmContext } from "./wasm_runtime.ts";
+import { addressOf, requireWasmContext, runGemm } from "./wasm_runtime.ts";
 
 type Args = Parameters<tf.KernelFunc>[0];
 
 function context(args: Args) {
-  const c = wasmContext(args.backend as unknown as WasmBackend);
-  if (!c) throw new Error("the fused wasm kernels need WebAssembly relaxed SIMD");
-  return c;
+  return requireWasmContext(args.backend, "the fused wasm kernels");
 }
 
 function geluKernel(args: Args): tf.TensorInfo {

@@ -18,6 +18,7 @@ import { kernelsOn } from "./state.ts";
 import {
   addressOf,
   heapF32,
+  requireWasmContext,
   runGemm,
   type WasmBackend,
   type WasmContext,
@@ -199,8 +200,7 @@ export function prepackLinears(pairs: { weight: tf.Tensor; bias?: tf.Tensor }[],
  */
 export function linearKernel(args: Parameters<tf.KernelFunc>[0]): tf.TensorInfo {
   const backend = args.backend as unknown as WasmBackend;
-  const c = wasmContext(backend);
-  if (!c) throw new Error("T2tLinear needs WebAssembly relaxed SIMD");
+  const c = requireWasmContext(backend, "T2tLinear's kernels");
   const { x, w, bias, residual } = args.inputs as Record<string, tf.TensorInfo | undefined>;
   const { gelu } = args.attrs as unknown as { gelu: boolean };
   const [rows, k] = x!.shape, n = w!.shape[0];

@@ -44,9 +44,12 @@ export function emitExp(f: FuncBuilder, x: Local, out: Local, t0: Local, t1: Loc
 const ERF_P = 0.3275911;
 const ERF_A = [0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429];
 
-/** Emits `out = gelu(x)` (clobbers the temporaries). */
-function emitGelu(f: FuncBuilder, x: Local, out: Local, t: Local[]): void {
-  const [v, a, tt, e, t0, t1] = t;
+/**
+ * Emits `out = erf(x / sqrt 2)` and `e = exp(-x^2 / 2)` (Abramowitz and Stegun 7.1.26; the exponential is
+ * the polynomial's factor, and GELU's derivative needs it too). Clobbers `v`, `a`, `tt`, `t0`, `t1`.
+ */
+export function emitErf(f: FuncBuilder, x: Local, out: Local, e: Local, t: Local[]): void {
+  const [v, a, tt, t0, t1] = t;
   f.get(x).get(f.k(Math.SQRT1_2)).f32x4Mul().set(v);
   f.get(v).f32x4Abs().set(a);
   // t = 1 / (1 + p a)
@@ -58,9 +61,15 @@ function emitGelu(f: FuncBuilder, x: Local, out: Local, t: Local[]): void {
   // e = exp(-a^2)
   f.get(a).get(a).f32x4Mul().f32x4Neg().set(a);
   emitExp(f, a, e, t0, t1);
-  // y = 1 - poly e, with the sign of v
+  // erf = 1 - poly e, with the sign of v
   f.get(out).f32x4Neg().get(e).get(f.k(1)).f32x4Madd().set(out);
   f.get(v).get(f.k(-0x80000000, true)).v128And().get(out).v128Or().set(out);
+}
+
+/** Emits `out = gelu(x)` (clobbers the temporaries). */
+function emitGelu(f: FuncBuilder, x: Local, out: Local, t: Local[]): void {
+  const [v, a, tt, e, t0, t1] = t;
+  emitErf(f, x, out, e, [v, a, tt, t0, t1]);
   // gelu = 0.5 x (1 + erf)
   f.get(out).get(f.k(1)).f32x4Add().get(x).f32x4Mul().get(f.k(0.5)).f32x4Mul().set(out);
 }

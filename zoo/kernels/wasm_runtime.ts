@@ -121,6 +121,13 @@ export function wasmContext(backend: WasmBackend): WasmContext | null {
   return c;
 }
 
+/** The context of the backend a kernel runs on; throws (naming `what`) where our kernels cannot run. */
+export function requireWasmContext(backend: unknown, what: string): WasmContext {
+  const c = wasmContext(backend as WasmBackend);
+  if (!c) throw new Error(`${what} need WebAssembly relaxed SIMD`);
+  return c;
+}
+
 /** Byte address of a tensor's data. */
 export function addressOf(c: WasmContext, t: tf.TensorInfo): number {
   // emscripten hands out addresses as signed 32-bit numbers; above 2 GiB they come back negative
