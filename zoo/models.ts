@@ -152,12 +152,13 @@ async function build<M extends T2tVit>(
       model.dispose();
       throw e;
     }
-    // pack for the backend's kernels, and make room for a batch of one's activations (the first T2T
-    // stage's, about 12 floats per pixel, is the largest), now rather than in the first forward pass
-    prepareWeights(
-      model.stateDict(),
-      48 * model.config.imgSize * model.config.imgSize * model.config.inChans,
-    );
+    // pack for the backend's kernels, and make room for a batch of one's activations now rather than in
+    // the first forward pass. The first T2T stage, on (imgSize / 4)^2 tokens, holds the most: about 900
+    // floats per token (soft split, its norm, k/q/v, the attention's buffers), plus a row of attention
+    // weights per token when the token mixer is attention rather than the performer.
+    const tokens = (model.config.imgSize / 4) ** 2;
+    const perToken = 1024 + (model.config.tokensType === "transformer" ? tokens : 0);
+    prepareWeights(model.stateDict(), 4 * tokens * perToken);
     return model;
   } finally {
     if (weights?.owned.length) tf.dispose(weights.owned);

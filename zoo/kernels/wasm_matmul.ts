@@ -182,9 +182,13 @@ export function prepackLinears(pairs: { weight: tf.Tensor; bias?: tf.Tensor }[],
     packedOf(c, weight, 0, k, n, true, bias);
   }
   // grow the heap now to what a forward pass will use (growing a shared heap in the middle of the first
-  // forward pass is slow); the block is freed at once and reused by the allocator, and the pages stay
-  // untouched until used
-  if (activationBytes > 0) c.backend.wasm._free(c.backend.wasm._malloc(activationBytes));
+  // forward pass is slow), and write to it so that the system maps its pages now too (a first touch
+  // costs a page fault); the block is freed at once and reused by the allocator
+  if (activationBytes > 0) {
+    const ptr = c.backend.wasm._malloc(activationBytes);
+    new Uint8Array(c.memory.buffer, ptr, activationBytes).fill(0);
+    c.backend.wasm._free(ptr);
+  }
   // tfjs's own kernels a forward pass uses around ours (its functions are compiled on first use too)
   tf.tidy(() => {
     const x = tf.transpose(tf.ones([1, 3, 4, 4]), [0, 2, 3, 1]);

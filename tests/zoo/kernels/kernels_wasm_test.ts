@@ -409,7 +409,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "wasm threads: the threaded build starts in Deno, the kernel pool runs on 2 threads, same results",
+  name:
+    "wasm threads: the threaded build starts in Deno, the kernel pool runs on 2 threads, same results, heap grown at load",
   ...opts,
   fn: async () => {
     // a fresh process: threads must be chosen before the wasm backend starts
@@ -430,5 +431,8 @@ Deno.test({
     assert.ok(r.allThreadsRun, `every thread of the pool runs chunks (${r.chunks})`);
     assert.equal(r.spinDefault, DEFAULT_SPIN_POLLS, "the pool polls before blocking by default");
     assert.equal(r.spinAfter, 0, "the polling is adjustable");
+    for (const [name, grew] of Object.entries(r.heapGrowth as Record<string, number>)) {
+      assert.equal(grew, 0, `${name}: the first forward pass grew the heap by ${grew} bytes`);
+    }
   },
 });
