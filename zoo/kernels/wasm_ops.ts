@@ -131,22 +131,43 @@ function hsum(f: FuncBuilder, v: Local): void {
   f.get(v).f32x4ExtractLane(2).get(v).f32x4ExtractLane(3).f32Add().f32Add();
 }
 
+/**
+ * Loops `p` over groups of four vectors up to `end16`, emitting `body(u)` for the vector at `p + 16 u`: the
+ * reductions below keep four accumulators, so that they are not one long chain of dependent adds.
+ */
+function fourVectors(f: FuncBuilder, p: Local, end16: Local, body: (u: number) => void): void {
+  f.block().loop();
+  f.get(p).get(end16).geS().brIf(1);
+  for (let u = 0; u < 4; u++) body(u);
+  f.get(p).i32(64).add().set(p);
+  f.br(0).end().end();
+}
+
 /** `layerNorm(px, po, rows, cols, pg, pb, eps)`. */
 function layerNormFunc(): FuncBuilder {
   const f = new FuncBuilder([I32, I32, I32, I32, I32, I32, F32], []);
   const [px, po, rows, cols, pg, pb, eps] = [0, 1, 2, 3, 4, 5, 6].map((i) => f.param(i));
   const r = f.local(I32), p = f.local(I32), q = f.local(I32), g = f.local(I32), b = f.local(I32);
-  const rowEnd = f.local(I32), rowEnd4 = f.local(I32), rowBytes = f.local(I32);
+  const rowEnd = f.local(I32), rowEnd4 = f.local(I32), rowEnd16 = f.local(I32), rowBytes = f.local(I32);
   const acc = f.local(V128), x = f.local(V128), mv = f.local(V128), sv = f.local(V128);
+  const accs = [acc, f.local(V128), f.local(V128), f.local(V128)];
+  const xs = [x, f.local(V128), f.local(V128), f.local(V128)];
   const mean = f.local(F32), rstd = f.local(F32), s = f.local(F32), d = f.local(F32);
+  const zero4 = () => accs.forEach((a) => f.f32x4Const(0).set(a));
+  const join4 = () =>
+    f.get(accs[0]).get(accs[1]).f32x4Add().get(accs[2]).get(accs[3]).f32x4Add().f32x4Add().set(acc);
   f.get(cols).i32(2).shl().set(rowBytes);
   f.i32(0).set(r);
   f.block().loop();
   f.get(r).get(rows).geS().brIf(1);
   f.get(px).get(rowBytes).add().set(rowEnd);
   f.get(px).get(cols).i32(-4).and().i32(2).shl().add().set(rowEnd4);
+  f.get(px).get(cols).i32(-16).and().i32(2).shl().add().set(rowEnd16);
   // mean
-  f.f32x4Const(0).set(acc).get(px).set(p);
+  zero4();
+  f.get(px).set(p);
+  fourVectors(f, p, rowEnd16, (u) => f.get(accs[u]).get(p).v128Load(16 * u).f32x4Add().set(accs[u]));
+  join4();
   f.block().loop();
   f.get(p).get(rowEnd4).geS().brIf(1);
   f.get(acc).get(p).v128Load().f32x4Add().set(acc);
@@ -162,7 +183,13 @@ function layerNormFunc(): FuncBuilder {
   f.get(s).get(cols).f32FromI32().f32Div().set(mean);
   // variance of the centred values
   f.get(mean).f32x4Splat().set(mv);
-  f.f32x4Const(0).set(acc).get(px).set(p);
+  zero4();
+  f.get(px).set(p);
+  fourVectors(f, p, rowEnd16, (u) => {
+    f.get(p).v128Load(16 * u).get(mv).f32x4Sub().set(xs[u]);
+    f.get(xs[u]).get(xs[u]).get(accs[u]).f32x4Madd().set(accs[u]);
+  });
+  join4();
   f.block().loop();
   f.get(p).get(rowEnd4).geS().brIf(1);
   f.get(p).v128Load().get(mv).f32x4Sub().set(x);
@@ -208,8 +235,11 @@ function softmaxFunc(): FuncBuilder {
   const f = new FuncBuilder([I32, I32, I32, I32, F32], []);
   const [px, po, rows, cols, scale] = [0, 1, 2, 3, 4].map((i) => f.param(i));
   const r = f.local(I32), p = f.local(I32), q = f.local(I32);
-  const rowEnd = f.local(I32), rowEnd4 = f.local(I32), rowBytes = f.local(I32), outEnd = f.local(I32);
+  const rowEnd = f.local(I32), rowEnd4 = f.local(I32), rowEnd8 = f.local(I32), rowEnd16 = f.local(I32);
+  const rowBytes = f.local(I32), outEnd = f.local(I32);
   const acc = f.local(V128), x = f.local(V128), e = f.local(V128), t0 = f.local(V128), t1 = f.local(V128);
+  const acc2 = f.local(V128), x2 = f.local(V128), e2 = f.local(V128), t2 = f.local(V128), t3 = f.local(V128);
+  const maxes = [acc, acc2, f.local(V128), f.local(V128)];
   const mv = f.local(V128), sv = f.local(V128);
   const mx = f.local(F32), s = f.local(F32);
   f.get(cols).i32(2).shl().set(rowBytes);
@@ -218,8 +248,14 @@ function softmaxFunc(): FuncBuilder {
   f.get(r).get(rows).geS().brIf(1);
   f.get(px).get(rowBytes).add().set(rowEnd);
   f.get(px).get(cols).i32(-4).and().i32(2).shl().add().set(rowEnd4);
-  // max
-  f.get(px).f32Load().f32x4Splat().set(acc).get(px).set(p);
+  f.get(px).get(cols).i32(-8).and().i32(2).shl().add().set(rowEnd8);
+  f.get(px).get(cols).i32(-16).and().i32(2).shl().add().set(rowEnd16);
+  // max (four running maxima)
+  f.get(px).f32Load().f32x4Splat().set(acc);
+  for (const m of maxes.slice(1)) f.get(acc).set(m);
+  f.get(px).set(p);
+  fourVectors(f, p, rowEnd16, (u) => f.get(maxes[u]).get(p).v128Load(16 * u).f32x4Pmax().set(maxes[u]));
+  f.get(maxes[0]).get(maxes[1]).f32x4Pmax().get(maxes[2]).get(maxes[3]).f32x4Pmax().f32x4Pmax().set(acc);
   f.block().loop();
   f.get(p).get(rowEnd4).geS().brIf(1);
   f.get(acc).get(p).v128Load().f32x4Pmax().set(acc);
@@ -232,9 +268,22 @@ function softmaxFunc(): FuncBuilder {
   f.get(mx).get(p).f32Load().f32Max().set(mx);
   f.get(p).i32(4).add().set(p);
   f.br(0).end().end();
-  // e = exp(scale (x - max)), summed
+  // e = exp(scale (x - max)), summed: two vectors at a time (exp is a long chain), then one
   f.get(mx).f32x4Splat().set(mv).get(scale).f32x4Splat().set(sv);
-  f.f32x4Const(0).set(acc).get(px).set(p).get(po).set(q);
+  f.f32x4Const(0).set(acc).f32x4Const(0).set(acc2).get(px).set(p).get(po).set(q);
+  f.block().loop();
+  f.get(p).get(rowEnd8).geS().brIf(1);
+  f.get(p).v128Load().get(mv).f32x4Sub().get(sv).f32x4Mul().set(x);
+  f.get(p).v128Load(16).get(mv).f32x4Sub().get(sv).f32x4Mul().set(x2);
+  emitExp(f, x, e, t0, t1);
+  emitExp(f, x2, e2, t2, t3);
+  f.get(q).get(e).v128Store();
+  f.get(q).get(e2).v128Store(16);
+  f.get(acc).get(e).f32x4Add().set(acc);
+  f.get(acc2).get(e2).f32x4Add().set(acc2);
+  f.get(p).i32(32).add().set(p).get(q).i32(32).add().set(q);
+  f.br(0).end().end();
+  f.get(acc).get(acc2).f32x4Add().set(acc);
   f.block().loop();
   f.get(p).get(rowEnd4).geS().brIf(1);
   f.get(p).v128Load().get(mv).f32x4Sub().get(sv).f32x4Mul().set(x);
