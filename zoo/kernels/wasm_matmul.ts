@@ -189,12 +189,16 @@ export function prepackLinears(pairs: { weight: tf.Tensor; bias?: tf.Tensor }[],
     new Uint8Array(c.memory.buffer, ptr, activationBytes).fill(0);
     c.backend.wasm._free(ptr);
   }
-  // tfjs's own kernels a forward pass uses around ours (its functions are compiled on first use too)
-  tf.tidy(() => {
-    const x = tf.transpose(tf.ones([1, 3, 4, 4]), [0, 2, 3, 1]);
-    const y = tf.concat([tf.slice(x, [0, 0, 0, 0], [1, 1, 4, 3]), tf.reshape(x, [1, 4, 4, 3])], 1);
-    tf.add(y, tf.broadcastTo(tf.ones([1, 1, 1, 3]), y.shape));
-  });
+  // tfjs's own kernels a forward pass uses around ours, a few times on some thousands of values: the engine
+  // runs a WebAssembly function with its baseline compiler until it has done enough work to be optimised
+  for (let i = 0; i < 4; i++) {
+    tf.tidy(() => {
+      const x = tf.transpose(tf.ones([1, 3, 64, 64]), [0, 2, 3, 1]);
+      const y = tf.concat([tf.slice(x, [0, 0, 0, 0], [1, 1, 64, 3]), tf.reshape(x, [1, 64, 64, 3])], 1);
+      tf.add(y, tf.broadcastTo(tf.ones([1, 1, 1, 3]), y.shape));
+      tf.slice(tf.reshape(y, [65 * 64, 3]), [0, 1], [65 * 64, 2]);
+    });
+  }
 }
 
 /**

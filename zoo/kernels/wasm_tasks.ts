@@ -267,7 +267,12 @@ export function exerciseKernels(k: Kernels, scratch: number): void {
   const a = scratch, b = scratch + (1 << 18), c = scratch + (1 << 19), d = scratch + 3 * (1 << 18);
   for (let i = 0; i < 6; i++) {
     k.gemm.pack(a, 64, 64, i & 1, 256, 0, b);
-    k.gemm.gemm(a, 256, b, c, 256, 60, 64, 64, d, panelsPerBlock(64));
+    // every micro-kernel (a product's last row tile has 1 to 6 rows), full and partial panels
+    for (let m = 61; m <= 66; m++) {
+      for (let r = 0; r < 4; r++) {
+        k.gemm.gemm(a, 256, b, c, 256, m, 64 - (r & 1) * 3, 64, d, panelsPerBlock(64));
+      }
+    }
     k.ops.gelu(a, c, 16384);
     k.ops.layerNorm(a, c, 64, 256, b, b, 1e-5);
     k.ops.softmax(a, c, 64, 256, 1);
