@@ -21,7 +21,8 @@
  * contender is skipped with a note when it is missing. Debian's `python3-torch` calls the system's
  * `libblas.so.3`, the unoptimised reference BLAS unless another is installed: `--torch-blas DIR` runs
  * PyTorch once more with `LD_LIBRARY_PATH=DIR` (e.g. OpenBLAS unpacked from Debian's `libopenblas0-pthread`
- * package); `--no-torch-plain` then skips the run on the reference BLAS (minutes per batch of 8). A script
+ * package), OpenBLAS's pool on the row's thread count and torch's own (OpenMP) pool on one thread (both pools
+ * at full size compete for the cores: about 2x slower on 2 cores); `--no-torch-plain` then skips the run on the reference BLAS (minutes per batch of 8). A script
  * that prints figures, not a test.
  *
  * @module
@@ -332,9 +333,11 @@ try {
               files.pth,
               inputPath,
               String(batch),
-              String(t),
+              // with OpenBLAS: its own pool of t threads does the products and torch's OpenMP pool stays at
+              // one thread (t of each compete for the cores: about 2x slower here at t = 2)
+              String(env ? 1 : t),
               `${dir}/logits_${label === "official PyTorch" ? "torch" : "torchblas"}_${t}.bin`,
-            ], env && { ...env, OPENBLAS_NUM_THREADS: String(t) }); // OpenBLAS's own pool: the same count
+            ], env && { ...env, OPENBLAS_NUM_THREADS: String(t) });
             await c.ready();
             contenders.push(c);
           }

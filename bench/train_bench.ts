@@ -15,7 +15,9 @@
  * with the ratio of our images/s to PyTorch's. `--torch-blas DIR` adds the same PyTorch step once more with
  * `LD_LIBRARY_PATH=DIR` (a folder holding another `libblas.so.3`, e.g. OpenBLAS's from Debian's
  * `libopenblas0-pthread` unpacked there: Debian's python3-torch calls whatever `libblas.so.3` the system
- * has, by default the unoptimised reference BLAS). `--rounds N` runs every contender N times, alternating
+ * has, by default the unoptimised reference BLAS), with OpenBLAS's pool on the `--threads` count and torch's
+ * own (OpenMP) pool on one thread: both pools at full size compete for the cores (about 2x slower on 2
+ * cores). `--rounds N` runs every contender N times, alternating
  * (ours, PyTorch, ours, ...), so that a machine shared with other work loads them alike; the ratio is taken
  * between the medians.
  *
@@ -152,11 +154,17 @@ if (values.help) {
   const backends = values.backends?.split(",") ?? [...(hasWebGpu ? ["webgpu"] : []), "wasm"];
   const models = values.models!.split(",");
   const rounds = Math.max(1, Number(values.rounds));
-  const torchRuns: { label: string; env?: Record<string, string> }[] = values.torch
+  const torchRuns: { label: string; env?: Record<string, string>; torchThreads?: number }[] = values.torch
     ? [
       { label: "pytorch" },
       ...(values["torch-blas"]
-        ? [{ label: "pytorch+blas", env: { LD_LIBRARY_PATH: values["torch-blas"] } }]
+        ? [{
+          label: "pytorch+blas",
+          // OpenBLAS's pool does the products on all threads; torch's OpenMP pool stays at one thread (both
+          // at full size compete for the cores: about 2x slower here)
+          env: { LD_LIBRARY_PATH: values["torch-blas"], OPENBLAS_NUM_THREADS: values.threads! },
+          torchThreads: 1,
+        }]
         : []),
     ]
     : [];
@@ -171,7 +179,7 @@ if (values.help) {
         printRow(backend, row);
       }
       for (const t of torchRuns) {
-        const row = await official(model, t.label, t.env);
+        const row = await official(model, t.label, t.env, t.torchThreads);
         rows.push(row);
         printRow(t.label, row);
       }
@@ -257,7 +265,12 @@ async function ours(backend: string, model: string): Promise<TrainRow> {
 }
 
 /** The official code's step (`torch_train_step.py`) for one model, labelled `label`, with extra `env`. */
-async function official(model: string, label: string, env?: Record<string, string>): Promise<TrainRow> {
+async function official(
+  model: string,
+  label: string,
+  env?: Record<string, string>,
+  torchThreads?: number,
+): Promise<TrainRow> {
   const threads = Number(values.threads);
   const out = await new Deno.Command(values.python!, {
     args: [
@@ -267,7 +280,7 @@ async function official(model: string, label: string, env?: Record<string, strin
       String(batch),
       String(imgSize),
       String(steps),
-      String(threads),
+      String(torchThreads ?? threads),
     ],
     env,
     stdout: "piped",
@@ -275,7 +288,7 @@ async function official(model: string, label: string, env?: Record<string, strin
   }).output().catch(() => ({ code: -1, stdout: new TextEncoder().encode("") }));
   const line = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
   try {
-    return { ...JSON.parse(line), backend: label };
+    return { ...JSON.parse(line), backend: label, threads }; // the threads the products ran on
   } catch {
     return {
       backend: label,
