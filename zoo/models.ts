@@ -154,11 +154,14 @@ async function build<M extends T2tVit>(
     }
     // pack for the backend's kernels, and make room for a batch of one's activations now rather than in
     // the first forward pass. The first T2T stage, on (imgSize / 4)^2 tokens, holds the most: about 900
-    // floats per token (soft split, its norm, k/q/v, the attention's buffers), plus a row of attention
-    // weights per token when the token mixer is attention rather than the performer.
+    // floats per token (soft split, its norm, k/q/v, the performer's buffers), plus the attention kernel's
+    // buffers when the token mixer is attention (one head of tokenDim channels).
     const tokens = (model.config.imgSize / 4) ** 2;
-    const perToken = 1024 + (model.config.tokensType === "transformer" ? tokens : 0);
-    prepareWeights(model.stateDict(), 4 * tokens * perToken);
+    prepareWeights(
+      model.stateDict(),
+      4 * 1024 * tokens,
+      model.config.tokensType === "transformer" ? { tokens, headDim: model.config.tokenDim } : undefined,
+    );
     return model;
   } finally {
     if (weights?.owned.length) tf.dispose(weights.owned);

@@ -168,19 +168,31 @@ export function fusedLinear(
   return tf.engine().runKernel(LINEAR, named, { gelu }) as tf.Tensor2D;
 }
 
+/** The attention a forward pass runs on the most tokens (see {@linkcode prepareWeights}). */
+export interface AttentionSize {
+  /** Tokens of each sample. */
+  tokens: number;
+  /** Channels of a head. */
+  headDim: number;
+}
+
 /**
  * Prepares a model's weights for the active backend's kernels at load time rather than on the first
  * forward pass: on wasm, every linear layer's weight (`<name>.weight` of rank 2, with `<name>.bias`) and the
  * performers' random features (`<name>.w`) are packed for the GEMM, and the heap grows by
- * `activationBytes` (what a forward pass is expected to use) now rather than during the first pass. A no-op
- * elsewhere.
+ * `activationBytes` (what a forward pass is expected to use), plus the attention kernel's buffers for
+ * `attention` on every thread when given, now rather than during the first pass. A no-op elsewhere.
  */
-export function prepareWeights(state: Map<string, tf.Tensor>, activationBytes = 0): void {
+export function prepareWeights(
+  state: Map<string, tf.Tensor>,
+  activationBytes = 0,
+  attention?: AttentionSize,
+): void {
   const pairs: { weight: tf.Tensor; bias?: tf.Tensor }[] = [];
   for (const [key, weight] of state) {
     if (weight.rank !== 2) continue;
     if (key.endsWith(".weight")) pairs.push({ weight, bias: state.get(key.slice(0, -7) + ".bias") });
     else if (key.endsWith(".w")) pairs.push({ weight });
   }
-  prepackLinears(pairs, activationBytes);
+  prepackLinears(pairs, activationBytes, attention);
 }

@@ -25,6 +25,7 @@ import {
   wasmContext,
 } from "./wasm_runtime.ts";
 import { transposedCopy } from "./wasm_backward_tasks.ts";
+import { attentionBufferFloats } from "./wasm_tasks.ts";
 
 let counters = { gemm: 0, fallback: 0, packs: 0 };
 
@@ -170,7 +171,11 @@ export function packedWeight(c: WasmContext, w: tf.TensorInfo, k: number, n: num
  * Packs every `(weight, bias)` pair of linear layers now (as `T2tLinear` would on first use), so that the
  * first forward pass does not pay for it. A no-op off wasm or without the GEMM.
  */
-export function prepackLinears(pairs: { weight: tf.Tensor; bias?: tf.Tensor }[], activationBytes = 0): void {
+export function prepackLinears(
+  pairs: { weight: tf.Tensor; bias?: tf.Tensor }[],
+  activationBytes = 0,
+  attention?: { tokens: number; headDim: number },
+): void {
   const engine = tf.engine() as unknown as { backendName?: string | null };
   if (engine.backendName !== "wasm" || !kernelsOn()) return;
   const c = wasmContext(tf.backend() as unknown as WasmBackend);
@@ -184,6 +189,10 @@ export function prepackLinears(pairs: { weight: tf.Tensor; bias?: tf.Tensor }[],
   // grow the heap now to what a forward pass will use (growing a shared heap in the middle of the first
   // forward pass is slow), and write to it so that the system maps its pages now too (a first touch
   // costs a page fault); the block is freed at once and reused by the allocator
+  if (attention) {
+    activationBytes += attentionBufferFloats(attention.tokens, attention.headDim) * 4 *
+      (c.pool?.threads ?? 1);
+  }
   if (activationBytes > 0) {
     const ptr = c.backend.wasm._malloc(activationBytes);
     new Uint8Array(c.memory.buffer, ptr, activationBytes).fill(0);

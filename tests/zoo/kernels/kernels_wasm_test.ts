@@ -431,8 +431,33 @@ Deno.test({
     assert.ok(r.allThreadsRun, `every thread of the pool runs chunks (${r.chunks})`);
     assert.equal(r.spinDefault, DEFAULT_SPIN_POLLS, "the pool polls before blocking by default");
     assert.equal(r.spinAfter, 0, "the polling is adjustable");
-    for (const [name, grew] of Object.entries(r.heapGrowth as Record<string, number>)) {
-      assert.equal(grew, 0, `${name}: the first forward pass grew the heap by ${grew} bytes`);
+  },
+});
+
+Deno.test({
+  name:
+    "wasm threads: a model's first forward pass of one image finds its heap grown at load, not by far more",
+  ...opts,
+  fn: async () => {
+    // fresh processes (a heap never shrinks): the performer family, and attention as the token mixer at
+    // 384 px (9216 tokens: its buffers are per thread and bounded, not tokens^2)
+    const script = new URL("../../support/first_pass_heap_child.ts", import.meta.url).pathname;
+    for (const [name, img] of [["t2t_vit_7", 224], ["t2t_vit_t_14", 384]] as const) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", script, name, String(img)],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(out.code, 0, `child failed: ${new TextDecoder().decode(out.stderr)}`);
+      const r = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+      assert.equal(
+        r.grewBy,
+        0,
+        `${name} at ${img}: the first forward pass grew the heap by ${r.grewBy} bytes`,
+      );
+      // weights and their packed copies, plus at most 128 MB (activations, buffers, the allocator's slack)
+      const bound = 2 * r.weightBytes + 128 * 2 ** 20;
+      assert.ok(r.afterLoad <= bound, `${name} at ${img}: heap ${r.afterLoad} bytes after load > ${bound}`);
     }
   },
 });
