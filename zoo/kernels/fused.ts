@@ -151,7 +151,8 @@ export function fusedPerformer(
 
 /**
  * `residual + act(x w^T + bias)` for `x (rows, in)` and a PyTorch weight `w (out, in)`, act GELU when
- * `gelu`, by the fused kernel (the GEMM with its epilogue), or `undefined`.
+ * `gelu`, by the fused kernel (the GEMM with its epilogue), or `undefined`. The residual is
+ * `(rows, out)`, or with `residualColumn` its columns `residualColumn .. residualColumn + out` (read in place).
  */
 export function fusedLinear(
   x: tf.Tensor2D,
@@ -159,13 +160,24 @@ export function fusedLinear(
   bias: tf.Tensor | undefined,
   gelu: boolean,
   residual: tf.Tensor | undefined,
+  residualColumn = 0,
 ): tf.Tensor2D | undefined {
   const inputs = [x, w, ...(bias ? [bias] : []), ...(residual ? [residual] : [])];
   if (!usable(LINEAR, ...inputs)) return undefined;
+  const [rows] = x.shape, out = w.shape[0];
+  if (
+    residual &&
+    (residual.rank !== 2 || residual.shape[0] !== rows || (residual.shape[1] ?? 0) < residualColumn + out ||
+      !Number.isInteger(residualColumn) || residualColumn < 0)
+  ) {
+    throw new Error(
+      `T2tLinear: residual [${residual.shape}] from column ${residualColumn} does not cover [${rows},${out}]`,
+    );
+  }
   const named: Record<string, tf.Tensor> = { x, w };
   if (bias) named.bias = bias;
   if (residual) named.residual = residual;
-  return tf.engine().runKernel(LINEAR, named, { gelu }) as tf.Tensor2D;
+  return tf.engine().runKernel(LINEAR, named, { gelu, residualColumn }) as tf.Tensor2D;
 }
 
 /** The attention a forward pass runs on the most tokens (see {@linkcode prepareWeights}). */

@@ -18,7 +18,8 @@ export const UNFOLD = "T2tUnfold";
 /** `T2tPerformer`: `{kqv}` `(B*T, 3 emb)`, `{w}` `(m, emb)`, `{batch, eps}` -> the performer's `(B*T, emb)`. */
 export const PERFORMER = "T2tPerformer";
 /**
- * `T2tLinear`: `{x, w, bias?, residual?}` `(rows, in)`, `(out, in)`, `(out)`, `(rows, out)`, `{gelu}` ->
- * `residual + act(x w^T + bias)` `(rows, out)`, act GELU or the identity.
+ * `T2tLinear`: `{x, w, bias?, residual?}` `(rows, in)`, `(out, in)`, `(out)`, `(rows, out)`,
+ * `{gelu, residualColumn?}` -> `residual + act(x w^T + bias)` `(rows, out)`, act GELU or the identity; with
+ * `residualColumn`, the residual is columns `residualColumn ..` of a wider `(rows, width)` input.
  */
 export const LINEAR = "T2tLinear";

@@ -219,12 +219,15 @@ export function linearKernel(args: Parameters<tf.KernelFunc>[0]): tf.TensorInfo 
   const backend = args.backend as unknown as WasmBackend;
   const c = requireWasmContext(backend, "T2tLinear's kernels");
   const { x, w, bias, residual } = args.inputs as Record<string, tf.TensorInfo | undefined>;
-  const { gelu } = args.attrs as unknown as { gelu: boolean };
+  const { gelu, residualColumn = 0 } = args.attrs as unknown as { gelu: boolean; residualColumn?: number };
   const [rows, k] = x!.shape, n = w!.shape[0];
   const out = backend.makeOutput([rows, n], "float32");
   counters.gemm++;
   const { ptr } = packedOf(c, w!, 0, k, n, true, bias);
-  const epi = { gelu, res: residual ? addressOf(c, residual) : 0, ldr: n * 4 };
+  // the residual: (rows, n), or columns residualColumn.. of a wider (rows, width) matrix
+  const epi = residual
+    ? { gelu, res: addressOf(c, residual) + residualColumn * 4, ldr: residual.shape[1] * 4 }
+    : { gelu, res: 0, ldr: n * 4 };
   runGemm(c, addressOf(c, x!), k * 4, ptr, addressOf(c, out), n * 4, rows, n, k, epi);
   return out;
 }

@@ -41,21 +41,29 @@ export class Linear {
 
   /**
    * Applies the layer to `x (..., in)`, giving `(..., out)`; with `gelu`, GELU of that; with a `residual`
-   * (shaped like the result), `residual + ` that. Where a fused kernel runs (inference on wasm), the
-   * product, bias, GELU and residual are one kernel. Like every layer method, it leaves its intermediates
-   * to the caller's `tf.tidy`.
+   * (shaped like the result), `residual + ` that. With `residualColumn`, the residual is instead columns
+   * `residualColumn ..` of a wider 2-D `residual (rows, >= residualColumn + out)` (a slice of a fused
+   * projection, read in place where the fused kernel runs). Where a fused kernel runs (inference on wasm),
+   * the product, bias, GELU and residual are one kernel. Like every layer method, it leaves its
+   * intermediates to the caller's `tf.tidy`.
    */
-  apply(x: tf.Tensor, opts: { gelu?: boolean; residual?: tf.Tensor } = {}): tf.Tensor {
+  apply(
+    x: tf.Tensor,
+    opts: { gelu?: boolean; residual?: tf.Tensor; residualColumn?: number } = {},
+  ): tf.Tensor {
     const gelu_ = opts.gelu ?? false;
     const x2 = (x.rank === 2 ? x : tf.reshape(x, [x.size / this.inFeatures, this.inFeatures])) as tf.Tensor2D;
-    const r2 = opts.residual && opts.residual.rank !== 2
+    const column = opts.residualColumn;
+    const r2 = opts.residual && column === undefined && opts.residual.rank !== 2
       ? tf.reshape(opts.residual, [x2.shape[0], this.outFeatures])
       : opts.residual;
-    let y: tf.Tensor | undefined = fusedLinear(x2, this.weight, this.bias, gelu_, r2);
+    let y: tf.Tensor | undefined = fusedLinear(x2, this.weight, this.bias, gelu_, r2, column ?? 0);
     if (!y) {
       y = linear2d(x2, this.weight, this.bias);
       if (gelu_) y = gelu(y);
-      if (r2) y = tf.add(r2, y);
+      if (r2) {
+        y = tf.add(column === undefined ? r2 : tf.slice(r2, [0, column], [x2.shape[0], this.outFeatures]), y);
+      }
     }
     return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
   }

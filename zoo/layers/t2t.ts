@@ -70,9 +70,9 @@ export class TokenPerformer implements TokenLayer {
     const { emb, m } = this;
     const kqv = this.kqv.apply(this.norm1.apply(x)) as tf.Tensor2D;
     let y: tf.Tensor | undefined = fusedPerformer(kqv, this.w as tf.Tensor2D, batch, this.epsilon);
-    let v2: tf.Tensor;
+    let v2: tf.Tensor | undefined; // undefined: v is read in place from kqv's last emb columns
     if (y) {
-      v2 = tf.slice(kqv, [0, 2 * emb], [batch * t, emb]);
+      if (ctx.training) v2 = tf.slice(kqv, [0, 2 * emb], [batch * t, emb]);
     } else {
       const [k, q, v] = splitFused(kqv, batch, t, 3, 1); // (B, T, emb) each
       const kp = tf.reshape(this.#prm(tf.reshape(k, [batch * t, emb])), [batch, t, m]) as tf.Tensor3D;
@@ -85,10 +85,10 @@ export class TokenPerformer implements TokenLayer {
     const y2 = tf.reshape(y, [batch * t, emb]);
     if (!ctx.training) {
       // no dropout: GELU and the residual adds go into the products' epilogues
-      const a = this.proj.apply(y2, { residual: v2 });
+      const a = this.proj.apply(y2, v2 ? { residual: v2 } : { residual: kqv, residualColumn: 2 * emb });
       return this.mlp2.apply(this.mlp0.apply(this.norm2.apply(a), { gelu: true }), { residual: a });
     }
-    const a = tf.add(v2, dropout(this.proj.apply(y2), this.dp1, ctx));
+    const a = tf.add(v2!, dropout(this.proj.apply(y2), this.dp1, ctx));
     const h = this.mlp2.apply(this.mlp0.apply(this.norm2.apply(a), { gelu: true }));
     return tf.add(a, dropout(h, this.dp2, ctx));
   }
@@ -130,15 +130,14 @@ export class TokenTransformer implements TokenLayer {
     const d = this.inDim;
     const qkv = this.qkv.apply(this.norm1.apply(x)) as tf.Tensor2D;
     let out: tf.Tensor | undefined = fusedAttention(qkv, batch, 1, this.scale);
-    let v2: tf.Tensor;
-    if (out) {
-      v2 = tf.slice(qkv, [0, 2 * d], [batch * n, d]);
-    } else {
+    // the residual is v: read in place from qkv's last d columns, or the split's v
+    let residual: { residual: tf.Tensor; residualColumn?: number } = { residual: qkv, residualColumn: 2 * d };
+    if (!out) {
       const [q, k, v] = splitFused(qkv, batch, n, 3, 1);
       out = attentionCore(q, k, v, this.scale, { scaleFirst: true, attnDrop: 0, ctx }).out;
-      v2 = tf.reshape(v, [batch * n, d]);
+      residual = { residual: tf.reshape(v, [batch * n, d]) };
     }
-    const a = this.proj.apply(tf.reshape(out, [batch * n, d]), { residual: v2 });
+    const a = this.proj.apply(tf.reshape(out, [batch * n, d]), residual);
     return this.mlp.apply(this.norm2.apply(a), ctx, a);
   }
 

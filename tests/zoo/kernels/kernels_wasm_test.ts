@@ -25,6 +25,7 @@ import {
   fusedUnfold,
 } from "../../../zoo/kernels/fused.ts";
 import { ParamStore } from "../../../zoo/layers/params.ts";
+import { Linear } from "../../../zoo/layers/linear.ts";
 import { TokenPerformer } from "../../../zoo/layers/t2t.ts";
 import { SoftSplit } from "../../../zoo/layers/soft_split.ts";
 import { gemmSupported, instantiateGemm, packB, packedSize } from "../../../zoo/kernels/wasm_gemm.ts";
@@ -158,7 +159,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "wasm T2tLinear: product, bias, GELU and residual epilogues match the generic ops, 1 to 197 rows",
+  name:
+    "wasm T2tLinear: product, bias, GELU and residual epilogues (a residual read in place too) match the generic ops, 1 to 197 rows",
   ...opts,
   fn: () => {
     for (const [rows, inF, outF] of [[1, 5, 3], [197, 384, 1152], [13, 61, 17], [197, 1152, 384]]) {
@@ -190,7 +192,33 @@ Deno.test({
           `${rows}x${inF}x${outF} ${[useBias, useGelu, useRes]}: ${maxAbs(ours, want)}`,
         );
       }
-      tf.dispose([x, w, b, r]);
+      // the residual read in place from columns of a wider matrix (the token layers' v inside k/q/v), by the
+      // kernel and by Linear.apply's generic path (kernels off), against slicing it out first
+      const wide = tf.tensor2d(values(rows * (3 * outF + 2), 11), [rows, 3 * outF + 2]);
+      for (const column of [0, 2 * outF, 2 * outF + 2]) {
+        const ours = tf.tidy(() => fusedLinear(x, w, b, false, wide, column)!.dataSync());
+        const want = generic(() =>
+          tf.tidy(() =>
+            tf.add(tf.slice(wide, [0, column], [rows, outF]), tf.add(tf.matMul(x, w, false, true), b))
+              .dataSync()
+          )
+        );
+        assert.ok(maxAbs(ours, want) <= 2e-6 * Math.sqrt(inF), `column ${column}: ${maxAbs(ours, want)}`);
+      }
+      assert.throws(() => fusedLinear(x, w, b, false, wide, 2 * outF + 3), /does not cover/);
+      const store = new ParamStore(0, `linear${rows}x${inF}x${outF}`);
+      const layer = new Linear(store, "l", inF, outF);
+      tf.tidy(() => {
+        layer.weight.assign(w);
+        layer.bias!.assign(b);
+        const fused = layer.apply(x, { residual: wide, residualColumn: outF }).dataSync();
+        const plain = generic(() =>
+          tf.tidy(() => layer.apply(x, { residual: wide, residualColumn: outF }).dataSync())
+        );
+        assert.ok(maxAbs(fused, plain) <= 2e-6 * Math.sqrt(inF), `Linear.apply: ${maxAbs(fused, plain)}`);
+      });
+      tf.dispose([x, w, b, r, wide]);
+      store.dispose();
     }
   },
 });
