@@ -199,7 +199,9 @@ export function runGemm(
     const tiles = Math.ceil(m / MR), panels = Math.ceil(n / NR);
     const byRows = tiles >= 2 * t || tiles >= panels;
     const units = byRows ? tiles : panels;
-    const parts = Math.min(units, 3 * t);
+    // a few chunks per thread, so that a thread that starts late or runs slow is caught up by the others;
+    // four for the short products of a batch of one (197 rows on 2 threads: 8 chunks of 4-5 six-row tiles)
+    const parts = Math.min(units, (units < 64 ? 4 : 3) * t);
     if (parts >= 2) {
       const params = [
         pa,
