@@ -22,8 +22,8 @@
  * `libblas.so.3`, the unoptimised reference BLAS unless another is installed: `--torch-blas DIR` runs
  * PyTorch once more with `LD_LIBRARY_PATH=DIR` (e.g. OpenBLAS unpacked from Debian's `libopenblas0-pthread`
  * package), OpenBLAS's pool on the row's thread count and torch's own (OpenMP) pool on one thread (both pools
- * at full size compete for the cores: about 2x slower on 2 cores); `--no-torch-plain` then skips the run on the reference BLAS (minutes per batch of 8). A script
- * that prints figures, not a test.
+ * at full size compete for the cores: about 2x slower on 2 cores); `--no-torch-plain` then skips the run on
+ * the reference BLAS (minutes per batch of 8). A script that prints figures, not a test.
  *
  * @module
  */

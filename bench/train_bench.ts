@@ -17,9 +17,8 @@
  * `libopenblas0-pthread` unpacked there: Debian's python3-torch calls whatever `libblas.so.3` the system
  * has, by default the unoptimised reference BLAS), with OpenBLAS's pool on the `--threads` count and torch's
  * own (OpenMP) pool on one thread: both pools at full size compete for the cores (about 2x slower on 2
- * cores). `--rounds N` runs every contender N times, alternating
- * (ours, PyTorch, ours, ...), so that a machine shared with other work loads them alike; the ratio is taken
- * between the medians.
+ * cores). `--rounds N` runs every contender N times, alternating (ours, PyTorch, ours, ...), so that a machine
+ * shared with other work loads them alike; the ratio is taken between the medians.
  *
  * `--micro-batch auto` (the default) lets the trainer plan the largest micro-batch that fits the backend
  * (`src/train/memory.ts`); `--checkpoint-blocks` recomputes block activations in the backward pass.

@@ -26,6 +26,7 @@ import {
 } from "./wasm_runtime.ts";
 import { transposedCopy } from "./wasm_backward_tasks.ts";
 import { attentionBufferFloats } from "./wasm_tasks.ts";
+import type { AttentionSize } from "./fused.ts";
 
 let counters = { gemm: 0, fallback: 0, packs: 0 };
 
@@ -167,6 +168,9 @@ export function packedWeight(c: WasmContext, w: tf.TensorInfo, k: number, n: num
   return packedOf(c, w, 0, k, n, true, undefined).ptr;
 }
 
+/** Contexts whose backend has had its own kernels warmed (see {@linkcode prepackLinears}). */
+const tfjsWarmed = new WeakSet<WasmContext>();
+
 /**
  * Packs every `(weight, bias)` pair of linear layers now (as `T2tLinear` would on first use), so that the
  * first forward pass does not pay for it. A no-op off wasm or without the GEMM.
@@ -174,7 +178,7 @@ export function packedWeight(c: WasmContext, w: tf.TensorInfo, k: number, n: num
 export function prepackLinears(
   pairs: { weight: tf.Tensor; bias?: tf.Tensor }[],
   activationBytes = 0,
-  attention?: { tokens: number; headDim: number },
+  attention?: AttentionSize,
 ): void {
   const engine = tf.engine() as unknown as { backendName?: string | null };
   if (engine.backendName !== "wasm" || !kernelsOn()) return;
@@ -200,6 +204,9 @@ export function prepackLinears(
   }
   // tfjs's own kernels a forward pass uses around ours, a few times on some thousands of values: the engine
   // runs a WebAssembly function with its baseline compiler until it has done enough work to be optimised
+  // (once per backend: later models find them optimised)
+  if (tfjsWarmed.has(c)) return;
+  tfjsWarmed.add(c);
   for (let i = 0; i < 4; i++) {
     tf.tidy(() => {
       const x = tf.transpose(tf.ones([1, 3, 64, 64]), [0, 2, 3, 1]);
