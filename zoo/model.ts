@@ -13,7 +13,7 @@ import { type PretrainedCfg, pretrainedCfgOf, type T2tVitConfig } from "./config
 import { ModelError, WeightsError } from "../src/core/errors.ts";
 import { type BackboneLayer, Block, DenseBlock, Transition } from "./layers/blocks.ts";
 import { LayerNorm, Linear } from "./layers/linear.ts";
-import { type Ctx, dropout, freeAsYouGo, stage } from "./layers/ops.ts";
+import { classRows, type Ctx, dropout, freeAsYouGo, stage } from "./layers/ops.ts";
 import { gradientsRecording } from "./kernels/fused.ts";
 import { ParamStore } from "./layers/params.ts";
 import { sinusoidTable } from "./layers/position.ts";
@@ -247,15 +247,21 @@ export class T2tVit {
     let h = tf.reshape(z, [b * (n + 1), e]) as tf.Tensor2D;
     const recompute = checkpointBlocks && gradientsRecording();
     const free = freeAsYouGo(ctx);
-    this.#blocks.forEach((blk, i) => {
+    // only the class tokens of the last block's output reach the head: in inference, when nothing else of
+    // it is wanted (no taps, attention maps or gradients), the last block computes them alone
+    const last = this.#blocks[this.#blocks.length - 1];
+    const classOnly = free && !ctx.training && last instanceof Block && last.classTokensOnly;
+    const body = classOnly ? this.#blocks.slice(0, -1) : this.#blocks;
+    body.forEach((blk, i) => {
       h = recompute
         ? this.#checkpointed(blk, i, h, b, ctx) as tf.Tensor2D
         : stage(free, h, (hh) => blk.apply(hh, b, ctx) as tf.Tensor2D);
       if (i === 0) ctx.taps?.set("block0", tf.reshape(h, [b, n + 1, h.shape[1]]));
     });
-    const w = h.shape[1];
     // LayerNorm is per token, so normalising the class tokens alone equals norm(x)[:, 0]
-    const first = tf.reshape(tf.slice(tf.reshape(h, [b, n + 1, w]), [0, 0, 0], [b, 1, w]), [b, w]);
+    const first = classOnly
+      ? stage(free, h, (hh) => last.applyClassTokens(hh as tf.Tensor2D, b, ctx))
+      : classRows(h, b);
     return this.#norm.apply(first) as tf.Tensor2D;
   }
 

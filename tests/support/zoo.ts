@@ -51,7 +51,8 @@ const CHECKS: [string, string, (t: tf.Tensor) => tf.Tensor][] = [
 
 /**
  * Runs the manifest entry with filled weights on `backend` and compares soft_split0_head, attention1_head,
- * t2t_tokens, block0, features and logits with the official outputs. Returns the errors and timings.
+ * t2t_tokens, block0, features and logits with the official outputs, then the logits of `forward` and the
+ * features of `forwardFeatures` (the user's path, without taps). Returns the errors and timings.
  * With `batch: 1` only the first sample of the reference input runs (`fill_input` depends on the flat index
  * only, so it is the first half of the batch-2 input) and the per-sample outputs are compared for it: half
  * the work, for the slow backends.
@@ -93,6 +94,16 @@ export async function checkForwardParity(
       }
     } finally {
       tf.dispose([...taps.values()]);
+    }
+    // and what users run: forward and forwardFeatures without taps (inference takes shortcuts there that
+    // the traced pass, which keeps every intermediate, does not: the last block computes class tokens alone)
+    for (const [refName, run] of [["logits", model.forward], ["features", model.forwardFeatures]] as const) {
+      const full = reference.get(refName)!;
+      const all = toFloat32(full);
+      const y = run.call(model, x);
+      const data = await y.data();
+      y.dispose();
+      errors[`${refName} (${run.name})`] = maxAbsDiff(data, all.subarray(0, (all.length / 2) * batch));
     }
     for (const [k, e] of Object.entries(errors)) {
       assert.ok(e <= tol, `${entry} on ${backend}: ${k} differs by ${e} (> ${tol})`);

@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import { fillInput } from "../../src/core/fill.ts";
 import { gelu } from "../../zoo/layers/ops.ts";
+import { Block } from "../../zoo/layers/blocks.ts";
+import { traceForward } from "../../zoo/model.ts";
 import { type BackendName, createModel, setBackend, type T2tVit, tf } from "../../zoo/mod.ts";
 import { maxAbsDiff } from "../support/zoo.ts";
 import { installGradients } from "../../zoo/backend/registry.ts";
@@ -98,6 +100,44 @@ for (const backend of BACKENDS) {
         }
         assert.ok(maxAbsDiff(await logits.data(), await plain.data()) < 1e-5);
         tf.dispose([x, logits, plain, ...attentions]);
+      }),
+  });
+
+  Deno.test({
+    name:
+      `${backend}: inference runs the last block for the class tokens alone, as the full block does, leaking nothing; traced, training and attention-map passes run it whole`,
+    ...opts,
+    fn: () =>
+      withModel(backend, {}, async (m) => {
+        const calls: number[] = [];
+        const original = Block.prototype.applyClassTokens;
+        Block.prototype.applyClassTokens = function (this: Block, ...args) {
+          calls.push(args[1]);
+          return original.apply(this, args);
+        };
+        try {
+          const x = tf.tensor4d(fillInput(2, 32), [2, 3, 32, 32]);
+          const taps = traceForward(m, x);
+          const full = await taps.get("logits")!.data();
+          const fullFeatures = await taps.get("features")!.data();
+          tf.dispose([...taps.values()]);
+          const { logits, attentions } = m.forwardWithAttention(x);
+          tf.dispose([logits, ...attentions]);
+          tf.tidy(() => m.forward(x, { training: true }));
+          assert.deepEqual(calls, [], "only plain inference takes the class-token path");
+          const before = tf.memory().numTensors;
+          for (let i = 0; i < 5; i++) {
+            const y = m.forward(x), f = m.forwardFeatures(x);
+            assert.ok(maxAbsDiff(await y.data(), full) < 1e-5, "logits as the full last block's");
+            assert.ok(maxAbsDiff(await f.data(), fullFeatures) < 1e-5, "features as the full last block's");
+            tf.dispose([y, f]);
+          }
+          assert.deepEqual(calls, Array(10).fill(2), "every forward and forwardFeatures took it, batch 2");
+          assert.equal(tf.memory().numTensors, before, "no tensors leaked");
+          x.dispose();
+        } finally {
+          Block.prototype.applyClassTokens = original;
+        }
       }),
   });
 

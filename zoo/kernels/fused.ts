@@ -10,7 +10,16 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import { ATTENTION, GELU, LAYER_NORM, LINEAR, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
+import {
+  ATTENTION,
+  GELU,
+  LAYER_NORM,
+  LINEAR,
+  LINEAR_OUT_ALIGN,
+  PERFORMER,
+  SOFTMAX,
+  UNFOLD,
+} from "./names.ts";
 import { gemmSupported } from "./wasm_gemm.ts";
 import { type WasmBackend, wasmContext } from "./wasm_runtime.ts";
 import { kernelsOn, setKernelsOn } from "./state.ts";
@@ -153,6 +162,8 @@ export function fusedPerformer(
  * `residual + act(x w^T + bias)` for `x (rows, in)` and a PyTorch weight `w (out, in)`, act GELU when
  * `gelu`, by the fused kernel (the GEMM with its epilogue), or `undefined`. The residual is
  * `(rows, out)`, or with `residualColumn` its columns `residualColumn .. residualColumn + out` (read in place).
+ * With `outputs`, only outputs `start .. start + count` (rows of `w`) are computed, from the weight as it is;
+ * `undefined` also when `start` is not a multiple of {@linkcode LINEAR_OUT_ALIGN}.
  */
 export function fusedLinear(
   x: tf.Tensor2D,
@@ -161,10 +172,17 @@ export function fusedLinear(
   gelu: boolean,
   residual: tf.Tensor | undefined,
   residualColumn = 0,
+  outputs?: OutputRange,
 ): tf.Tensor2D | undefined {
   const inputs = [x, w, ...(bias ? [bias] : []), ...(residual ? [residual] : [])];
   if (!usable(LINEAR, ...inputs)) return undefined;
-  const [rows] = x.shape, out = w.shape[0];
+  const [rows] = x.shape;
+  const outStart = outputs?.start ?? 0;
+  const out = outputs?.count ?? w.shape[0];
+  if (outputs) {
+    checkOutputRange(outputs, w.shape[0]);
+    if (outStart % LINEAR_OUT_ALIGN !== 0) return undefined;
+  }
   if (
     residual &&
     (residual.rank !== 2 || residual.shape[0] !== rows || (residual.shape[1] ?? 0) < residualColumn + out ||
@@ -177,7 +195,27 @@ export function fusedLinear(
   const named: Record<string, tf.Tensor> = { x, w };
   if (bias) named.bias = bias;
   if (residual) named.residual = residual;
-  return tf.engine().runKernel(LINEAR, named, { gelu, residualColumn }) as tf.Tensor2D;
+  const attrs: tf.NamedAttrMap = { gelu, residualColumn };
+  if (outputs) Object.assign(attrs, { outStart, outCount: out });
+  return tf.engine().runKernel(LINEAR, named, attrs) as tf.Tensor2D;
+}
+
+/** A range of a linear layer's outputs (rows of its `(out, in)` weight). */
+export interface OutputRange {
+  /** First output. */
+  start: number;
+  /** Number of outputs. */
+  count: number;
+}
+
+/** Throws unless `range` is a non-empty range of whole outputs within `0 .. outputs`. */
+export function checkOutputRange(range: OutputRange, outputs: number): void {
+  const { start, count } = range;
+  if (
+    !Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 1 || start + count > outputs
+  ) {
+    throw new RangeError(`linear: outputs ${start}..${start + count} are not within the layer's ${outputs}`);
+  }
 }
 
 /** The attention a forward pass runs on the most tokens (see {@linkcode prepareWeights}). */

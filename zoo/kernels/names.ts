@@ -19,7 +19,11 @@ export const UNFOLD = "T2tUnfold";
 export const PERFORMER = "T2tPerformer";
 /**
  * `T2tLinear`: `{x, w, bias?, residual?}` `(rows, in)`, `(out, in)`, `(out)`, `(rows, out)`,
- * `{gelu, residualColumn?}` -> `residual + act(x w^T + bias)` `(rows, out)`, act GELU or the identity; with
- * `residualColumn`, the residual is columns `residualColumn ..` of a wider `(rows, width)` input.
+ * `{gelu, residualColumn?, outStart?, outCount?}` -> `residual + act(x w^T + bias)` `(rows, out)`, act GELU
+ * or the identity; with `residualColumn`, the residual is columns `residualColumn ..` of a wider
+ * `(rows, width)` input; with `outCount`, only outputs `outStart .. outStart + outCount` (rows of `w` and
+ * `bias`; `outStart` a multiple of {@linkcode LINEAR_OUT_ALIGN}) are computed, to `(rows, outCount)`.
  */
 export const LINEAR = "T2tLinear";
+/** What `T2tLinear`'s `outStart` must be a multiple of (the GEMM's panels of packed weight rows). */
+export const LINEAR_OUT_ALIGN = 8;

@@ -226,11 +226,24 @@ export function linearKernel(args: Parameters<tf.KernelFunc>[0]): tf.TensorInfo 
   const backend = args.backend as unknown as WasmBackend;
   const c = requireWasmContext(backend, "T2tLinear's kernels");
   const { x, w, bias, residual } = args.inputs as Record<string, tf.TensorInfo | undefined>;
-  const { gelu, residualColumn = 0 } = args.attrs as unknown as { gelu: boolean; residualColumn?: number };
-  const [rows, k] = x!.shape, n = w!.shape[0];
+  const { gelu, residualColumn = 0, outStart = 0, outCount = 0 } = args.attrs as unknown as {
+    gelu: boolean;
+    residualColumn?: number;
+    outStart?: number;
+    outCount?: number;
+  };
+  const [rows, k] = x!.shape, all = w!.shape[0];
+  const n = outCount > 0 ? outCount : all;
+  if (outStart % NR !== 0 || outStart < 0 || outStart + n > all) {
+    throw new Error(
+      `T2tLinear: outputs ${outStart}..${outStart + n} of ${all} are not a range of whole panels`,
+    );
+  }
   const out = backend.makeOutput([rows, n], "float32");
   counters.gemm++;
-  const { ptr } = packedOf(c, w!, 0, k, n, true, bias);
+  // panel p of the packed weight holds outputs 8p .. 8p + 7 (bias included): a range of outputs starting at
+  // a panel's edge is the panels from there on
+  const ptr = packedOf(c, w!, 0, k, all, true, bias).ptr + (outStart / NR) * (k + 1) * NR * 4;
   // the residual: (rows, n), or columns residualColumn.. of a wider (rows, width) matrix
   const epi = residual
     ? { gelu, res: addressOf(c, residual) + residualColumn * 4, ldr: residual.shape[1] * 4 }

@@ -9,7 +9,7 @@
 import { tf } from "../../src/core/tf.ts";
 import { Linear } from "./linear.ts";
 import { fusedAttention } from "../kernels/fused.ts";
-import { attentionCore, type Ctx, dropout } from "./ops.ts";
+import { attentionCore, classRows, type Ctx, dropout } from "./ops.ts";
 import type { ParamStore } from "./params.ts";
 
 /** Options shared by the attention layers. */
@@ -89,6 +89,29 @@ export function multiHead(
   return mergeHeads(out, batch, heads);
 }
 
+/**
+ * The attention of the class tokens alone: `q (B, C)`, each sample's class-token query, against the keys
+ * and values `k`, `v` `(B * N, C)` of all its tokens, to `(B, C)` with the heads concatenated: rows
+ * `0, N, 2N, ..` of {@linkcode multiHead}'s result (scores scaled after the product, as the backbone
+ * does). One row of scores per head is too small for a product kernel, so it is element-wise products and
+ * sums.
+ */
+export function classTokenAttention(
+  q: tf.Tensor2D,
+  k: tf.Tensor2D,
+  v: tf.Tensor2D,
+  batch: number,
+  heads: number,
+  scale: number,
+): tf.Tensor2D {
+  const [rows, c] = k.shape;
+  const n = rows / batch, d = c / heads;
+  const scores = tf.sum(tf.mul(tf.reshape(k, [batch, n, heads, d]), tf.reshape(q, [batch, 1, heads, d])), 3);
+  const probs = tf.softmax(tf.mul(tf.transpose(scores, [0, 2, 1]), scale)); // (B, H, N)
+  const weights = tf.reshape(tf.transpose(probs, [0, 2, 1]), [batch, n, heads, 1]);
+  return tf.reshape(tf.sum(tf.mul(tf.reshape(v, [batch, n, heads, d]), weights), 1), [batch, c]);
+}
+
 function scaleOf(dim: number, opts: AttentionOptions): number {
   const headDim = Math.floor(dim / opts.numHeads);
   return opts.qkScale ?? Math.pow(headDim, -0.5);
@@ -150,6 +173,22 @@ export class Attention {
     if (this.se) y = this.se.apply(y, batch);
     y = dropout(y, this.opts.projDrop, ctx);
     return residual ? tf.add(residual, y) : y;
+  }
+
+  /**
+   * The attention's output for the class tokens alone, plus `residual (B, C)`: rows `0, N, 2N, ..` of
+   * {@linkcode apply} for `x (B * N, C)`, with queries for the class tokens only and no projection of the
+   * other tokens (a third of the q/k/v projection and all the output projection saved). Inference only
+   * (no dropout), and not the SE form (its gate averages every token's output).
+   */
+  applyClassTokens(x: tf.Tensor2D, batch: number, residual: tf.Tensor2D): tf.Tensor2D {
+    if (this.se) throw new Error("Attention.applyClassTokens: the SE gate needs every token's output");
+    const c = this.dim;
+    const q = this.qkv.apply(classRows(x, batch), { outputs: { start: 0, count: c } }) as tf.Tensor2D;
+    const k = this.qkv.apply(x, { outputs: { start: c, count: c } }) as tf.Tensor2D;
+    const v = this.qkv.apply(x, { outputs: { start: 2 * c, count: c } }) as tf.Tensor2D;
+    const heads = classTokenAttention(q, k, v, batch, this.opts.numHeads, this.scale);
+    return this.proj.apply(heads, { residual }) as tf.Tensor2D;
   }
 
   /** Frees cached tensors. */

@@ -9,7 +9,7 @@
 import { tf } from "../../src/core/tf.ts";
 import { Attention, type AttentionOptions, GhostAttention } from "./attention.ts";
 import { LayerNorm, Linear } from "./linear.ts";
-import { type Ctx, dropout, dropPath, gelu } from "./ops.ts";
+import { classRows, type Ctx, dropout, dropPath, gelu } from "./ops.ts";
 import type { ParamStore } from "./params.ts";
 
 /** `Mlp`: fc1, exact GELU, dropout, fc2, dropout. */
@@ -149,6 +149,24 @@ export class Block implements BackboneLayer {
     }
     const a = tf.add(x, dropPath(this.attn.apply(this.norm1.apply(x), batch, ctx), p, batch, ctx));
     return tf.add(a, dropPath(this.mlp.apply(this.norm2.apply(a), ctx), p, batch, ctx));
+  }
+
+  /** Whether {@linkcode applyClassTokens} covers this block: the standard form (not SE, not ghost). */
+  get classTokensOnly(): boolean {
+    return this.attn instanceof Attention && !this.attn.se && this.mlp instanceof Mlp;
+  }
+
+  /**
+   * The block's output for the class tokens alone, `(B, C)` from `x (B * N, C)`: rows `0, N, 2N, ..` of
+   * {@linkcode apply} in inference, for a classifier's last block (only its class tokens reach the head):
+   * every token's keys and values, but the queries, the projection and the MLP of the class tokens only.
+   */
+  applyClassTokens(x: tf.Tensor2D, batch: number, ctx: Ctx): tf.Tensor2D {
+    if (ctx.training || !(this.attn instanceof Attention) || this.attn.se || !(this.mlp instanceof Mlp)) {
+      throw new Error("Block.applyClassTokens: only for the standard block in inference");
+    }
+    const a = this.attn.applyClassTokens(this.norm1.apply(x) as tf.Tensor2D, batch, classRows(x, batch));
+    return this.mlp.apply(this.norm2.apply(a), ctx, a) as tf.Tensor2D;
   }
 
   /** Frees cached tensors. */

@@ -7,7 +7,7 @@
 import { tf } from "../../src/core/tf.ts";
 import type { Init, ParamStore } from "./params.ts";
 import { gelu, layerNorm } from "./ops.ts";
-import { fusedLinear } from "../kernels/fused.ts";
+import { checkOutputRange, fusedLinear, type OutputRange } from "../kernels/fused.ts";
 import { biasGrad, weightGrad } from "../kernels/wasm_backward.ts";
 
 /** `y = x W^T + b` with `weight (out, in)` and `bias (out)`, on inputs of any rank (last axis = in). */
@@ -43,29 +43,36 @@ export class Linear {
    * Applies the layer to `x (..., in)`, giving `(..., out)`; with `gelu`, GELU of that; with a `residual`
    * (shaped like the result), `residual + ` that. With `residualColumn`, the residual is instead columns
    * `residualColumn ..` of a wider 2-D `residual (rows, >= residualColumn + out)` (a slice of a fused
-   * projection, read in place where the fused kernel runs). Where a fused kernel runs (inference on wasm),
-   * the product, bias, GELU and residual are one kernel. Like every layer method, it leaves its
+   * projection, read in place where the fused kernel runs). With `outputs`, only the layer's outputs
+   * `start .. start + count` are computed (as `apply(x)` sliced to those columns, without computing the
+   * rest), and the result and the residual have `count` columns. Where a fused kernel runs (inference on
+   * wasm), the product, bias, GELU and residual are one kernel. Like every layer method, it leaves its
    * intermediates to the caller's `tf.tidy`.
    */
   apply(
     x: tf.Tensor,
-    opts: { gelu?: boolean; residual?: tf.Tensor; residualColumn?: number } = {},
+    opts: { gelu?: boolean; residual?: tf.Tensor; residualColumn?: number; outputs?: OutputRange } = {},
   ): tf.Tensor {
     const gelu_ = opts.gelu ?? false;
     const x2 = (x.rank === 2 ? x : tf.reshape(x, [x.size / this.inFeatures, this.inFeatures])) as tf.Tensor2D;
+    const range = opts.outputs;
+    if (range) checkOutputRange(range, this.outFeatures);
+    const outF = range?.count ?? this.outFeatures;
     const column = opts.residualColumn;
     const r2 = opts.residual && column === undefined && opts.residual.rank !== 2
-      ? tf.reshape(opts.residual, [x2.shape[0], this.outFeatures])
+      ? tf.reshape(opts.residual, [x2.shape[0], outF])
       : opts.residual;
-    let y: tf.Tensor | undefined = fusedLinear(x2, this.weight, this.bias, gelu_, r2, column ?? 0);
+    let y: tf.Tensor | undefined = fusedLinear(x2, this.weight, this.bias, gelu_, r2, column ?? 0, range);
     if (!y) {
-      y = linear2d(x2, this.weight, this.bias);
+      const w = range ? tf.slice(this.weight, [range.start, 0], [outF, this.inFeatures]) : this.weight;
+      const b = range && this.bias ? tf.slice(this.bias, [range.start], [outF]) : this.bias;
+      y = linear2d(x2, w, b);
       if (gelu_) y = gelu(y);
       if (r2) {
-        y = tf.add(column === undefined ? r2 : tf.slice(r2, [0, column], [x2.shape[0], this.outFeatures]), y);
+        y = tf.add(column === undefined ? r2 : tf.slice(r2, [0, column], [x2.shape[0], outF]), y);
       }
     }
-    return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
+    return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), outF]);
   }
 
   /** Nothing to free: the variables belong to the model's store (kept for the layers' common shape). */

@@ -87,6 +87,14 @@ export function dropPath(x: tf.Tensor, p: number, batch: number, ctx: Ctx): tf.T
   });
 }
 
+/** Each sample's first row (its class token) of `x (B * N, C)`: rows `0, N, 2N, ..`, as `(B, C)`. */
+export function classRows(x: tf.Tensor, batch: number): tf.Tensor2D {
+  const [rows, c] = x.shape;
+  const n = rows / batch;
+  if (n === 1) return x as tf.Tensor2D;
+  return tf.reshape(tf.slice(tf.reshape(x, [batch, n, c]), [0, 0, 0], [batch, 1, c]), [batch, c]);
+}
+
 /** Largest attention score block computed at once (elements), to bound memory for long sequences. */
 const MAX_SCORE_ELEMENTS = 1 << 23;
 

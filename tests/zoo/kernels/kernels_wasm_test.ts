@@ -28,7 +28,8 @@ import { ParamStore } from "../../../zoo/layers/params.ts";
 import { Linear } from "../../../zoo/layers/linear.ts";
 import { TokenPerformer } from "../../../zoo/layers/t2t.ts";
 import { SoftSplit } from "../../../zoo/layers/soft_split.ts";
-import { gemmSupported, instantiateGemm, packB, packedSize } from "../../../zoo/kernels/wasm_gemm.ts";
+import { gemmSupported, instantiateGemm, NR, packB, packedSize } from "../../../zoo/kernels/wasm_gemm.ts";
+import { LINEAR_OUT_ALIGN } from "../../../zoo/kernels/names.ts";
 import { DEFAULT_SPIN_POLLS } from "../../../zoo/kernels/wasm_tasks.ts";
 import { wasmPackedCount } from "../../../zoo/kernels/wasm_runtime.ts";
 import { attentionCore, gelu, layerNorm } from "../../../zoo/layers/ops.ts";
@@ -219,6 +220,62 @@ Deno.test({
       });
       tf.dispose([x, w, b, r, wide]);
       store.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "wasm T2tLinear: a range of outputs (from a panel's edge) equals those columns of the whole product; Linear.apply's ranges off the kernel and off a panel's edge too",
+  ...opts,
+  fn: () => {
+    assert.equal(LINEAR_OUT_ALIGN, NR, "T2tLinear's output ranges start on the packed panels' edges");
+    for (const [rows, inF, outF] of [[197, 384, 1152], [1, 256, 768], [13, 61, 44]]) {
+      const x = tf.tensor2d(values(rows * inF, rows), [rows, inF]);
+      const w = tf.tensor2d(values(outF * inF, inF), [outF, inF]);
+      const b = tf.tensor1d(values(outF, outF));
+      const whole = tf.tidy(() => fusedLinear(x, w, b, true, undefined)!);
+      const ranges = [[0, outF / 4], [8, outF / 2 - 8], [outF - outF / 4, outF / 4], [outF / 2 + 4, 7]];
+      for (const [start, count] of ranges) {
+        const r = tf.tensor2d(values(rows * count, 5), [rows, count]);
+        const want = tf.tidy(() => tf.add(r, tf.slice(whole, [0, start], [rows, count])).dataSync());
+        const aligned = start % NR === 0;
+        const ours = tf.tidy(() => {
+          const y = fusedLinear(x, w, b, true, r, 0, { start, count });
+          assert.equal(y === undefined, !aligned, `the kernel runs exactly for ranges on a panel's edge`);
+          return y?.dataSync();
+        });
+        if (ours) {
+          assert.deepEqual(
+            Array.from(ours),
+            Array.from(want),
+            `${rows}x${inF}x${outF} [${start}, +${count}]`,
+          );
+        }
+        const store = new ParamStore(0, `range${rows}x${start}`);
+        const layer = new Linear(store, "l", inF, outF);
+        tf.tidy(() => {
+          layer.weight.assign(w);
+          layer.bias!.assign(b);
+          const opts = { gelu: true, residual: r, outputs: { start, count } };
+          const fused = layer.apply(x, opts).dataSync();
+          const plain = generic(() => tf.tidy(() => layer.apply(x, opts).dataSync()));
+          assert.ok(
+            maxAbs(fused, want) <= 1e-7,
+            `Linear.apply [${start}, +${count}]: ${maxAbs(fused, want)}`,
+          );
+          assert.ok(
+            maxAbs(plain, want) <= 2e-6 * Math.sqrt(inF),
+            `generic [${start}]: ${maxAbs(plain, want)}`,
+          );
+        });
+        for (const bad of [{ start: -8, count: 8 }, { start: 0, count: 0 }, { start: outF - 8, count: 16 }]) {
+          assert.throws(() => layer.apply(x, { outputs: bad }), /not within the layer's/);
+        }
+        tf.dispose(r);
+        store.dispose();
+      }
+      tf.dispose([x, w, b, whole]);
     }
   },
 });
