@@ -171,6 +171,19 @@ class T2tGraph {
     return this.op("Mul", [this.op("Mul", [x, this.op("Add", [e, this.scalar(1)])]), this.scalar(0.5)]);
   }
 
+  /** Outputs `start .. end` of the linear layer `prefix` alone: `x @ W[start:end]^T (+ b[start:end])`. */
+  linearRange(x: string, prefix: string, start: number, end: number): string {
+    const w = this.op("Slice", [
+      this.param(`${prefix}.weight`),
+      this.i64([start]),
+      this.i64([end]),
+      this.i64([0]),
+    ]);
+    const y = this.op("MatMul", [x, this.op("Transpose", [w], { perm: [1, 0] })]);
+    if (!this.has(`${prefix}.bias`)) return y;
+    return this.op("Add", [y, this.sliceLast(this.param(`${prefix}.bias`), start, end)]);
+  }
+
   /** `x[..., start:end]` on the last axis. */
   sliceLast(x: string, start: number, end: number): string {
     return this.op("Slice", [x, this.i64([start]), this.i64([end]), this.i64([-1])]);
@@ -313,6 +326,31 @@ class T2tGraph {
     return this.op("Add", [a, m]);
   }
 
+  /**
+   * A standard block's output for the class tokens alone, `(B, 1, C)` from `x (B, N, C)`, for the last
+   * block (only its class tokens reach the head): keys and values of every token; the queries, the
+   * projection and the MLP of the class tokens only (as the model's inference does, `Block.applyClassTokens`).
+   */
+  classTokenBlock(x: string, p: string, dim: number, c: T2tVitConfig): string {
+    const heads = c.numHeads, hd = idiv(dim, heads);
+    const scale = c.qkScale ?? Math.pow(hd, -0.5);
+    const first = (t: string) => this.op("Slice", [t, this.i64([0]), this.i64([1]), this.i64([1])]);
+    const split = (t: string, perm: number[]) =>
+      this.op("Transpose", [this.op("Reshape", [t, this.i64([0, 0, heads, hd])])], { perm });
+    const n1 = this.layerNorm(x, `${p}.norm1`);
+    const q = split(this.linearRange(first(n1), `${p}.attn.qkv`, 0, dim), [0, 2, 1, 3]); // (B, H, 1, d)
+    const k = split(this.linearRange(n1, `${p}.attn.qkv`, dim, 2 * dim), [0, 2, 3, 1]); // (B, H, d, N)
+    const v = split(this.linearRange(n1, `${p}.attn.qkv`, 2 * dim, 3 * dim), [0, 2, 1, 3]); // (B, H, N, d)
+    const s = this.op("Mul", [this.op("MatMul", [q, k]), this.scalar(scale)]);
+    const o = this.op("MatMul", [this.op("Softmax", [s], { axis: -1 }), v]); // (B, H, 1, d)
+    const heads1 = this.op("Reshape", [
+      this.op("Transpose", [o], { perm: [0, 2, 1, 3] }),
+      this.i64([0, 0, dim]),
+    ]);
+    const a = this.op("Add", [first(x), this.linear(heads1, `${p}.attn.proj`)]);
+    return this.op("Add", [a, this.mlp(this.layerNorm(a, `${p}.norm2`), `${p}.mlp`)]);
+  }
+
   denseBlock(x: string, p: string, dim: number, c: T2tVitConfig): string {
     const y = this.block(x, p, dim, c, "vit");
     return this.op("Concat", [x, this.linear(y, `${p}.dense_linear`)], { axis: -1 });
@@ -406,7 +444,12 @@ export function exportOnnx(model: T2tVit, opts: OnnxExportOptions = {}): Uint8Ar
       }
     });
   } else {
-    for (let i = 0; i < c.depth; i++) h = b.block(h, `blocks.${i}`, e, c, c.blockType);
+    // the last standard block computes its class tokens alone: (B, 1, E)
+    for (let i = 0; i < c.depth; i++) {
+      h = i === c.depth - 1 && c.blockType === "vit"
+        ? b.classTokenBlock(h, `blocks.${i}`, e, c)
+        : b.block(h, `blocks.${i}`, e, c, c.blockType);
+    }
   }
   const first = b.op("Gather", [h, g.constInt64([0], true)], { axis: 1 }); // (B, width)
   const feats = g.node("Identity", [b.layerNorm(first, "norm")], { outputs: ["features"] })[0];
