@@ -166,9 +166,9 @@ function flopsOf(name: string, ins: (Shape | null)[], outs: Shape[]): number {
       return 4 * (rows / batch) * rows * (width / 3);
     }
     case "T2tLinear": {
-      // x (rows, in) @ w^T (in, out) + epilogue
+      // x (rows, in) @ w^T (in, out) + epilogue; out is the output's width (a range of w's rows or all)
       const [rows, inF] = ins[0]!;
-      return 2 * rows * inF * ins[1]![0] + out;
+      return 2 * rows * inF * outs[0][1] + out;
     }
     case "T2tPerformer": {
       // kqv (B*T, 3 emb), w (m, emb): k w^T and q w^T (2 T m emb each), kp^T v (2 m T emb), qp z (2 T m emb)
