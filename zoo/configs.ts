@@ -390,6 +390,10 @@ export function resolveConfig(init: T2tVitConfigInit): T2tVitConfig {
     if (cfg.blockType === "ghost" && cfg.embedDim % 2 !== 0) {
       bad("embedDim", "the ghost blocks need an even embedDim");
     }
+    if (cfg.blockType === "ghost" && Math.floor(cfg.embedDim * cfg.mlpRatio) !== 3 * cfg.embedDim) {
+      // Mlp_ghost: fc2 takes fc1's output and its two scaled copies, 3 x embedDim wide
+      bad("mlpRatio", `the ghost MLP needs mlpRatio 3 (its fc2 takes 3 x embedDim), got ${cfg.mlpRatio}`);
+    }
     if (cfg.blockType === "se" && cfg.embedDim < 16) bad("embedDim", "the SE blocks need embedDim >= 16");
   }
   for (const w of widths) {

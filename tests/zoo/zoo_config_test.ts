@@ -141,6 +141,7 @@ Deno.test("resolveConfig and configFromKwargs reject bad configurations with a M
     [{ ...base, qkScale: 0 }, "qkScale"],
     [{ ...base, blockType: "dense" }, "growthRate"],
     [{ ...base, mlpRatio: 0 }, "mlpRatio"],
+    [{ ...base, blockType: "ghost", mlpRatio: 2 }, "mlpRatio"],
   ];
   for (const [cfg, key] of bad) {
     assert.throws(

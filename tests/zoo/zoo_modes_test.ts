@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { fillInput } from "../../src/core/fill.ts";
 import { gelu } from "../../zoo/layers/ops.ts";
-import { Block } from "../../zoo/layers/blocks.ts";
+import { Block, DenseBlock } from "../../zoo/layers/blocks.ts";
 import { traceForward } from "../../zoo/model.ts";
 import { type BackendName, createModel, setBackend, type T2tVit, tf } from "../../zoo/mod.ts";
 import { maxAbsDiff } from "../support/zoo.ts";
@@ -105,40 +105,58 @@ for (const backend of BACKENDS) {
 
   Deno.test({
     name:
-      `${backend}: inference runs the last block for the class tokens alone, as the full block does, leaking nothing; traced, training and attention-map passes run it whole`,
+      `${backend}: inference runs the last block for the class tokens alone (standard, SE, ghost and dense blocks), as the full block does, leaking nothing; traced, training and attention-map passes run it whole`,
     ...opts,
-    fn: () =>
-      withModel(backend, {}, async (m) => {
-        const calls: number[] = [];
-        const original = Block.prototype.applyClassTokens;
-        Block.prototype.applyClassTokens = function (this: Block, ...args) {
-          calls.push(args[1]);
-          return original.apply(this, args);
+    fn: async () => {
+      const calls: number[] = [];
+      const originals = [Block.prototype.applyClassTokens, DenseBlock.prototype.applyClassTokens] as const;
+      Block.prototype.applyClassTokens = function (this: Block, ...args) {
+        calls.push(args[1]);
+        return originals[0].apply(this, args);
+      };
+      DenseBlock.prototype.applyClassTokens = function (this: DenseBlock, ...args) {
+        calls.push(args[1]);
+        return originals[1].apply(this, args);
+      };
+      try {
+        const kinds: Record<string, Record<string, unknown>> = {
+          vit: {},
+          se: { blockType: "se" },
+          ghost: { blockType: "ghost", mlpRatio: 3 },
+          // widths 40 and 20: output ranges off the kernel's 8-column panels too
+          dense: { blockType: "dense", growthRate: 8, blockConfig: [1, 1] },
         };
-        try {
-          const x = tf.tensor4d(fillInput(2, 32), [2, 3, 32, 32]);
-          const taps = traceForward(m, x);
-          const full = await taps.get("logits")!.data();
-          const fullFeatures = await taps.get("features")!.data();
-          tf.dispose([...taps.values()]);
-          const { logits, attentions } = m.forwardWithAttention(x);
-          tf.dispose([logits, ...attentions]);
-          tf.tidy(() => m.forward(x, { training: true }));
-          assert.deepEqual(calls, [], "only plain inference takes the class-token path");
-          const before = tf.memory().numTensors;
-          for (let i = 0; i < 5; i++) {
-            const y = m.forward(x), f = m.forwardFeatures(x);
-            assert.ok(maxAbsDiff(await y.data(), full) < 1e-5, "logits as the full last block's");
-            assert.ok(maxAbsDiff(await f.data(), fullFeatures) < 1e-5, "features as the full last block's");
-            tf.dispose([y, f]);
-          }
-          assert.deepEqual(calls, Array(10).fill(2), "every forward and forwardFeatures took it, batch 2");
-          assert.equal(tf.memory().numTensors, before, "no tensors leaked");
-          x.dispose();
-        } finally {
-          Block.prototype.applyClassTokens = original;
+        for (const [kind, extra] of Object.entries(kinds)) {
+          calls.length = 0;
+          await withModel(backend, extra, async (m) => {
+            const x = tf.tensor4d(fillInput(2, 32), [2, 3, 32, 32]);
+            const taps = traceForward(m, x);
+            const full = await taps.get("logits")!.data();
+            const fullFeatures = await taps.get("features")!.data();
+            tf.dispose([...taps.values()]);
+            const { logits, attentions } = m.forwardWithAttention(x);
+            tf.dispose([logits, ...attentions]);
+            tf.tidy(() => m.forward(x, { training: true }));
+            assert.deepEqual(calls, [], `${kind}: only plain inference takes the class-token path`);
+            const before = tf.memory().numTensors;
+            for (let i = 0; i < 3; i++) {
+              const y = m.forward(x), f = m.forwardFeatures(x);
+              assert.ok(maxAbsDiff(await y.data(), full) < 1e-5, `${kind}: logits as the full last block's`);
+              assert.ok(
+                maxAbsDiff(await f.data(), fullFeatures) < 1e-5,
+                `${kind}: features as the full block's`,
+              );
+              tf.dispose([y, f]);
+            }
+            assert.deepEqual(calls, Array(6).fill(2), `${kind}: every forward and forwardFeatures took it`);
+            assert.equal(tf.memory().numTensors, before, `${kind}: no tensors leaked`);
+            x.dispose();
+          });
         }
-      }),
+      } finally {
+        [Block.prototype.applyClassTokens, DenseBlock.prototype.applyClassTokens] = originals;
+      }
+    },
   });
 
   Deno.test({

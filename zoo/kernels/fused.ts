@@ -176,7 +176,10 @@ export function fusedLinear(
 ): tf.Tensor2D | undefined {
   const inputs = [x, w, ...(bias ? [bias] : []), ...(residual ? [residual] : [])];
   if (!usable(LINEAR, ...inputs)) return undefined;
-  const [rows] = x.shape;
+  const [rows, inF] = x.shape;
+  if (w.rank !== 2 || w.shape[1] !== inF) {
+    throw new Error(`T2tLinear: x [${x.shape}] does not match the weight [${w.shape}] (out, in)`);
+  }
   const outStart = outputs?.start ?? 0;
   const out = outputs?.count ?? w.shape[0];
   if (outputs) {

@@ -177,12 +177,13 @@ export class Attention {
 
   /**
    * The attention's output for the class tokens alone, plus `residual (B, C)`: rows `0, N, 2N, ..` of
-   * {@linkcode apply} for `x (B * N, C)`, with queries for the class tokens only and no projection of the
-   * other tokens (a third of the q/k/v projection and all the output projection saved). Inference only
-   * (no dropout), and not the SE form (its gate averages every token's output).
+   * {@linkcode apply} for `x (B * N, C)` in inference (no dropout). The standard form computes queries for
+   * the class tokens only and projects nothing else (a third of the q/k/v projection and all the output
+   * projection saved); the SE form's gate averages every token's output, so it computes them all and keeps
+   * the class tokens'.
    */
-  applyClassTokens(x: tf.Tensor2D, batch: number, residual: tf.Tensor2D): tf.Tensor2D {
-    if (this.se) throw new Error("Attention.applyClassTokens: the SE gate needs every token's output");
+  applyClassTokens(x: tf.Tensor2D, batch: number, residual: tf.Tensor2D, ctx: Ctx): tf.Tensor2D {
+    if (this.se) return tf.add(residual, classRows(this.apply(x, batch, ctx), batch)) as tf.Tensor2D;
     const c = this.dim;
     const q = this.qkv.apply(classRows(x, batch), { outputs: { start: 0, count: c } }) as tf.Tensor2D;
     const k = this.qkv.apply(x, { outputs: { start: c, count: c } }) as tf.Tensor2D;
@@ -197,6 +198,12 @@ export class Attention {
     this.proj.dispose();
     this.se?.dispose();
   }
+}
+
+/** A ghost projection of `x`: `lin x` concatenated with its copy scaled per channel by `w` `(C/2, 1, 1)`. */
+function ghostProjection(lin: Linear, w: tf.Variable, x: tf.Tensor): tf.Tensor {
+  const a = lin.apply(x);
+  return tf.concat([a, tf.mul(a, tf.reshape(w, [w.shape[0]]))], 1);
 }
 
 /**
@@ -232,10 +239,7 @@ export class GhostAttention {
   /** `x (B * N, C)` to `(B * N, C)`. */
   apply(x: tf.Tensor, batch: number, ctx: Ctx): tf.Tensor {
     const h = this.opts.numHeads;
-    const ghost = (lin: Linear, w: tf.Variable) => {
-      const a = lin.apply(x);
-      return tf.concat([a, tf.mul(a, tf.reshape(w, [w.shape[0]]))], 1);
-    };
+    const ghost = (lin: Linear, w: tf.Variable) => ghostProjection(lin, w, x);
     // q, k and v side by side per token: the fused projection's layout
     const qkv = tf.concat([
       ghost(this.q, this.cheapQ),
@@ -244,6 +248,19 @@ export class GhostAttention {
     ], 1);
     const out = multiHead(qkv, batch, h, this.scale, this.opts.attnDrop, ctx);
     return dropout(this.proj.apply(out), this.opts.projDrop, ctx);
+  }
+
+  /**
+   * The output for the class tokens alone, plus `residual (B, C)`: rows `0, N, 2N, ..` of
+   * {@linkcode apply} for `x (B * N, C)` in inference, with queries and the projection of the class tokens
+   * only.
+   */
+  applyClassTokens(x: tf.Tensor2D, batch: number, residual: tf.Tensor2D): tf.Tensor2D {
+    const q = ghostProjection(this.q, this.cheapQ, classRows(x, batch)) as tf.Tensor2D;
+    const k = ghostProjection(this.k, this.cheapK, x) as tf.Tensor2D;
+    const v = ghostProjection(this.v, this.cheapV, x) as tf.Tensor2D;
+    const heads = classTokenAttention(q, k, v, batch, this.opts.numHeads, this.scale);
+    return tf.add(residual, this.proj.apply(heads)) as tf.Tensor2D;
   }
 
   /** Frees cached tensors. */

@@ -102,6 +102,11 @@ export type BlockKind = "vit" | "se" | "ghost";
 export interface BackboneLayer {
   /** `(B * N, C_in)` to `(B * N, C_out)`. */
   apply(x: tf.Tensor, batch: number, ctx: Ctx): tf.Tensor;
+  /**
+   * In inference, the output rows of the class tokens alone (rows `0, N, 2N, ..` of `apply`), `(B, C_out)`,
+   * computed for them alone where it can; for a classifier's last block.
+   */
+  applyClassTokens?(x: tf.Tensor2D, batch: number, ctx: Ctx): tf.Tensor2D;
   /** Frees cached tensors. */
   dispose(): void;
 }
@@ -151,22 +156,20 @@ export class Block implements BackboneLayer {
     return tf.add(a, dropPath(this.mlp.apply(this.norm2.apply(a), ctx), p, batch, ctx));
   }
 
-  /** Whether {@linkcode applyClassTokens} covers this block: the standard form (not SE, not ghost). */
-  get classTokensOnly(): boolean {
-    return this.attn instanceof Attention && !this.attn.se && this.mlp instanceof Mlp;
-  }
-
   /**
    * The block's output for the class tokens alone, `(B, C)` from `x (B * N, C)`: rows `0, N, 2N, ..` of
    * {@linkcode apply} in inference, for a classifier's last block (only its class tokens reach the head):
-   * every token's keys and values, but the queries, the projection and the MLP of the class tokens only.
+   * every token's keys and values, but the queries, the projection and the MLP of the class tokens (see
+   * the attention layers' `applyClassTokens` for what each form computes).
    */
   applyClassTokens(x: tf.Tensor2D, batch: number, ctx: Ctx): tf.Tensor2D {
-    if (ctx.training || !(this.attn instanceof Attention) || this.attn.se || !(this.mlp instanceof Mlp)) {
-      throw new Error("Block.applyClassTokens: only for the standard block in inference");
-    }
-    const a = this.attn.applyClassTokens(this.norm1.apply(x) as tf.Tensor2D, batch, classRows(x, batch));
-    return this.mlp.apply(this.norm2.apply(a), ctx, a) as tf.Tensor2D;
+    if (ctx.training) throw new Error("Block.applyClassTokens: inference only");
+    const n1 = this.norm1.apply(x) as tf.Tensor2D, xc = classRows(x, batch);
+    const a = this.attn instanceof Attention
+      ? this.attn.applyClassTokens(n1, batch, xc, ctx)
+      : this.attn.applyClassTokens(n1, batch, xc);
+    if (this.mlp instanceof Mlp) return this.mlp.apply(this.norm2.apply(a), ctx, a) as tf.Tensor2D;
+    return tf.add(a, this.mlp.apply(this.norm2.apply(a), ctx)) as tf.Tensor2D;
   }
 
   /** Frees cached tensors. */
@@ -205,6 +208,15 @@ export class DenseBlock implements BackboneLayer {
     let y = tf.add(x, dropPath(this.attn.apply(this.norm1.apply(x), batch, ctx), p, batch, ctx));
     y = tf.add(y, dropPath(this.mlp.apply(this.norm2.apply(y), ctx), p, batch, ctx));
     return tf.concat([x, this.denseLinear.apply(y)], 1);
+  }
+
+  /** The output for the class tokens alone, `(B, C + growthRate)`, in inference (see {@linkcode Block.applyClassTokens}). */
+  applyClassTokens(x: tf.Tensor2D, batch: number, ctx: Ctx): tf.Tensor2D {
+    if (ctx.training) throw new Error("DenseBlock.applyClassTokens: inference only");
+    const xc = classRows(x, batch);
+    const a = this.attn.applyClassTokens(this.norm1.apply(x) as tf.Tensor2D, batch, xc, ctx);
+    const y = this.mlp.apply(this.norm2.apply(a), ctx, a);
+    return tf.concat([xc, this.denseLinear.apply(y)], 1) as tf.Tensor2D;
   }
 
   /** Frees cached tensors. */

@@ -207,6 +207,9 @@ Deno.test({
         assert.ok(maxAbs(ours, want) <= 2e-6 * Math.sqrt(inF), `column ${column}: ${maxAbs(ours, want)}`);
       }
       assert.throws(() => fusedLinear(x, w, b, false, wide, 2 * outF + 3), /does not cover/);
+      const narrow = tf.zeros([rows, inF + 1]) as tf.Tensor2D;
+      assert.throws(() => fusedLinear(narrow, w, b, false, undefined), /does not match the weight/);
+      narrow.dispose();
       const store = new ParamStore(0, `linear${rows}x${inF}x${outF}`);
       const layer = new Linear(store, "l", inF, outF);
       tf.tidy(() => {
