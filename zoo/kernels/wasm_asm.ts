@@ -298,6 +298,13 @@ export class FuncBuilder {
     const b = new Uint8Array(new Float32Array([v, v, v, v]).buffer);
     return this.#simd(0x0c, ...b);
   }
+  /**
+   * `i8x16.shuffle` by 32-bit lanes of the two v128 on the stack (`a`, then `b`): lane `i` of the result is
+   * lane `lanes[i]` of `a` (0-3) or lane `lanes[i] - 4` of `b` (4-7).
+   */
+  f32x4Shuffle(lanes: readonly [number, number, number, number]): this {
+    return this.#simd(0x0d, ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]));
+  }
   /** `f32x4.splat`. */
   f32x4Splat(): this {
     return this.#simd(0x13);

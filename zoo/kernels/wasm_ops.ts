@@ -419,26 +419,80 @@ function prmExpFunc(): FuncBuilder {
 
 /**
  * `transposeSum(src, rows, cols, dst, sums, ldSums)`: `dst (cols, rows) = src (rows, cols)^T`, and the
- * column sums of `src` (compensated) into `sums[j * ldSums]` (byte stride).
+ * column sums of `src` (compensated) into `sums[j * ldSums]` (byte stride). Four columns at a time: 4x4
+ * blocks transposed in registers, each block's four rows added first and the block sums accumulated with
+ * Kahan's compensation per lane; the rows past a multiple of four and the columns past one go one at a time.
  */
 function transposeSumFunc(): FuncBuilder {
   const f = new FuncBuilder([I32, I32, I32, I32, I32, I32], []);
   const [src, rows, cols, dst, sums, ldSums] = [0, 1, 2, 3, 4, 5].map((i) => f.param(i));
   const j = f.local(I32), r = f.local(I32), p = f.local(I32), q = f.local(I32), rowBytes = f.local(I32);
   const s = f.local(F32), v = f.local(F32), comp = f.local(F32), y = f.local(F32), t = f.local(F32);
+  const cols4 = f.local(I32), end = f.local(I32), end4 = f.local(I32), dstRow = f.local(I32);
+  const qs = [q, f.local(I32), f.local(I32), f.local(I32)];
+  const a = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const tt = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const acc = f.local(V128), vc = f.local(V128), vy = f.local(V128), vt = f.local(V128);
+  /** acc += x (lane-wise Kahan, compensation in vc) */
+  const kahan = (x: Local) => {
+    f.get(x).get(vc).f32x4Sub().set(vy);
+    f.get(acc).get(vy).f32x4Add().set(vt);
+    f.get(vt).get(acc).f32x4Sub().get(vy).f32x4Sub().set(vc);
+    f.get(vt).set(acc);
+  };
   f.get(cols).i32(2).shl().set(rowBytes);
+  f.get(rows).i32(2).shl().set(dstRow);
+  f.get(cols).i32(-4).and().set(cols4);
+  // four columns at a time
   f.i32(0).set(j);
+  f.block().loop();
+  f.get(j).get(cols4).geS().brIf(1);
+  f.f32x4Const(0).set(acc).f32x4Const(0).set(vc);
+  f.get(src).get(j).i32(2).shl().add().set(p);
+  f.get(p).get(rows).get(rowBytes).mul().add().set(end);
+  f.get(p).get(rows).i32(-4).and().get(rowBytes).mul().add().set(end4);
+  f.get(dst).get(j).get(dstRow).mul().add().set(q);
+  for (let i = 1; i < 4; i++) f.get(qs[i - 1]).get(dstRow).add().set(qs[i]);
+  f.block().loop(); // blocks of four rows
+  f.get(p).get(end4).geS().brIf(1);
+  for (let i = 0; i < 4; i++) f.get(p).get(rowBytes).i32(i).mul().add().v128Load().set(a[i]);
+  f.get(a[0]).get(a[1]).f32x4Shuffle([0, 4, 1, 5]).set(tt[0]);
+  f.get(a[0]).get(a[1]).f32x4Shuffle([2, 6, 3, 7]).set(tt[1]);
+  f.get(a[2]).get(a[3]).f32x4Shuffle([0, 4, 1, 5]).set(tt[2]);
+  f.get(a[2]).get(a[3]).f32x4Shuffle([2, 6, 3, 7]).set(tt[3]);
+  f.get(qs[0]).get(tt[0]).get(tt[2]).f32x4Shuffle([0, 1, 4, 5]).v128Store();
+  f.get(qs[1]).get(tt[0]).get(tt[2]).f32x4Shuffle([2, 3, 6, 7]).v128Store();
+  f.get(qs[2]).get(tt[1]).get(tt[3]).f32x4Shuffle([0, 1, 4, 5]).v128Store();
+  f.get(qs[3]).get(tt[1]).get(tt[3]).f32x4Shuffle([2, 3, 6, 7]).v128Store();
+  f.get(a[0]).get(a[1]).f32x4Add().get(a[2]).get(a[3]).f32x4Add().f32x4Add().set(a[0]);
+  kahan(a[0]);
+  f.get(p).get(rowBytes).i32(2).shl().add().set(p);
+  for (const qi of qs) f.get(qi).i32(16).add().set(qi);
+  f.br(0).end().end();
+  f.block().loop(); // the last rows, one at a time
+  f.get(p).get(end).geS().brIf(1);
+  f.get(p).v128Load().set(a[0]);
+  for (let i = 0; i < 4; i++) f.get(qs[i]).get(a[0]).v128Store32Lane(i);
+  kahan(a[0]);
+  f.get(p).get(rowBytes).add().set(p);
+  for (const qi of qs) f.get(qi).i32(4).add().set(qi);
+  f.br(0).end().end();
+  for (let i = 0; i < 4; i++) {
+    f.get(sums).get(j).i32(i).add().get(ldSums).mul().add().get(acc).f32x4ExtractLane(i).f32Store();
+  }
+  f.get(j).i32(4).add().set(j);
+  f.br(0).end().end();
+  // the columns past a multiple of four, one at a time
   f.block().loop();
   f.get(j).get(cols).geS().brIf(1);
   f.f32(0).set(s).f32(0).set(comp);
   f.get(src).get(j).i32(2).shl().add().set(p);
-  f.get(dst).get(j).get(rows).mul().i32(2).shl().add().set(q);
+  f.get(dst).get(j).get(dstRow).mul().add().set(q);
   f.i32(0).set(r);
   f.block().loop();
   f.get(r).get(rows).geS().brIf(1);
   f.get(p).f32Load().set(v);
   f.get(q).get(v).f32Store();
-  // compensated (Kahan) sum: long columns stay accurate to a few ulps
   f.get(v).get(comp).f32Sub().set(y);
   f.get(s).get(y).f32Add().set(t);
   f.get(t).get(s).f32Sub().get(y).f32Sub().set(comp);

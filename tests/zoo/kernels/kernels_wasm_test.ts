@@ -30,6 +30,7 @@ import { TokenPerformer } from "../../../zoo/layers/t2t.ts";
 import { SoftSplit } from "../../../zoo/layers/soft_split.ts";
 import { gemmSupported, instantiateGemm, NR, packB, packedSize } from "../../../zoo/kernels/wasm_gemm.ts";
 import { LINEAR_OUT_ALIGN } from "../../../zoo/kernels/names.ts";
+import { instantiateOps } from "../../../zoo/kernels/wasm_ops.ts";
 import { DEFAULT_SPIN_POLLS } from "../../../zoo/kernels/wasm_tasks.ts";
 import { wasmPackedCount } from "../../../zoo/kernels/wasm_runtime.ts";
 import { attentionCore, gelu, layerNorm } from "../../../zoo/layers/ops.ts";
@@ -320,6 +321,38 @@ Deno.test({
       assert.deepEqual(ours, want, `unfold ${batch}x${h}x${c} k${k} s${st} p${p}`);
       split.dispose();
       x.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "wasm transposeSum (the performer's kp^T and sum over tokens): exact transposes, compensated sums, every edge of its 4x4 blocks",
+  ...opts,
+  fn: () => {
+    const memory = new WebAssembly.Memory({ initial: 64 });
+    const ops = instantiateOps(memory);
+    for (const [rows, cols] of [[1, 4], [5, 7], [3136, 32], [13, 8], [2, 3], [784, 33], [4, 1]]) {
+      const src = values(rows * cols, rows + cols).map((v) => Math.abs(v) + 0.5);
+      const srcAt = 64, dstAt = srcAt + src.length * 4 + 64, sumsAt = dstAt + src.length * 4 + 64;
+      const ldSums = 12; // every third float
+      const heap = new Float32Array(memory.buffer);
+      heap.set(src, srcAt / 4);
+      heap.fill(Number.NaN, dstAt / 4, dstAt / 4 + src.length);
+      heap.fill(Number.NaN, sumsAt / 4, sumsAt / 4 + 3 * cols);
+      ops.transposeSum(srcAt, rows, cols, dstAt, sumsAt, ldSums);
+      const dst = heap.subarray(dstAt / 4, dstAt / 4 + src.length);
+      for (let r = 0; r < rows; r++) {
+        for (let j = 0; j < cols; j++) {
+          if (dst[j * rows + r] !== src[r * cols + j]) assert.fail(`${rows}x${cols}: dst[${j}, ${r}]`);
+        }
+      }
+      for (let j = 0; j < cols; j++) {
+        let want = 0;
+        for (let r = 0; r < rows; r++) want += src[r * cols + j];
+        const got = heap[sumsAt / 4 + 3 * j];
+        assert.ok(Math.abs(got - want) <= 2e-7 * want, `${rows}x${cols}: sum ${j} ${got} vs ${want}`);
+      }
     }
   },
 });
