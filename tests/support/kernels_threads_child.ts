@@ -1,7 +1,8 @@
 /**
  * Child process of kernels_wasm_test.ts: starts the wasm backend multi-threaded (2 threads: tfjs's threaded
  * build for a shared heap, our kernel pool on it), runs t2t_vit_7 against the official outputs with our
- * kernels, checks that both threads of the pool run, and prints one JSON line.
+ * kernels, checks that both threads of the pool run and that the build's pre-created pthread workers were
+ * stand-ins, and prints one JSON line.
  */
 import {
   enableWasmThreads,
@@ -11,11 +12,15 @@ import {
 } from "../../zoo/kernels/mod.ts";
 import { setBackend, tf } from "../../zoo/mod.ts";
 import { wasmPoolBarrier, wasmPoolChunks, wasmPoolSpin } from "../../zoo/kernels/wasm_runtime.ts";
+import { wasmPthreadStandIns } from "../../zoo/kernels/wasm_threads.ts";
 import { checkForwardParity } from "./zoo.ts";
 
 const worker = globalThis.Worker;
+const workerProperty = Object.getOwnPropertyDescriptor(globalThis, "Worker");
 enableWasmThreads(2);
+const t0 = performance.now();
 await setBackend("wasm");
+const startMs = performance.now() - t0;
 prepareKernels();
 const spinDefault = wasmPoolSpin();
 const { errors } = await checkForwardParity("t2t_vit_7", "wasm", 5e-5, { batch: 1 });
@@ -32,7 +37,10 @@ console.log(JSON.stringify({
   maxError: Math.max(...Object.values(errors), ...Object.values(errorsNoSpin)),
   spinDefault,
   spinAfter,
-  workerRestored: globalThis.Worker === worker,
+  workerRestored: globalThis.Worker === worker &&
+    JSON.stringify(Object.getOwnPropertyDescriptor(globalThis, "Worker")) === JSON.stringify(workerProperty),
+  standIns: wasmPthreadStandIns(),
+  startMs,
   allThreadsRun: wasmPoolBarrier(),
   chunks: wasmPoolChunks(),
 }));

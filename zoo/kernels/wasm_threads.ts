@@ -11,6 +11,9 @@
  * - the threaded build is chosen (`WASM_HAS_MULTITHREAD_SUPPORT`);
  * - the pthread workers run `wasm_pthread_worker.js` (a file path, which `node:worker_threads` accepts);
  * - `os.cpus()` reports enough cores for the requested count;
+ * - where our kernel pool owns the threads (XNNPACK keeps one, so no pthread ever runs), the eight pthread
+ *   workers the glue pre-creates are stand-ins that start nothing (real ones cost about 60 ms each to create
+ *   in Deno: `setBackend("wasm")` took 400-470 ms, now 110-130 ms);
  *
  * and afterwards the global `Worker`, `URL.createObjectURL`, `os.cpus` and `WebAssembly.Memory` are
  * restored, the idle pre-created pthread workers are terminated and the rest `unref`'d (a script ends when
@@ -117,11 +120,56 @@ export function wasmThreadsSupported(): boolean {
 
 let captured: WebAssembly.Memory | undefined;
 
+let standInsGiven = 0;
+
+/**
+ * How many pthread workers the last start of the threaded build in Deno asked for and got as stand-ins
+ * (none started: see `PthreadStandIn`); 0 where it got real ones (diagnostics, tests).
+ */
+export function wasmPthreadStandIns(): number {
+  return standInsGiven;
+}
+
+/**
+ * The class the emscripten glue gets as `Worker` while the threaded build starts with our pool owning the
+ * threads: the glue pre-creates eight pthread workers and loads the build into each (in Deno a worker costs
+ * about 60 ms to create, half a second in all), but XNNPACK is then left one thread, so no pthread ever
+ * runs on them and they are terminated as soon as the backend is up (`tidyWorkers`). These stand-ins answer
+ * the glue's `load` with `loaded` and hold nothing; anything else sent to one is a change in how the build
+ * uses its threads, reported as an error rather than left to hang.
+ */
+class PthreadStandIn {
+  onmessage?: (e: { data: unknown }) => void;
+  onerror?: (e: unknown) => void;
+  constructor() {
+    standInsGiven++;
+  }
+  on(): this {
+    return this;
+  }
+  postMessage(message: unknown): void {
+    const cmd = (message as { cmd?: unknown } | null)?.cmd;
+    if (cmd === "load") {
+      queueMicrotask(() => this.onmessage?.({ data: { cmd: "loaded" } }));
+      return;
+    }
+    const why = `tfjs-backend-wasm sent '${
+      String(cmd)
+    }' to a pthread worker while our kernel pool owns the threads`;
+    queueMicrotask(() => this.onerror?.(new Error(why)));
+  }
+  terminate(): Promise<number> {
+    return Promise.resolve(0);
+  }
+  unref(): void {}
+  ref(): void {}
+}
+
 /**
  * Runs `start` (the wasm backend's factory) with the threaded build's memory captured, and in Deno with
  * `threads > 1` with the start-up fixes of the module doc.
  */
-function withPatches<T>(threads: number, start: () => Promise<T>): Promise<T> {
+function withPatches<T>(threads: number, start: () => Promise<T>, standIns = false): Promise<T> {
   const restores: (() => void)[] = [];
   const os = isDeno() && threads > 1 ? nodeBuiltin<{ cpus: () => unknown[] }>("os") : undefined;
   const url = os ? nodeBuiltin<{ fileURLToPath(u: URL): string }>("url") : undefined;
@@ -141,10 +189,26 @@ function withPatches<T>(threads: number, start: () => Promise<T>): Promise<T> {
       const want = 2 * threads;
       return real.length >= want ? real : Array.from({ length: want }, (_, i) => real[i % real.length]);
     };
+    // the glue sets `globalThis.Worker` to node:worker_threads' Worker and creates its pthread workers with
+    // it: while our pool owns the threads, it gets stand-ins instead
+    standInsGiven = 0;
+    const saved = Object.getOwnPropertyDescriptor(globalThis, "Worker");
+    if (standIns) {
+      let assigned: unknown = savedWorker;
+      Object.defineProperty(globalThis, "Worker", {
+        configurable: true,
+        get: () => (typeof assigned === "function" && assigned !== savedWorker ? PthreadStandIn : assigned),
+        set: (v: unknown) => {
+          assigned = v;
+        },
+      });
+    }
     restores.push(() => {
       URL.createObjectURL = savedCreate;
       os.cpus = savedCpus;
-      g.Worker = savedWorker; // the glue replaced it with node:worker_threads' Worker
+      // the glue replaced it with node:worker_threads' Worker
+      if (saved) Object.defineProperty(globalThis, "Worker", saved);
+      else delete g.Worker;
     });
   }
   // the threaded build creates its (shared) memory in JavaScript and does not export it: keep it for the GEMM
@@ -230,7 +294,7 @@ export function wrapWasmFactory(): void {
       const ours = gemmSupported();
       setThreadsCount(ours ? 1 : requested);
       try {
-        const backend = await withPatches(requested, async () => await original());
+        const backend = await withPatches(requested, async () => await original(), ours);
         tidyWorkers(backend);
         if (ours) await startWasmPool(backend as unknown as WasmBackend, requested);
         lastError = undefined;

@@ -531,7 +531,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "wasm threads: the threaded build starts in Deno, the kernel pool runs on 2 threads, same results, heap grown at load",
+    "wasm threads: the threaded build starts in Deno (its pthread workers stand-ins), the kernel pool runs on 2 threads, same results, heap grown at load",
   ...opts,
   fn: async () => {
     // a fresh process: threads must be chosen before the wasm backend starts
@@ -548,7 +548,9 @@ Deno.test({
     assert.ok(r.shared, "the heap is shared memory");
     assert.ok(r.gemm > 0, "our GEMM runs on the shared heap");
     assert.ok(r.maxError <= 5e-5, `t2t_vit_7 vs the official outputs: ${r.maxError}`);
-    assert.ok(r.workerRestored, "the global Worker is restored");
+    assert.ok(r.workerRestored, "the global Worker is restored (value and property)");
+    // the build pre-creates eight pthread workers; none is started while our pool owns the threads
+    assert.equal(r.standIns, 8, `pthread workers handed stand-ins (start-up ${r.startMs.toFixed(0)} ms)`);
     assert.ok(r.allThreadsRun, `every thread of the pool runs chunks (${r.chunks})`);
     assert.equal(r.spinDefault, DEFAULT_SPIN_POLLS, "the pool polls before blocking by default");
     assert.equal(r.spinAfter, 0, "the polling is adjustable");
