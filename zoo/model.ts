@@ -250,7 +250,7 @@ export class T2tVit {
     // only the class tokens of the last block's output reach the head: in inference, when nothing else of
     // it is wanted (no taps, attention maps or gradients), the last block computes them alone
     const last = this.#blocks[this.#blocks.length - 1];
-    const classOnly = free && !ctx.training && last.applyClassTokens !== undefined;
+    const classOnly = free && !ctx.training && last?.applyClassTokens !== undefined;
     const body = classOnly ? this.#blocks.slice(0, -1) : this.#blocks;
     body.forEach((blk, i) => {
       h = recompute
