@@ -429,7 +429,9 @@ export function numberToBf16(v: number): number {
 }
 
 /**
- * The values of a tensor as float32 (widening F16, BF16, F64 and integer types; BOOL as 0/1).
+ * The values of a tensor as float32 (widening F16, BF16, F64 and integer types; BOOL as 0/1), in a new
+ * array; with `view`, float32 data aligned to 4 bytes is returned as a view of the tensor's bytes instead
+ * (for a caller that copies the values anyway, and never writes to them).
  *
  * @example
  * ```ts
@@ -437,8 +439,11 @@ export function numberToBf16(v: number): number {
  * toFloat32(fromFloat32(new Float32Array([1, 2]), [2])); // Float32Array [1, 2]
  * ```
  */
-export function toFloat32(t: RawTensor): Float32Array {
+export function toFloat32(t: RawTensor, view = false): Float32Array {
   const n = t.data.byteLength / DTYPE_SIZE[t.dtype];
+  if (view && t.dtype === "F32" && t.data.byteOffset % 4 === 0) {
+    return new Float32Array(t.data.buffer, t.data.byteOffset, n);
+  }
   const dv = new DataView(t.data.buffer, t.data.byteOffset, t.data.byteLength);
   const out = new Float32Array(n);
   switch (t.dtype) {

@@ -15,6 +15,7 @@ import { type BackboneLayer, Block, DenseBlock, Transition } from "./layers/bloc
 import { LayerNorm, Linear } from "./layers/linear.ts";
 import { classRows, type Ctx, dropout, freeAsYouGo, stage } from "./layers/ops.ts";
 import { gradientsRecording } from "./kernels/fused.ts";
+import { backendCopiesValues } from "./backend/backend.ts";
 import { ParamStore } from "./layers/params.ts";
 import { sinusoidTable } from "./layers/position.ts";
 import { T2TModule } from "./layers/t2t.ts";
@@ -479,7 +480,9 @@ export class T2tVit {
         continue;
       }
       if (isRawTensor(t)) {
-        const values = toFloat32(t);
+        // the file's own bytes where the backend copies them into its memory anyway (a copy of the whole
+        // checkpoint less at the peak)
+        const values = toFloat32(t, backendCopiesValues());
         for (let i = 0; i < values.length; i++) {
           if (!Number.isFinite(values[i])) {
             nonFinite.push(key);

@@ -216,6 +216,34 @@ Deno.test("weights from a path, file URL, URL object, bytes, raw tensors or tf t
   }
 });
 
+Deno.test("a model owns its weights: raw tensors changed after loading change nothing, on every CPU backend", async () => {
+  const x = tf.tensor4d(fillInput(1, 32), [1, 3, 32, 32]);
+  try {
+    for (const backend of ["wasm", "cpu"] as const) {
+      await setBackend(backend);
+      const w = await tinyWeights(); // the wasm backend reads these bytes in place, the cpu backend copies them
+      const m = await createModel(TINY, { weights: w });
+      const logits = async () => {
+        const y = m.forward(x);
+        const v = await y.data();
+        y.dispose();
+        return v;
+      };
+      const before = await logits();
+      const state = m.stateDict();
+      for (const t of w.values()) t.data.fill(0x7f);
+      const after = await logits();
+      assert.deepEqual(after, before, `${backend}: the logits moved with the caller's bytes`);
+      const key = "blocks.0.attn.qkv.weight";
+      assert.deepEqual(await state.get(key)!.data(), fill(key, state.get(key)!.shape), `${backend}: ${key}`);
+      m.dispose();
+    }
+  } finally {
+    await setBackend("wasm");
+    x.dispose();
+  }
+});
+
 Deno.test("readWeights refuses what is neither safetensors nor a checkpoint, and names the file", async () => {
   await assert.rejects(readWeights(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])), SafetensorsError);
   await assert.rejects(readWeights("/nonexistent/w.safetensors"), (e: unknown) => {

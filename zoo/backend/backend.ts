@@ -432,6 +432,16 @@ export async function setBackend(name?: BackendName, opts: BackendOptions = {}):
 }
 
 /**
+ * Whether the active backend copies an array's values when a tensor is made from it (tfjs-backend-wasm
+ * moves them into its heap at once). The cpu backend keeps the array itself and webgpu keeps it until the
+ * upload, so an array handed to those must not change afterwards, and a view of someone else's bytes must
+ * be copied first.
+ */
+export function backendCopiesValues(): boolean {
+  return tf.getBackend() === "wasm";
+}
+
+/**
  * Makes sure a backend is ready: keeps the one already in use (set by {@linkcode setBackend} or directly
  * through `tf.setBackend`), otherwise picks the best available as `setBackend()` does.
  *
