@@ -164,7 +164,7 @@ export class ParamStore {
     if (this.params.has(key)) throw new Error(`parameter '${key}' registered twice`);
     const variable = tf.tidy(() => {
       const v = this.#defer
-        ? tf.zeros([...shape], "float32")
+        ? tf.fill([...shape], 0, "float32") // made by the backend: no array of zeros in JavaScript
         : tf.tensor(initValues(shape, init, this.#rng), [...shape], "float32");
       return tf.variable(v, trainable, `${this.namespace}/${key}`);
     });
