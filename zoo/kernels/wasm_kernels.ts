@@ -13,11 +13,13 @@ import {
   ATTENTION as ATTENTION_TASK,
   attentionBufferFloats,
   attentionHead,
+  directSteps,
   GELU as GELU_TASK,
   LAYER_NORM as LAYER_NORM_TASK,
   PERFORMER as PERFORMER_TASK,
   performerBufferFloats,
   performerSample,
+  pooledSteps,
   type Product,
   UNFOLD as UNFOLD_TASK,
   unfoldRow,
@@ -132,12 +134,19 @@ function performerKernel(args: Args): tf.TensorInfo {
     if (threads > 1) {
       c.pool!.run(PERFORMER_TASK, [qa, oa, t, emb, m, pw, buffers, stride, c.scratch], batch, [eps]);
     } else {
-      // one sample (or no pool): each product split between the threads instead
+      // one sample (or no pool): each product, and each step of rows, split between the threads instead
       const k = { gemm: c.gemm, ops: c.ops, memory: c.memory };
       const product: Product = (pa, lda, pb, pc, ldc, rows, n, depth) =>
         runGemm(c, pa, lda, pb, pc, ldc, rows, n, depth);
+      const pool = c.pool;
+      const steps = pool && t * emb >= 1 << 15
+        ? pooledSteps(
+          (type, params, chunks, floats) => pool.run(type, params, chunks, floats),
+          2 * pool.threads,
+        )
+        : directSteps(k);
       for (let b = 0; b < batch; b++) {
-        performerSample(k, qa, oa, b, t, emb, m, pw, eps, buffers, c.scratch, product);
+        performerSample(k, qa, oa, b, t, emb, m, pw, eps, buffers, c.scratch, product, steps);
       }
     }
   } finally {

@@ -61,7 +61,12 @@ export const GEMM_ROWS = 1,
   UNFOLD = 6,
   LAYER_NORM = 7,
   GELU = 8,
-  EXERCISE = 10;
+  EXERCISE = 10,
+  PERFORMER_STEP = 11;
+/** {@linkcode PERFORMER_STEP}'s steps (its first parameter). */
+export const STEP_PRM_EXP = 0, STEP_ROW_DIVIDE = 1, STEP_PACK = 2;
+/** Parameter slots of a {@linkcode PERFORMER_STEP} task (the float follows them). */
+const STEP_PARAMS = 8;
 /** Task type of the attention backward pass (`wasm_backward.ts`): (sample, head) pairs. */
 export const ATTENTION_GRAD = 9;
 
@@ -180,6 +185,50 @@ export function performerBufferFloats(t: number, emb: number, m: number): number
 }
 
 /**
+ * How {@linkcode performerSample} runs its steps besides the products: `prmExp`, `rowDivide` (`OpsExports`)
+ * and the packing of v (`GemmExports.pack`, untransposed, no bias) on this thread, or split between threads.
+ */
+export interface PerformerSteps {
+  /** `prm_exp` of `rows` rows (see `OpsExports.prmExp`). */
+  prmExp(px: number, ldx: number, cols: number, pz: number, m: number, rows: number, shift: number): void;
+  /** `po[r, i] = py[r, i] / (py[r, cols] + eps)` (see `OpsExports.rowDivide`). */
+  rowDivide(py: number, ldy: number, cols: number, po: number, rows: number, eps: number): void;
+  /** Packs `src (k, n)` (rows `lds` bytes apart) into panels at `out`. */
+  pack(src: number, k: number, n: number, lds: number, out: number): void;
+}
+
+/** The steps on this thread alone. */
+export function directSteps(k: Kernels): PerformerSteps {
+  return {
+    prmExp: (px, ldx, cols, pz, m, rows, shift) => k.ops.prmExp(px, ldx, cols, pz, m, rows, shift),
+    rowDivide: (py, ldy, cols, po, rows, eps) => k.ops.rowDivide(py, ldy, cols, po, rows, eps),
+    pack: (src, kk, n, lds, out) => k.gemm.pack(src, kk, n, 0, lds, 0, out),
+  };
+}
+
+/**
+ * The parameters of one {@linkcode PERFORMER_STEP} task split into `parts` chunks: rows for `prmExp` and
+ * `rowDivide`, 8-column panels for `pack` (see {@linkcode runChunk}). `run` is the pool's `run`.
+ */
+export function pooledSteps(
+  run: (type: number, params: number[], chunks: number, floats?: number[]) => void,
+  parts: number,
+): PerformerSteps {
+  const task = (step: number, args: number[], units: number, float = 0) => {
+    const chunks = Math.max(1, Math.min(parts, units));
+    const params = [step, ...args, chunks];
+    while (params.length < STEP_PARAMS) params.push(0);
+    run(PERFORMER_STEP, params, chunks, [float]);
+  };
+  return {
+    prmExp: (px, ldx, cols, pz, m, rows, shift) =>
+      task(STEP_PRM_EXP, [px, ldx, cols, pz, m, rows], rows, shift),
+    rowDivide: (py, ldy, cols, po, rows, eps) => task(STEP_ROW_DIVIDE, [py, ldy, cols, po, rows], rows, eps),
+    pack: (src, kk, n, lds, out) => task(STEP_PACK, [src, kk, n, lds, out], Math.ceil(n / NR)),
+  };
+}
+
+/**
  * The token performer's attention for sample `b` of `kqv` (`(B * t, 3 emb)`, per token k, q, v) into `out`
  * (`(B * t, emb)`), with `pw` the random features `w (m, emb)` packed as `w^T`:
  * `kp = exp(k w^T - |k|^2 / 2) / sqrt m` (and `qp` alike), `y = qp (kp^T v) / (qp . sum_t kp + eps)`, the
@@ -199,6 +248,7 @@ export function performerSample(
   buffers: number,
   scratch: number,
   product: Product = directProduct(k, scratch),
+  steps: PerformerSteps = directSteps(k),
 ): void {
   const ld = 3 * emb * 4, e1 = emb + 1;
   const kAddr = kqv + b * t * ld, qAddr = kAddr + emb * 4, vAddr = kAddr + 2 * emb * 4;
@@ -206,17 +256,17 @@ export function performerSample(
   const zp = vp + packedSize(t, emb) * 4, yp = zp + packedSize(m, e1) * 4, z = yp + t * e1 * 4;
   const shift = -0.5 * Math.log(m); // exp(.) / sqrt(m)
   product(kAddr, ld, pw, kp, m * 4, t, m, emb);
-  k.ops.prmExp(kAddr, ld, emb, kp, m, t, shift);
+  steps.prmExp(kAddr, ld, emb, kp, m, t, shift);
   product(qAddr, ld, pw, qp, m * 4, t, m, emb);
-  k.ops.prmExp(qAddr, ld, emb, qp, m, t, shift);
+  steps.prmExp(qAddr, ld, emb, qp, m, t, shift);
   // kp^T, and sum_t kp as the last column of z
   k.ops.transposeSum(kp, t, m, kpT, z + emb * 4, e1 * 4);
   // z[:, :emb] = kp^T v; then y' = qp z: (t, emb + 1), the last column qp . sum kp
-  k.gemm.pack(vAddr, t, emb, 0, ld, 0, vp);
+  steps.pack(vAddr, t, emb, ld, vp);
   product(kpT, t * 4, vp, z, e1 * 4, m, emb, t);
   k.gemm.pack(z, m, e1, 0, e1 * 4, 0, zp);
   product(qp, m * 4, zp, yp, e1 * 4, t, e1, m);
-  k.ops.rowDivide(yp, e1 * 4, emb, out + b * t * emb * 4, t, eps);
+  steps.rowDivide(yp, e1 * 4, emb, out + b * t * emb * 4, t, eps);
 }
 
 /**
@@ -392,6 +442,26 @@ export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: nu
       Math.floor((rb * tokens) / blocks),
       Math.floor(((rb + 1) * tokens) / blocks),
     );
+  } else if (type === PERFORMER_STEP) {
+    // chunk i of parts: rows [i rows / parts, (i + 1) rows / parts), or panels likewise
+    const step = p(0), f = ctlF[PARAMS + STEP_PARAMS];
+    if (step === STEP_PACK) {
+      const [src, kk, n, lds, out, parts] = [1, 2, 3, 4, 5, 6].map(p);
+      const panels = Math.ceil(n / NR);
+      const p0 = Math.floor((i * panels) / parts), p1 = Math.floor(((i + 1) * panels) / parts);
+      const cols = Math.min(p1 * NR, n) - p0 * NR;
+      if (cols > 0) k.gemm.pack(src + p0 * NR * 4, kk, cols, 0, lds, 0, out + p0 * (kk + 1) * NR * 4);
+    } else {
+      const [src, ld, cols, dst, width, rows, parts] = step === STEP_PRM_EXP
+        ? [1, 2, 3, 4, 5, 6, 7].map(p)
+        : [p(1), p(2), p(3), p(4), p(3), p(5), p(6)];
+      const r0 = Math.floor((i * rows) / parts), r1 = Math.floor(((i + 1) * rows) / parts);
+      if (r1 > r0) {
+        if (step === STEP_PRM_EXP) {
+          k.ops.prmExp(src + r0 * ld, ld, cols, dst + r0 * width * 4, width, r1 - r0, f);
+        } else k.ops.rowDivide(src + r0 * ld, ld, cols, dst + r0 * width * 4, r1 - r0, f);
+      }
+    }
   } else if (type === GELU) {
     const [px, po, n, parts] = [0, 1, 2, 3].map(p);
     // chunk i: elements [i n / parts, (i + 1) n / parts), rounded to whole vectors

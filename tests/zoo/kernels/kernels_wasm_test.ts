@@ -285,10 +285,13 @@ Deno.test({
 });
 
 Deno.test({
-  name: "wasm T2tPerformer and T2tUnfold match the generic layers (odd sizes, several samples, 3136 tokens)",
+  name:
+    "wasm T2tPerformer and T2tUnfold match the generic layers (odd sizes, several samples, 3136 tokens; one sample: its steps split between the threads, partial panels)",
   ...opts,
   fn: () => {
-    for (const [batch, t, dim, emb] of [[2, 5, 7, 6], [1, 3136, 147, 64], [3, 49, 576, 64]]) {
+    for (
+      const [batch, t, dim, emb] of [[2, 5, 7, 6], [1, 3136, 147, 64], [3, 49, 576, 64], [1, 1001, 30, 60]]
+    ) {
       const store = new ParamStore(3, "perf");
       const layer = new TokenPerformer(store, dim, emb);
       const x = tf.tensor2d(values(batch * t * dim, t), [batch * t, dim]);
