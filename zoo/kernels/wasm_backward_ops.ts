@@ -7,7 +7,8 @@
  * - `colSum(px, po, rows, cols)`: `po[j] += sum_r x[r, j]` (a bias gradient; `po` starts at zero);
  * - `layerNormGrad(px, pdy, pg, pdx, pdg, pdb, rows, cols, eps)`: LayerNorm's backward pass over rows:
  *   `dx`, and `dgamma`, `dbeta` accumulated into `pdg`, `pdb` (which start at zero);
- * - `transpose(px, po, rows, cols)`: `po (cols, rows) = px (rows, cols)^T`, four rows at a time;
+ * - `transpose(px, po, rows, cols, lds, ldd)`: `po (cols, rows) = px (rows, cols)^T` with row strides,
+ *   eight columns and four rows at a time;
  * - `softmaxGrad(pp, pd, rows, cols, scale)`: in place, `pd = scale * p * (pd - rowsum(p * pd))`, the
  *   gradient of the scores of `p = softmax(scale * s)` given the gradient `pd` of `p`.
  *
@@ -82,48 +83,77 @@ function colSumFunc(): FuncBuilder {
   return f;
 }
 
-/** `transpose(px, po, rows, cols)`. */
+/**
+ * `transpose(px, po, rows, cols, lds, ldd)`: `po (cols, rows) = px (rows, cols)^T`, source rows `lds` bytes
+ * apart, destination rows `ldd` bytes apart. Eight columns at a time, four rows per step: two 4x4 blocks
+ * transposed in registers and written as eight 16-byte pieces, so that only eight destination rows are
+ * being written at once (destination rows a power of two of bytes apart share a cache set, and writing one
+ * float to each of hundreds of them missed the cache on every store); the rows past a multiple of four and
+ * the columns past a multiple of eight go one value at a time.
+ */
 function transposeFunc(): FuncBuilder {
-  const f = new FuncBuilder([I32, I32, I32, I32], []);
-  const [px, po, rows, cols] = [0, 1, 2, 3].map((i) => f.param(i));
-  const r = f.local(I32), c = f.local(I32), src = f.local(I32), dst = f.local(I32), rowB = f.local(I32);
-  const rows4 = f.local(I32), v = f.local(V128);
-  f.get(cols).i32(2).shl().set(rowB);
+  const f = new FuncBuilder([I32, I32, I32, I32, I32, I32], []);
+  const [px, po, rows, cols, lds, ldd] = [0, 1, 2, 3, 4, 5].map((i) => f.param(i));
+  const r = f.local(I32), c = f.local(I32), src = f.local(I32), dst = f.local(I32);
+  const rows4 = f.local(I32), cols8 = f.local(I32), lds4 = f.local(I32);
+  const a = Array.from({ length: 8 }, () => f.local(V128));
+  const t = Array.from({ length: 4 }, () => f.local(V128));
+  const d = Array.from({ length: 8 }, () => f.local(I32));
   f.get(rows).i32(-4).and().set(rows4);
-  // four source rows at a time: one 16-byte store per column
-  f.i32(0).set(r);
-  f.block().loop();
-  f.get(r).get(rows4).geS().brIf(1);
-  f.get(px).get(r).get(rowB).mul().add().set(src);
-  f.get(po).get(r).i32(2).shl().add().set(dst);
+  f.get(cols).i32(-8).and().set(cols8);
+  f.get(lds).i32(2).shl().set(lds4);
+  // groups of eight columns
   f.i32(0).set(c);
   f.block().loop();
-  f.get(c).get(cols).geS().brIf(1);
-  f.get(src).v128Load32Zero().set(v);
-  f.get(v).get(src).get(rowB).add().f32Load().f32x4ReplaceLane(1).set(v);
-  f.get(v).get(src).get(rowB).i32(1).shl().add().f32Load().f32x4ReplaceLane(2).set(v);
-  f.get(v).get(src).get(rowB).i32(3).mul().add().f32Load().f32x4ReplaceLane(3).set(v);
-  f.get(dst).get(v).v128Store();
-  f.get(src).i32(4).add().set(src);
-  f.get(dst).get(rows).i32(2).shl().add().set(dst);
-  f.get(c).i32(1).add().set(c);
-  f.br(0).end().end();
+  f.get(c).get(cols8).geS().brIf(1);
+  f.get(px).get(c).i32(2).shl().add().set(src);
+  f.get(po).get(c).get(ldd).mul().add().set(d[0]);
+  for (let j = 1; j < 8; j++) f.get(d[j - 1]).get(ldd).add().set(d[j]);
+  f.i32(0).set(r);
+  f.block().loop(); // four rows at a time
+  f.get(r).get(rows4).geS().brIf(1);
+  for (let i = 0; i < 4; i++) {
+    f.get(src).get(lds).i32(i).mul().add().set(dst);
+    f.get(dst).v128Load().set(a[i]);
+    f.get(dst).v128Load(16).set(a[4 + i]);
+  }
+  for (const half of [0, 4]) {
+    f.get(a[half]).get(a[half + 1]).f32x4Shuffle([0, 4, 1, 5]).set(t[0]);
+    f.get(a[half]).get(a[half + 1]).f32x4Shuffle([2, 6, 3, 7]).set(t[1]);
+    f.get(a[half + 2]).get(a[half + 3]).f32x4Shuffle([0, 4, 1, 5]).set(t[2]);
+    f.get(a[half + 2]).get(a[half + 3]).f32x4Shuffle([2, 6, 3, 7]).set(t[3]);
+    f.get(d[half]).get(t[0]).get(t[2]).f32x4Shuffle([0, 1, 4, 5]).v128Store();
+    f.get(d[half + 1]).get(t[0]).get(t[2]).f32x4Shuffle([2, 3, 6, 7]).v128Store();
+    f.get(d[half + 2]).get(t[1]).get(t[3]).f32x4Shuffle([0, 1, 4, 5]).v128Store();
+    f.get(d[half + 3]).get(t[1]).get(t[3]).f32x4Shuffle([2, 3, 6, 7]).v128Store();
+  }
+  f.get(src).get(lds4).add().set(src);
+  for (const dj of d) f.get(dj).i32(16).add().set(dj);
   f.get(r).i32(4).add().set(r);
   f.br(0).end().end();
-  // the remaining rows one by one
-  f.block().loop();
+  f.block().loop(); // the last rows
   f.get(r).get(rows).geS().brIf(1);
-  f.get(px).get(r).get(rowB).mul().add().set(src);
-  f.get(po).get(r).i32(2).shl().add().set(dst);
-  f.i32(0).set(c);
+  for (let j = 0; j < 8; j++) f.get(d[j]).get(src).f32Load(4 * j).f32Store();
+  f.get(src).get(lds).add().set(src);
+  for (const dj of d) f.get(dj).i32(4).add().set(dj);
+  f.get(r).i32(1).add().set(r);
+  f.br(0).end().end();
+  f.get(c).i32(8).add().set(c);
+  f.br(0).end().end();
+  // the last columns, one value at a time
   f.block().loop();
   f.get(c).get(cols).geS().brIf(1);
+  f.get(px).get(c).i32(2).shl().add().set(src);
+  f.get(po).get(c).get(ldd).mul().add().set(dst);
+  f.i32(0).set(r);
+  f.block().loop();
+  f.get(r).get(rows).geS().brIf(1);
   f.get(dst).get(src).f32Load().f32Store();
-  f.get(src).i32(4).add().set(src);
-  f.get(dst).get(rows).i32(2).shl().add().set(dst);
-  f.get(c).i32(1).add().set(c);
-  f.br(0).end().end();
+  f.get(src).get(lds).add().set(src);
+  f.get(dst).i32(4).add().set(dst);
   f.get(r).i32(1).add().set(r);
+  f.br(0).end().end();
+  f.get(c).i32(1).add().set(c);
   f.br(0).end().end();
   return f;
 }
@@ -304,8 +334,8 @@ export interface BackwardOpsExports {
     cols: number,
     eps: number,
   ): void;
-  /** `po (cols, rows) = px (rows, cols)^T`. */
-  transpose(px: number, po: number, rows: number, cols: number): void;
+  /** `po (cols, rows) = px (rows, cols)^T`, source rows `lds` bytes apart, destination rows `ldd`. */
+  transpose(px: number, po: number, rows: number, cols: number, lds: number, ldd: number): void;
   /** In place: `pd = scale * pp * (pd - rowsum(pp * pd))` over `rows` rows of `cols`. */
   softmaxGrad(pp: number, pd: number, rows: number, cols: number, scale: number): void;
 }

@@ -56,7 +56,9 @@ export function transposedCopy(
   const size = rows * cols;
   const ptr = c.backend.wasm._malloc(batch * size * 4);
   const bw = backwardOps(c.memory);
-  for (let i = 0; i < batch; i++) bw.transpose(src + i * size * 4, ptr + i * size * 4, rows, cols);
+  for (let i = 0; i < batch; i++) {
+    bw.transpose(src + i * size * 4, ptr + i * size * 4, rows, cols, cols * 4, rows * 4);
+  }
   return ptr;
 }
 
@@ -109,14 +111,14 @@ export function attentionHeadGrad(
     k.ops.softmax(pBuf, pBuf, m, n, scale);
     k.gemm.gemm(dO + r * ldo, ldo, vt, dpBuf, n * 4, m, n, d, scratch, blockD);
     // dV (+)= P^T dO_c
-    bw.transpose(pBuf, tBuf, m, n);
+    bw.transpose(pBuf, tBuf, m, n, n * 4, m * 4);
     k.gemm.pack(dO + r * ldo, m, d, 0, ldo, 0, doP);
     accumulate(k, mem, tBuf, m * 4, doP, dv, ld, n, d, m, blockM, r === 0, part, scratch);
     // dS = scale P (dP - rowsum(P dP)); dQ_c = dS K
     bw.softmaxGrad(pBuf, dpBuf, m, n, scale);
     k.gemm.gemm(dpBuf, n * 4, kp, dq + r * ld, ld, m, d, n, scratch, blockN);
     // dK (+)= dS^T Q_c
-    bw.transpose(dpBuf, tBuf, m, n);
+    bw.transpose(dpBuf, tBuf, m, n, n * 4, m * 4);
     k.gemm.pack(q + r * ld, m, d, 0, ld, 0, qP);
     accumulate(k, mem, tBuf, m * 4, qP, dk, ld, n, d, m, blockM, r === 0, part, scratch);
   }

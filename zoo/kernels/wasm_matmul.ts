@@ -25,7 +25,7 @@ import {
   wasmContext,
 } from "./wasm_runtime.ts";
 import { transposedCopy } from "./wasm_backward_tasks.ts";
-import { attentionBufferFloats } from "./wasm_tasks.ts";
+import { attentionBufferFloats, pooledSteps, TRANSPOSE, TRANSPOSE_COLUMNS } from "./wasm_tasks.ts";
 import type { AttentionSize } from "./fused.ts";
 
 let counters = { gemm: 0, fallback: 0, packs: 0 };
@@ -110,6 +110,78 @@ function packedOf(
   return { ptr, temporary: true };
 }
 
+/** Depths above which a product goes in slices of the depth ({@linkcode deepProduct}). */
+const DEEP = 2048;
+/** Depth of one slice. */
+const SLICE = 1024;
+
+/**
+ * `C (m, n) = A B (+ bias)` for a deep product (`k` above {@linkcode DEEP}: the weight gradients of
+ * training, whose depth is every token of the batch): in slices of about {@linkcode SLICE} of the depth,
+ * each slice's product added to the previous slices' sum by the GEMM's epilogue (two blocks taking turns,
+ * the last one `pc`), so that A's row tiles and B's panels stay in cache instead of streaming from memory
+ * once per panel. `b` is not cached packed (it is an activation).
+ */
+function deepProduct(
+  c: WasmContext,
+  pa: number,
+  b: tf.TensorInfo,
+  k: number,
+  n: number,
+  transposed: boolean,
+  bias: tf.TensorInfo | undefined,
+  pc: number,
+  m: number,
+): void {
+  const slices = Math.ceil(k / SLICE), kc = Math.ceil(k / slices);
+  const wasm = c.backend.wasm;
+  const tmp = wasm._malloc(m * n * 4);
+  try {
+    // the last slice lands in pc
+    let dst = slices % 2 === 1 ? pc : tmp, prev = 0;
+    for (let s = 0; s < slices; s++) {
+      const k0 = s * kc, depth = Math.min(kc, k - k0);
+      const src = addressOf(c, b) + (transposed ? k0 : k0 * n) * 4;
+      const sliceBias = s === 0 ? bias : undefined;
+      let ptr: number;
+      if (c.pool && !transposed && !sliceBias) {
+        // by panels on the pool (packing is a tenth of a deep product's time on one thread)
+        ptr = wasm._malloc(packedSize(depth, n) * 4);
+        counters.packs++;
+        const pool = c.pool;
+        pooledSteps(
+          (type, params, chunks, floats) => pool.run(type, params, chunks, floats),
+          2 * pool.threads,
+        )
+          .pack(src, depth, n, n * 4, ptr);
+      } else ptr = packToHeap(c, src, depth, n, transposed, transposed ? k : n, sliceBias);
+      try {
+        runGemm(c, pa + k0 * 4, k * 4, ptr, dst, n * 4, m, n, depth, { gelu: false, res: prev, ldr: n * 4 });
+      } finally {
+        wasm._free(ptr);
+      }
+      prev = dst;
+      dst = dst === pc ? tmp : pc;
+    }
+  } finally {
+    wasm._free(tmp);
+  }
+}
+
+/**
+ * A new heap block holding the transposes of `batch` consecutive `rows x cols` matrices at `src` (the caller
+ * frees it), split between the pool's threads by groups of columns when there is a pool and enough work.
+ */
+function transposedLeft(c: WasmContext, src: number, batch: number, rows: number, cols: number): number {
+  const pool = c.pool;
+  if (!pool || batch * rows * cols < 1 << 16) return transposedCopy(c, src, batch, rows, cols);
+  const ptr = c.backend.wasm._malloc(batch * rows * cols * 4);
+  const groups = Math.ceil(cols / TRANSPOSE_COLUMNS), units = batch * groups;
+  const parts = Math.min(units, 2 * pool.threads);
+  pool.run(TRANSPOSE, [src, ptr, rows, cols, groups, units, parts], parts);
+  return ptr;
+}
+
 /**
  * `a (..., M, K) @ b (..., K, N)` (+ bias) on the GEMM, or `undefined` when the case is not covered.
  */
@@ -140,11 +212,15 @@ function gemmProduct(
   const out = backend.makeOutput([...batchDims, m, n], "float32");
   counters.gemm++;
   // a transposed left operand (weight gradients): its matrices transposed into a temporary block first
-  const aT = transposeA ? transposedCopy(c, addressOf(c, a), batchA, k, m) : 0;
+  const aT = transposeA ? transposedLeft(c, addressOf(c, a), batchA, k, m) : 0;
   const aAddr = transposeA ? aT : addressOf(c, a);
   try {
     if (batchB === 1) {
       // one product with all of a's rows
+      if (k > DEEP) {
+        deepProduct(c, aAddr, b, k, n, transposeB, bias, addressOf(c, out), m * batchA);
+        return out;
+      }
       const { ptr, temporary } = packedOf(c, b, 0, k, n, transposeB, bias);
       runGemm(c, aAddr, k * 4, ptr, addressOf(c, out), n * 4, m * batchA, n, k);
       if (temporary) backend.wasm._free(ptr);
@@ -359,8 +435,9 @@ function xnnProduct(
 }
 
 /**
- * One product for both kernels: a transposed left operand is transposed first (neither the GEMM nor
- * XNNPACK's fast path takes one), then the GEMM runs it, or XNNPACK through {@linkcode xnnProduct}.
+ * One product for both kernels: the GEMM (which transposes a transposed left operand into a temporary block
+ * first), or XNNPACK through {@linkcode xnnProduct} (a transposed left operand transposed by tfjs first:
+ * neither takes one as it is).
  */
 function product(args: Parameters<tf.KernelFunc>[0], original: tf.KernelFunc): tf.TensorInfo {
   const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, tf.TensorInfo | undefined>;
@@ -377,11 +454,12 @@ function product(args: Parameters<tf.KernelFunc>[0], original: tf.KernelFunc): t
     return original(args) as tf.TensorInfo;
   }
   const backend = args.backend as unknown as XnnBackend;
+  // the GEMM transposes a transposed left operand itself (our transpose kernel, on the pool)
+  const out = gemmProduct(backend, a!, b!, transposeA, transposeB, bias);
+  if (out) return out;
+  counters.fallback++;
   const left = transposeA ? swapLast2(backend, a!) : a!;
   try {
-    const out = gemmProduct(backend, left, b!, false, transposeB, bias);
-    if (out) return out;
-    counters.fallback++;
     return xnnProduct(backend, original, args.attrs ?? {}, left, b!, transposeB, bias);
   } finally {
     if (left !== a) backend.disposeData(left.dataId);

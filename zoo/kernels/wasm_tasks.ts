@@ -10,6 +10,7 @@
 import { type GemmExports, MR, NR, packedSize, panelsPerBlock } from "./wasm_gemm.ts";
 import type { OpsExports } from "./wasm_ops.ts";
 import { attentionHeadGrad } from "./wasm_backward_tasks.ts";
+import { backwardOps } from "./wasm_backward_ops.ts";
 
 /** One thread's kernels on the heap. */
 export interface Kernels {
@@ -62,7 +63,10 @@ export const GEMM_ROWS = 1,
   LAYER_NORM = 7,
   GELU = 8,
   EXERCISE = 10,
-  PERFORMER_STEP = 11;
+  PERFORMER_STEP = 11,
+  TRANSPOSE = 12;
+/** Columns of a {@linkcode TRANSPOSE} task's unit (the transpose kernel's group). */
+export const TRANSPOSE_COLUMNS = 8;
 /** {@linkcode PERFORMER_STEP}'s steps (its first parameter). */
 export const STEP_PRM_EXP = 0, STEP_ROW_DIVIDE = 1, STEP_PACK = 2;
 /** Parameter slots of a {@linkcode PERFORMER_STEP} task (the float follows them). */
@@ -461,6 +465,16 @@ export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: nu
           k.ops.prmExp(src + r0 * ld, ld, cols, dst + r0 * width * 4, width, r1 - r0, f);
         } else k.ops.rowDivide(src + r0 * ld, ld, cols, dst + r0 * width * 4, r1 - r0, f);
       }
+    }
+  } else if (type === TRANSPOSE) {
+    // units: (matrix, group of eight columns); chunk i: units [i units / parts, (i + 1) units / parts)
+    const [src, dst, rows, cols, groups, units, parts] = [0, 1, 2, 3, 4, 5, 6].map(p);
+    const size = rows * cols * 4, bw = backwardOps(k.memory);
+    const u1 = Math.floor(((i + 1) * units) / parts);
+    for (let u = Math.floor((i * units) / parts); u < u1; u++) {
+      const b = Math.floor(u / groups), c0 = (u % groups) * TRANSPOSE_COLUMNS;
+      const n = Math.min(TRANSPOSE_COLUMNS, cols - c0);
+      bw.transpose(src + b * size + c0 * 4, dst + b * size + c0 * rows * 4, rows, n, cols * 4, rows * 4);
     }
   } else if (type === GELU) {
     const [px, po, n, parts] = [0, 1, 2, 3].map(p);

@@ -119,11 +119,20 @@ Deno.test({
 });
 
 Deno.test({
-  name: "wasm products with a transposed left operand, on the GEMM and on XNNPACK, match float64",
+  name:
+    "wasm products with a transposed left operand, on the GEMM (transposed on the pool, deep ones in slices) and on XNNPACK, match float64",
   ...opts,
   fn: () => {
     for (
-      const [g, m, k, n, tb] of [[1, 13, 7, 9, false], [3, 5, 11, 6, true], [2, 64, 197, 32, false]] as const
+      const [g, m, k, n, tb] of [
+        [1, 13, 7, 9, false],
+        [3, 5, 11, 6, true],
+        [2, 64, 197, 32, false],
+        // transposed on the pool (columns past a multiple of eight too); deep products in slices of the depth
+        [1, 300, 500, 20, false],
+        [1, 40, 5000, 24, false],
+        [1, 19, 4099, 13, true],
+      ] as const
     ) {
       const av = values(g * k * m, g + m), bv = values(g * k * n, n + k);
       // float64 of a^T b (a stored (g, k, m)), b stored (g, k, n) or (g, n, k)
@@ -156,6 +165,29 @@ Deno.test({
       const tol = 2e-6 * Math.sqrt(k) + 1e-7;
       assert.ok(maxAbs(ours, want) <= tol, `${g}x${m}x${k}x${n}: GEMM ${maxAbs(ours, want)}`);
       assert.ok(maxAbs(xnn, want) <= tol, `${g}x${m}x${k}x${n}: XNNPACK ${maxAbs(xnn, want)}`);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "wasm deep products (weight-gradient depths) in slices: bias once, every slice summed, against float64",
+  ...opts,
+  fn: () => {
+    for (const [m, k, n] of [[7, 2049, 5], [33, 6000, 17]]) {
+      const av = values(m * k, m), bv = values(k * n, n + 1), bias = values(n, 3);
+      const want = refMatMul(av, [1, m, k], bv, [1, k, n], n, false, bias);
+      resetWasmGemmCounters();
+      const ours = tf.tidy(() =>
+        tf.fused.matMul({ a: tf.tensor2d(av, [m, k]), b: tf.tensor2d(bv, [k, n]), bias: tf.tensor1d(bias) })
+          .dataSync()
+      );
+      assert.ok(maxAbs(ours, want) <= 2e-6 * Math.sqrt(k), `${m}x${k}x${n}: ${maxAbs(ours, want)}`);
+      assert.equal(
+        wasmGemmCounters().packs,
+        Math.ceil(k / 1024),
+        `${m}x${k}x${n}: one packed slice per 1024`,
+      );
     }
   },
 });
