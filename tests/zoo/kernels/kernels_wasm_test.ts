@@ -174,13 +174,17 @@ Deno.test({
     "wasm deep products (weight-gradient depths) in slices: bias once, every slice summed, against float64",
   ...opts,
   fn: () => {
-    for (const [m, k, n] of [[7, 2049, 5], [33, 6000, 17]]) {
+    for (const [m, k, n, tb] of [[7, 2049, 5, false], [33, 6000, 17, false], [9, 3001, 11, true]] as const) {
       const av = values(m * k, m), bv = values(k * n, n + 1), bias = values(n, 3);
-      const want = refMatMul(av, [1, m, k], bv, [1, k, n], n, false, bias);
+      const want = refMatMul(av, [1, m, k], bv, [1, k, n], n, tb, bias);
       resetWasmGemmCounters();
       const ours = tf.tidy(() =>
-        tf.fused.matMul({ a: tf.tensor2d(av, [m, k]), b: tf.tensor2d(bv, [k, n]), bias: tf.tensor1d(bias) })
-          .dataSync()
+        tf.fused.matMul({
+          a: tf.tensor2d(av, [m, k]),
+          b: tf.tensor2d(bv, tb ? [n, k] : [k, n]),
+          transposeB: tb,
+          bias: tf.tensor1d(bias),
+        }).dataSync()
       );
       assert.ok(maxAbs(ours, want) <= 2e-6 * Math.sqrt(k), `${m}x${k}x${n}: ${maxAbs(ours, want)}`);
       assert.equal(
