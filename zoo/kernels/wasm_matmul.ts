@@ -25,7 +25,7 @@ import {
   wasmContext,
 } from "./wasm_runtime.ts";
 import { transposedCopy } from "./wasm_backward_tasks.ts";
-import { attentionBufferFloats, pooledSteps, TRANSPOSE, TRANSPOSE_COLUMNS } from "./wasm_tasks.ts";
+import { attentionBufferFloats, pooledPack, TRANSPOSE, TRANSPOSE_COLUMNS } from "./wasm_tasks.ts";
 import type { AttentionSize } from "./fused.ts";
 
 let counters = { gemm: 0, fallback: 0, packs: 0 };
@@ -56,7 +56,22 @@ export function packToHeap(
   const floats = packedSize(k, n);
   const ptr = c.backend.wasm._malloc(floats * 4);
   counters.packs++;
-  c.gemm.pack(src, k, n, transposed ? 1 : 0, stride * 4, bias ? addressOf(c, bias) : 0, ptr);
+  const biasAt = bias ? addressOf(c, bias) : 0;
+  const pool = c.pool;
+  if (pool && k * n >= 1 << 16) {
+    // by panels on the pool (a weight of t2t_vit_14 at load, a slice of a deep product in training)
+    pooledPack(
+      (type, params, chunks) => pool.run(type, params, chunks),
+      2 * pool.threads,
+      src,
+      k,
+      n,
+      transposed,
+      stride * 4,
+      biasAt,
+      ptr,
+    );
+  } else c.gemm.pack(src, k, n, transposed ? 1 : 0, stride * 4, biasAt, ptr);
   return ptr;
 }
 
@@ -142,19 +157,8 @@ function deepProduct(
     for (let s = 0; s < slices; s++) {
       const k0 = s * kc, depth = Math.min(kc, k - k0);
       const src = addressOf(c, b) + (transposed ? k0 : k0 * n) * 4;
-      const sliceBias = s === 0 ? bias : undefined;
-      let ptr: number;
-      if (c.pool && !transposed && !sliceBias) {
-        // by panels on the pool (packing is a tenth of a deep product's time on one thread)
-        ptr = wasm._malloc(packedSize(depth, n) * 4);
-        counters.packs++;
-        const pool = c.pool;
-        pooledSteps(
-          (type, params, chunks, floats) => pool.run(type, params, chunks, floats),
-          2 * pool.threads,
-        )
-          .pack(src, depth, n, n * 4, ptr);
-      } else ptr = packToHeap(c, src, depth, n, transposed, transposed ? k : n, sliceBias);
+      // packed on the pool (packing is a tenth of a deep product's time on one thread)
+      const ptr = packToHeap(c, src, depth, n, transposed, transposed ? k : n, s === 0 ? bias : undefined);
       try {
         runGemm(c, pa + k0 * 4, k * 4, ptr, dst, n * 4, m, n, depth, { gelu: false, res: prev, ldr: n * 4 });
       } finally {

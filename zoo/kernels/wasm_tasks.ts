@@ -64,11 +64,12 @@ export const GEMM_ROWS = 1,
   GELU = 8,
   EXERCISE = 10,
   PERFORMER_STEP = 11,
-  TRANSPOSE = 12;
+  TRANSPOSE = 12,
+  PACK = 13;
 /** Columns of a {@linkcode TRANSPOSE} task's unit (the transpose kernel's group). */
 export const TRANSPOSE_COLUMNS = 8;
 /** {@linkcode PERFORMER_STEP}'s steps (its first parameter). */
-export const STEP_PRM_EXP = 0, STEP_ROW_DIVIDE = 1, STEP_PACK = 2;
+export const STEP_PRM_EXP = 0, STEP_ROW_DIVIDE = 1;
 /** Parameter slots of a {@linkcode PERFORMER_STEP} task (the float follows them). */
 const STEP_PARAMS = 8;
 /** Task type of the attention backward pass (`wasm_backward.ts`): (sample, head) pairs. */
@@ -211,8 +212,9 @@ export function directSteps(k: Kernels): PerformerSteps {
 }
 
 /**
- * The parameters of one {@linkcode PERFORMER_STEP} task split into `parts` chunks: rows for `prmExp` and
- * `rowDivide`, 8-column panels for `pack` (see {@linkcode runChunk}). `run` is the pool's `run`.
+ * The steps split into at most `parts` chunks on the pool: rows for `prmExp` and `rowDivide` (one
+ * {@linkcode PERFORMER_STEP} task each), 8-column panels for `pack` ({@linkcode pooledPack}). `run` is the
+ * pool's `run`.
  */
 export function pooledSteps(
   run: (type: number, params: number[], chunks: number, floats?: number[]) => void,
@@ -228,8 +230,27 @@ export function pooledSteps(
     prmExp: (px, ldx, cols, pz, m, rows, shift) =>
       task(STEP_PRM_EXP, [px, ldx, cols, pz, m, rows], rows, shift),
     rowDivide: (py, ldy, cols, po, rows, eps) => task(STEP_ROW_DIVIDE, [py, ldy, cols, po, rows], rows, eps),
-    pack: (src, kk, n, lds, out) => task(STEP_PACK, [src, kk, n, lds, out], Math.ceil(n / NR)),
+    pack: (src, kk, n, lds, out) => pooledPack(run, parts, src, kk, n, false, lds, 0, out),
   };
+}
+
+/**
+ * `GemmExports.pack` split into at most `parts` chunks of 8-column panels on the pool (`run` is the pool's
+ * `run`): `src (k, n)`, or `(n, k)` when `transposed`, rows `lds` bytes apart; `bias` a byte address or 0.
+ */
+export function pooledPack(
+  run: (type: number, params: number[], chunks: number) => void,
+  parts: number,
+  src: number,
+  k: number,
+  n: number,
+  transposed: boolean,
+  lds: number,
+  bias: number,
+  out: number,
+): void {
+  const chunks = Math.max(1, Math.min(parts, Math.ceil(n / NR)));
+  run(PACK, [src, k, n, transposed ? 1 : 0, lds, bias, out, chunks], chunks);
 }
 
 /**
@@ -449,22 +470,25 @@ export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: nu
   } else if (type === PERFORMER_STEP) {
     // chunk i of parts: rows [i rows / parts, (i + 1) rows / parts), or panels likewise
     const step = p(0), f = ctlF[PARAMS + STEP_PARAMS];
-    if (step === STEP_PACK) {
-      const [src, kk, n, lds, out, parts] = [1, 2, 3, 4, 5, 6].map(p);
-      const panels = Math.ceil(n / NR);
-      const p0 = Math.floor((i * panels) / parts), p1 = Math.floor(((i + 1) * panels) / parts);
-      const cols = Math.min(p1 * NR, n) - p0 * NR;
-      if (cols > 0) k.gemm.pack(src + p0 * NR * 4, kk, cols, 0, lds, 0, out + p0 * (kk + 1) * NR * 4);
-    } else {
-      const [src, ld, cols, dst, width, rows, parts] = step === STEP_PRM_EXP
-        ? [1, 2, 3, 4, 5, 6, 7].map(p)
-        : [p(1), p(2), p(3), p(4), p(3), p(5), p(6)];
-      const r0 = Math.floor((i * rows) / parts), r1 = Math.floor(((i + 1) * rows) / parts);
-      if (r1 > r0) {
-        if (step === STEP_PRM_EXP) {
-          k.ops.prmExp(src + r0 * ld, ld, cols, dst + r0 * width * 4, width, r1 - r0, f);
-        } else k.ops.rowDivide(src + r0 * ld, ld, cols, dst + r0 * width * 4, r1 - r0, f);
-      }
+    const [src, ld, cols, dst, width, rows, parts] = step === STEP_PRM_EXP
+      ? [1, 2, 3, 4, 5, 6, 7].map(p)
+      : [p(1), p(2), p(3), p(4), p(3), p(5), p(6)];
+    const r0 = Math.floor((i * rows) / parts), r1 = Math.floor(((i + 1) * rows) / parts);
+    if (r1 > r0) {
+      if (step === STEP_PRM_EXP) {
+        k.ops.prmExp(src + r0 * ld, ld, cols, dst + r0 * width * 4, width, r1 - r0, f);
+      } else k.ops.rowDivide(src + r0 * ld, ld, cols, dst + r0 * width * 4, r1 - r0, f);
+    }
+  } else if (type === PACK) {
+    // chunk i of parts: panels [i panels / parts, (i + 1) panels / parts)
+    const [src, kk, n, transposed, lds, bias, out, parts] = [0, 1, 2, 3, 4, 5, 6, 7].map(p);
+    const panels = Math.ceil(n / NR);
+    const p0 = Math.floor((i * panels) / parts), p1 = Math.floor(((i + 1) * panels) / parts);
+    const cols = Math.min(p1 * NR, n) - p0 * NR;
+    if (cols > 0) {
+      // panel p holds columns 8p.. of B: rows 8p.. of a transposed source
+      const at = src + p0 * NR * (transposed ? lds : 4);
+      k.gemm.pack(at, kk, cols, transposed, lds, bias ? bias + p0 * NR * 4 : 0, out + p0 * (kk + 1) * NR * 4);
     }
   } else if (type === TRANSPOSE) {
     // units: (matrix, group of eight columns); chunk i: units [i units / parts, (i + 1) units / parts)

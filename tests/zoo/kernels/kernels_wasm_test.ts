@@ -32,7 +32,13 @@ import { gemmSupported, instantiateGemm, NR, packB, packedSize } from "../../../
 import { LINEAR_OUT_ALIGN } from "../../../zoo/kernels/names.ts";
 import { instantiateOps } from "../../../zoo/kernels/wasm_ops.ts";
 import { DEFAULT_SPIN_POLLS } from "../../../zoo/kernels/wasm_tasks.ts";
-import { wasmPackedCount } from "../../../zoo/kernels/wasm_runtime.ts";
+import {
+  addressOf,
+  type WasmBackend,
+  wasmContext,
+  wasmPackedCount,
+} from "../../../zoo/kernels/wasm_runtime.ts";
+import { packToHeap } from "../../../zoo/kernels/wasm_matmul.ts";
 import { attentionCore, gelu, layerNorm } from "../../../zoo/layers/ops.ts";
 import { mergeHeads, splitFused } from "../../../zoo/layers/attention.ts";
 import { checkForwardParity, summary } from "../../support/zoo.ts";
@@ -391,6 +397,53 @@ Deno.test({
         for (let r = 0; r < rows; r++) want += src[r * cols + j];
         const got = heap[sumsAt / 4 + 3 * j];
         assert.ok(Math.abs(got - want) <= 2e-7 * want, `${rows}x${cols}: sum ${j} ${got} vs ${want}`);
+      }
+    }
+  },
+});
+
+/** The backend's view of a tensor (data id, shape, dtype), as kernels see it. */
+function tensorInfo(t: tf.Tensor): Parameters<typeof addressOf>[1] {
+  return { dataId: t.dataId, shape: t.shape, dtype: t.dtype };
+}
+
+Deno.test({
+  name:
+    "wasm GEMM: packing split between the pool's threads equals packB (both layouts, partial panels, bias)",
+  ...opts,
+  fn: () => {
+    const c = wasmContext(tf.backend() as unknown as WasmBackend)!;
+    assert.ok(c.pool && c.pool.threads > 1, "the tests run on the kernel pool");
+    for (const [k, n] of [[384, 1152], [1000, 67], [3000, 25]]) {
+      for (const transposed of [false, true]) {
+        for (const withBias of [false, true]) {
+          const rows = transposed ? n : k, cols = transposed ? k : n;
+          const src = tf.tensor2d(values(rows * cols, k + n), [rows, cols]);
+          const bias = tf.tensor1d(values(n, n + 1));
+          const want = new Float32Array(packedSize(k, n));
+          packB(
+            src.dataSync() as Float32Array,
+            k,
+            n,
+            transposed,
+            withBias ? bias.dataSync() as Float32Array : undefined,
+            want,
+            cols,
+          );
+          const ptr = packToHeap(
+            c,
+            addressOf(c, tensorInfo(src)),
+            k,
+            n,
+            transposed,
+            cols,
+            withBias ? tensorInfo(bias) : undefined,
+          );
+          const got = new Float32Array(c.memory.buffer, ptr, want.length).slice();
+          c.backend.wasm._free(ptr);
+          assert.deepEqual(got, want, `k ${k} n ${n} transposed ${transposed} bias ${withBias}`);
+          tf.dispose([src, bias]);
+        }
       }
     }
   },
