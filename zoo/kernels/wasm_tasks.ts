@@ -1,6 +1,8 @@
 /**
  * The work the wasm kernels split into chunks, shared by the calling thread and the pool's workers
- * (`wasm_pool.ts`): row or column ranges of a GEMM, and (sample, head) pairs of an attention. Parameters
+ * (`wasm_pool.ts`): row or column ranges of a GEMM, (sample, head) pairs of an attention, samples of the
+ * token performer and row ranges of its steps, output rows of the soft split, rows of LayerNorm, ranges of
+ * GELU, and panel ranges of a packing or column groups of a transpose. Parameters
  * travel in a shared control block; every thread runs chunks with its own instances of the GEMM and the fused
  * kernels on the same (shared) heap.
  *
