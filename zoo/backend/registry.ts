@@ -13,11 +13,11 @@
 
 import * as tf from "@tensorflow/tfjs-core";
 import { BACKEND_STATE } from "../kernels/state.ts";
-import { registerWasmKernels } from "../kernels/wasm_kernels.ts";
+import { WASM_KERNELS } from "../kernels/wasm_kernels.ts";
 import { installWasmGemm } from "../kernels/wasm_matmul.ts";
-import { registerWebGpuKernels } from "../kernels/webgpu_kernels.ts";
+import { WEBGPU_KERNELS } from "../kernels/webgpu_kernels.ts";
 import { registerTrainingGradients, shareWasmIdentity } from "./gradients.ts";
-import { registerWasmBackward } from "../kernels/wasm_backward.ts";
+import { WASM_BACKWARD_KERNELS, WASM_GRADIENTS } from "../kernels/wasm_backward.ts";
 
 /** One change to tfjs's registries. */
 export interface RegistryPatch {
@@ -53,14 +53,15 @@ export const REGISTRY_PATCHES: readonly RegistryPatch[] = Object.freeze(
     {
       name: "wasm-fused",
       backend: "wasm",
-      what: "our fused T2tGelu, T2tLayerNorm, T2tSoftmax and T2tAttention kernels",
-      apply: () => registerWasmKernels(),
+      what:
+        "our fused T2tGelu, T2tLayerNorm, T2tSoftmax, T2tAttention, T2tLinear, T2tPerformer and T2tUnfold kernels",
+      apply: () => registerMissing(WASM_KERNELS),
     },
     {
       name: "webgpu-fused",
       backend: "webgpu",
       what: "our fused T2tLayerNorm, T2tGelu, T2tSoftmax, T2tAttention, T2tUnfold and T2tPerformer kernels",
-      apply: () => registerWebGpuKernels(),
+      apply: () => registerMissing(WEBGPU_KERNELS),
     },
     {
       name: "gradients",
@@ -87,10 +88,21 @@ export const REGISTRY_PATCHES: readonly RegistryPatch[] = Object.freeze(
       what:
         "gradients of the fused T2tGelu, T2tLayerNorm, T2tAttention and T2tUnfold (wasm backward kernels), so " +
         "training runs the fused forward pass",
-      apply: () => registerWasmBackward(),
+      apply: () => {
+        if (!tf.findBackendFactory("wasm")) return false;
+        registerMissing(WASM_BACKWARD_KERNELS);
+        for (const g of WASM_GRADIENTS) if (!tf.getGradient(g.kernelName)) tf.registerGradient(g);
+        return true;
+      },
     },
   ] satisfies RegistryPatch[],
 );
+
+/** Registers the kernels not registered yet for their backend (another registration wins). */
+function registerMissing(kernels: readonly tf.KernelConfig[]): true {
+  for (const k of kernels) if (!tf.getKernel(k.kernelName, k.backendName)) tf.registerKernel(k);
+  return true;
+}
 
 function apply(p: RegistryPatch): void {
   if (BACKEND_STATE.installed.has(p.name)) return;

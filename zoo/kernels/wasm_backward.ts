@@ -6,11 +6,11 @@
  * - `T2tAttention` -> `T2tAttentionGrad` (the whole multi-head attention backward pass from `qkv` and the
  *   output's gradient, on the relaxed-SIMD GEMM, split between the kernel pool's threads by (sample, head):
  *   `wasm_backward_tasks.ts`);
- * - `T2tUnfold` (the soft split; registered here for wasm) -> `T2tFold` (its adjoint, col2im: a scatter-add).
+ * - `T2tUnfold` (the soft split; in {@linkcode WASM_BACKWARD_KERNELS} too) -> `T2tFold` (its adjoint, col2im: a scatter-add).
  *
  * The backward kernels run in the wasm backend's heap, in place. `fused.ts` uses a fused kernel while a
  * gradient tape records only on wasm and only when its gradient is registered, which
- * {@linkcode registerWasmBackward} does (a training-only registry patch, `zoo/backend/registry.ts`):
+ * the training-only registry patch of `zoo/backend/registry.ts` does ({@linkcode WASM_GRADIENTS}):
  * inference alone never changes.
  *
  * @module
@@ -238,8 +238,8 @@ function foldKernel(args: Args): tf.TensorInfo {
 
 type T = tf.Tensor;
 
-/** The gradients of the fused kernels (each runs its wasm backward kernel). */
-const GRADIENTS: tf.GradConfig[] = [
+/** The gradients of `T2tGelu`, `T2tLayerNorm`, `T2tAttention` and `T2tUnfold` through the backward kernels. */
+export const WASM_GRADIENTS: readonly tf.GradConfig[] = [
   {
     kernelName: GELU,
     inputsToSave: ["x"],
@@ -281,25 +281,19 @@ const GRADIENTS: tf.GradConfig[] = [
 ];
 
 /**
- * Registers the wasm backward kernels, the wasm soft split (`T2tUnfold`, when not registered yet) and the
- * gradients of `T2tGelu`, `T2tLayerNorm`, `T2tAttention` and `T2tUnfold` (those without one). Idempotent;
- * false without tfjs-backend-wasm. `zoo/backend/registry.ts` applies it for training on wasm.
+ * The wasm backward kernels and the wasm soft split (`T2tUnfold`, which training needs even where the
+ * forward kernels are off), by kernel name; `zoo/backend/registry.ts` registers them for training on wasm,
+ * with {@linkcode WASM_GRADIENTS}.
  */
-export function registerWasmBackward(): boolean {
-  if (!tf.findBackendFactory("wasm")) return false;
-  const kernels: [string, (args: Args) => tf.TensorInfo | tf.TensorInfo[]][] = [
-    [GELU_GRAD, geluGradKernel],
-    [LAYER_NORM_GRAD, layerNormGradKernel],
-    [ATTENTION_GRAD, attentionGradKernel],
-    [UNFOLD, unfoldKernel],
-    [FOLD, foldKernel],
-    [COLUMN_SUM, columnSumKernel],
-  ];
-  for (const [kernelName, fn] of kernels) {
-    if (!tf.getKernel(kernelName, "wasm")) {
-      tf.registerKernel({ kernelName, backendName: "wasm", kernelFunc: fn as unknown as tf.KernelFunc });
-    }
-  }
-  for (const g of GRADIENTS) if (!tf.getGradient(g.kernelName)) tf.registerGradient(g);
-  return true;
-}
+export const WASM_BACKWARD_KERNELS: readonly tf.KernelConfig[] = [
+  [GELU_GRAD, geluGradKernel],
+  [LAYER_NORM_GRAD, layerNormGradKernel],
+  [ATTENTION_GRAD, attentionGradKernel],
+  [UNFOLD, unfoldKernel],
+  [FOLD, foldKernel],
+  [COLUMN_SUM, columnSumKernel],
+].map(([kernelName, fn]) => ({
+  kernelName: kernelName as string,
+  backendName: "wasm",
+  kernelFunc: fn as unknown as tf.KernelFunc,
+}));

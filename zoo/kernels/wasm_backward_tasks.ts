@@ -43,26 +43,6 @@ function f32(memory: WebAssembly.Memory, byteOffset: number, length: number): Fl
 }
 
 /**
- * A new heap block holding the transposes of `batch` consecutive `rows x cols` matrices at byte address `src`
- * (each becomes `cols x rows`); the caller frees it. For the GEMM's transposed left operands.
- */
-export function transposedCopy(
-  c: { backend: { wasm: { _malloc(bytes: number): number } }; memory: WebAssembly.Memory },
-  src: number,
-  batch: number,
-  rows: number,
-  cols: number,
-): number {
-  const size = rows * cols;
-  const ptr = c.backend.wasm._malloc(batch * size * 4);
-  const bw = backwardOps(c.memory);
-  for (let i = 0; i < batch; i++) {
-    bw.transpose(src + i * size * 4, ptr + i * size * 4, rows, cols, cols * 4, rows * 4);
-  }
-  return ptr;
-}
-
-/**
  * Gradient of sample `b`, head `h` of the fused attention: reads `qkv` (`(B * N, 3 H d)` at byte address `qkv`)
  * and the output's gradient `dy` (`(B * N, H d)`), writes that head's q, k and v columns of `dqkv` (same shape
  * as `qkv`), using `buffers` ({@linkcode attentionGradBufferFloats} floats) and a GEMM `scratch`.

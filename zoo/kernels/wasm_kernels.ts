@@ -180,21 +180,17 @@ function unfoldKernel(args: Args): tf.TensorInfo {
   return out;
 }
 
-/** Registers the fused kernels for the `wasm` backend (those not registered yet); `zoo/backend/registry.ts` calls it. */
-export function registerWasmKernels(): boolean {
-  const kernels: [string, (args: Args) => tf.TensorInfo][] = [
-    [GELU, geluKernel],
-    [LAYER_NORM, layerNormKernel],
-    [SOFTMAX, softmaxKernel],
-    [ATTENTION, attentionKernel],
-    [LINEAR, linearKernel],
-    [PERFORMER, performerKernel],
-    [UNFOLD, unfoldKernel],
-  ];
-  for (const [kernelName, fn] of kernels) {
-    if (!tf.getKernel(kernelName, "wasm")) {
-      tf.registerKernel({ kernelName, backendName: "wasm", kernelFunc: fn as unknown as tf.KernelFunc });
-    }
-  }
-  return true;
-}
+/** Our fused kernels for the `wasm` backend, by kernel name (`zoo/backend/registry.ts` registers them). */
+export const WASM_KERNELS: readonly tf.KernelConfig[] = [
+  [GELU, geluKernel],
+  [LAYER_NORM, layerNormKernel],
+  [SOFTMAX, softmaxKernel],
+  [ATTENTION, attentionKernel],
+  [LINEAR, linearKernel],
+  [PERFORMER, performerKernel],
+  [UNFOLD, unfoldKernel],
+].map(([kernelName, fn]) => ({
+  kernelName: kernelName as string,
+  backendName: "wasm",
+  kernelFunc: fn as unknown as tf.KernelFunc,
+}));

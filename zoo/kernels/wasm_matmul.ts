@@ -24,7 +24,7 @@ import {
   type WasmContext,
   wasmContext,
 } from "./wasm_runtime.ts";
-import { transposedCopy } from "./wasm_backward_tasks.ts";
+import { backwardOps } from "./wasm_backward_ops.ts";
 import { attentionBufferFloats, pooledPack, TRANSPOSE, TRANSPOSE_COLUMNS } from "./wasm_tasks.ts";
 import type { AttentionSize } from "./fused.ts";
 
@@ -177,12 +177,18 @@ function deepProduct(
  * frees it), split between the pool's threads by groups of columns when there is a pool and enough work.
  */
 function transposedLeft(c: WasmContext, src: number, batch: number, rows: number, cols: number): number {
-  const pool = c.pool;
-  if (!pool || batch * rows * cols < 1 << 16) return transposedCopy(c, src, batch, rows, cols);
-  const ptr = c.backend.wasm._malloc(batch * rows * cols * 4);
-  const groups = Math.ceil(cols / TRANSPOSE_COLUMNS), units = batch * groups;
-  const parts = Math.min(units, 2 * pool.threads);
-  pool.run(TRANSPOSE, [src, ptr, rows, cols, groups, units, parts], parts);
+  const size = rows * cols, pool = c.pool;
+  const ptr = c.backend.wasm._malloc(batch * size * 4);
+  if (pool && batch * size >= 1 << 16) {
+    const groups = Math.ceil(cols / TRANSPOSE_COLUMNS), units = batch * groups;
+    const parts = Math.min(units, 2 * pool.threads);
+    pool.run(TRANSPOSE, [src, ptr, rows, cols, groups, units, parts], parts);
+  } else {
+    const bw = backwardOps(c.memory);
+    for (let i = 0; i < batch; i++) {
+      bw.transpose(src + i * size * 4, ptr + i * size * 4, rows, cols, cols * 4, rows * 4);
+    }
+  }
   return ptr;
 }
 

@@ -318,20 +318,16 @@ function unfoldKernel(args: Args): tf.TensorInfo {
   ]);
 }
 
-/** Registers the fused kernels for the `webgpu` backend (those not registered yet); `zoo/backend/registry.ts` calls it. */
-export function registerWebGpuKernels(): boolean {
-  const kernels: [string, (args: Args) => tf.TensorInfo][] = [
-    [LAYER_NORM, layerNormKernel],
-    [GELU, geluKernel],
-    [SOFTMAX, softmaxKernel],
-    [ATTENTION, attentionKernel],
-    [UNFOLD, unfoldKernel],
-    [PERFORMER, performerKernel],
-  ];
-  for (const [kernelName, fn] of kernels) {
-    if (!tf.getKernel(kernelName, "webgpu")) {
-      tf.registerKernel({ kernelName, backendName: "webgpu", kernelFunc: fn as unknown as tf.KernelFunc });
-    }
-  }
-  return true;
-}
+/** Our fused kernels for the `webgpu` backend, by kernel name (`zoo/backend/registry.ts` registers them). */
+export const WEBGPU_KERNELS: readonly tf.KernelConfig[] = [
+  [LAYER_NORM, layerNormKernel],
+  [GELU, geluKernel],
+  [SOFTMAX, softmaxKernel],
+  [ATTENTION, attentionKernel],
+  [UNFOLD, unfoldKernel],
+  [PERFORMER, performerKernel],
+].map(([kernelName, fn]) => ({
+  kernelName: kernelName as string,
+  backendName: "webgpu",
+  kernelFunc: fn as unknown as tf.KernelFunc,
+}));
