@@ -21,6 +21,8 @@ enableWasmThreads(2);
 const t0 = performance.now();
 await setBackend("wasm");
 const startMs = performance.now() - t0;
+// the start-up exercise is one chunk per thread, each waiting for all the others to take theirs
+const startChunks = wasmPoolChunks();
 prepareKernels();
 const spinDefault = wasmPoolSpin();
 const { errors } = await checkForwardParity("t2t_vit_7", "wasm", 5e-5, { batch: 1 });
@@ -43,4 +45,5 @@ console.log(JSON.stringify({
   startMs,
   allThreadsRun: wasmPoolBarrier(),
   chunks: wasmPoolChunks(),
+  startChunks,
 }));

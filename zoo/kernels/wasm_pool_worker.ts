@@ -52,9 +52,11 @@ function serve({ memory, ctlBuffer, id }: Start, post: (m: unknown) => void): vo
   const ctl32 = new Int32Array(ctlBuffer);
   const ctlF = new Float32Array(ctlBuffer);
   warmKernels(kernels);
-  post("ready");
-
+  // the task sequence number before announcing readiness: the pool may start a task (the start-up exercise,
+  // which waits for every thread) as soon as it hears from us, and a worker that read the number after that
+  // would wait for the next task instead
   let last = Atomics.load(ctl32, SEQ);
+  post("ready");
   while (true) {
     spinThenWait(ctl32, SEQ, last, Infinity, true);
     const seq = Atomics.load(ctl32, SEQ);

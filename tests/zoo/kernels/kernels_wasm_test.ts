@@ -644,6 +644,8 @@ Deno.test({
     // the build pre-creates eight pthread workers; none is started while our pool owns the threads
     assert.equal(r.standIns, 8, `pthread workers handed stand-ins (start-up ${r.startMs.toFixed(0)} ms)`);
     assert.ok(r.allThreadsRun, `every thread of the pool runs chunks (${r.chunks})`);
+    // every worker joins the start-up exercise (a worker that missed it left the caller waiting 2 s for it)
+    assert.deepEqual(r.startChunks, [1, 1], `chunks per thread at start-up: ${r.startChunks}`);
     assert.equal(r.spinDefault, DEFAULT_SPIN_POLLS, "the pool polls before blocking by default");
     assert.equal(r.spinAfter, 0, "the polling is adjustable");
   },
