@@ -199,6 +199,7 @@ export class T2tVit {
       this.numFeatures = width;
       this.#norm = new LayerNorm(store, "norm", width);
       if (c.numClasses > 0) this.#head = new Linear(store, "head", width, c.numClasses);
+      store.endRegistration();
     } catch (e) {
       store.dispose();
       throw e;

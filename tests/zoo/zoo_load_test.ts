@@ -15,7 +15,7 @@ import {
   readWeights,
   resolveConfig,
   setBackend,
-  type T2tVit,
+  T2tVit,
   T2tVit7,
   T2tVitT14,
   tf,
@@ -241,6 +241,38 @@ Deno.test("a model owns its weights: raw tensors changed after loading change no
   } finally {
     await setBackend("wasm");
     x.dispose();
+  }
+});
+
+Deno.test("a model built to be loaded holds one zero buffer per parameter shape, not a copy of its weights", async () => {
+  for (const backend of ["wasm", "cpu"] as const) {
+    await setBackend(backend);
+    try {
+      const before = tf.memory().numDataBuffers;
+      const m = new T2tVit(resolveConfig(TINY), { deferInit: true });
+      const state = m.stateDict();
+      const shapes = new Set([...state.values()].map((v) => v.shape.join(",")));
+      assert.ok(shapes.size < state.size, "the tiny config repeats shapes");
+      assert.equal(tf.memory().numDataBuffers - before, shapes.size, `${backend}: buffers before loading`);
+      // load all but one of a shape many parameters share: the rest get their values, it stays zero
+      const w = weightsOf(m);
+      const kept = "blocks.0.norm1.bias";
+      w.delete(kept);
+      m.loadStateDict(w, { strict: false });
+      const key = "blocks.0.norm1.weight";
+      assert.deepEqual(await state.get(key)!.data(), fill(key, state.get(key)!.shape), `${backend}: ${key}`);
+      assert.ok((await state.get(kept)!.data()).every((v) => v === 0), `${backend}: ${kept} still zero`);
+      m.resetParameters([kept]);
+      assert.deepEqual(
+        await state.get(key)!.data(),
+        fill(key, state.get(key)!.shape),
+        `${backend}: ${key} kept`,
+      );
+      m.dispose();
+      assert.equal(tf.memory().numDataBuffers, before, `${backend}: every buffer freed`);
+    } finally {
+      await setBackend("wasm");
+    }
   }
 });
 

@@ -133,6 +133,12 @@ export class ParamStore {
   }
 
   readonly #defer: boolean;
+  /**
+   * With `deferInit`, one zero tensor per shape, shared by the variables of that shape until weights are
+   * assigned to them (a variable shares its initial value's buffer): a model about to be loaded allocates a
+   * block's worth of zeros, not a second copy of its weights. Freed by {@linkcode ParamStore.endRegistration}.
+   */
+  #zeros = new Map<string, tf.Tensor>();
 
   /**
    * Draws the initial values of the parameters in `keys` (in registration order). With `deferInit`, the
@@ -162,18 +168,37 @@ export class ParamStore {
   add(name: string, shape: readonly number[], init: Init, trainable = true): tf.Variable {
     const key = this.#prefix + name;
     if (this.params.has(key)) throw new Error(`parameter '${key}' registered twice`);
-    const variable = tf.tidy(() => {
-      const v = this.#defer
-        ? tf.fill([...shape], 0, "float32") // made by the backend: no array of zeros in JavaScript
-        : tf.tensor(initValues(shape, init, this.#rng), [...shape], "float32");
-      return tf.variable(v, trainable, `${this.namespace}/${key}`);
-    });
+    const varName = `${this.namespace}/${key}`;
+    let variable: tf.Variable;
+    if (this.#defer) {
+      const shapeKey = shape.join(",");
+      let zero = this.#zeros.get(shapeKey);
+      if (!zero) {
+        zero = tf.fill([...shape], 0, "float32"); // made by the backend: no array of zeros in JavaScript
+        this.#zeros.set(shapeKey, zero);
+      }
+      variable = tf.variable(zero, trainable, varName);
+    } else {
+      variable = tf.tidy(() =>
+        tf.variable(tf.tensor(initValues(shape, init, this.#rng), [...shape], "float32"), trainable, varName)
+      );
+    }
     this.params.set(key, { name: key, shape: [...shape], trainable, variable, init });
     return variable;
   }
 
+  /**
+   * Ends registration: drops the store's own references to the zeros that deferred parameters share (the
+   * variables keep theirs until weights are assigned to them).
+   */
+  endRegistration(): void {
+    for (const z of this.#zeros.values()) z.dispose();
+    this.#zeros.clear();
+  }
+
   /** Disposes every variable. */
   dispose(): void {
+    this.endRegistration();
     for (const p of this.params.values()) p.variable.dispose();
     this.params.clear();
   }
