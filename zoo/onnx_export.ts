@@ -295,16 +295,18 @@ class T2tGraph {
     ]);
   }
 
+  /** A ghost attention's `n` projection of `x`: `lin x` concatenated with its per-channel scaled copy. */
+  ghostProjection(x: string, p: string, n: "q" | "k" | "v", dim: number): string {
+    const a = this.linear(x, `${p}.${n}`);
+    const w = this.op("Reshape", [this.param(`${p}.cheap_operation_${n}.weight`), this.i64([idiv(dim, 2)])]);
+    return this.op("Concat", [a, this.op("Mul", [a, w])], { axis: -1 });
+  }
+
   attention(x: string, p: string, dim: number, c: T2tVitConfig, kind: "vit" | "se" | "ghost"): string {
     const scale = c.qkScale ?? Math.pow(idiv(dim, c.numHeads), -0.5);
     let qkv: string;
     if (kind === "ghost") {
-      const half = idiv(dim, 2);
-      const ghost = (n: string) => {
-        const a = this.linear(x, `${p}.${n}`);
-        const w = this.op("Reshape", [this.param(`${p}.cheap_operation_${n}.weight`), this.i64([half])]);
-        return this.op("Concat", [a, this.op("Mul", [a, w])], { axis: -1 });
-      };
+      const ghost = (n: "q" | "k" | "v") => this.ghostProjection(x, p, n, dim);
       qkv = this.op("Concat", [ghost("q"), ghost("k"), ghost("v")], { axis: -1 });
     } else qkv = this.linear(x, `${p}.qkv`);
     let y = this.linear(this.multiHead(qkv, dim, c.numHeads, scale), `${p}.proj`);
@@ -327,33 +329,58 @@ class T2tGraph {
   }
 
   /**
-   * A standard block's output for the class tokens alone, `(B, 1, C)` from `x (B, N, C)`, for the last
-   * block (only its class tokens reach the head): keys and values of every token; the queries, the
-   * projection and the MLP of the class tokens only (as the model's inference does, `Block.applyClassTokens`).
+   * A block's output for the class tokens alone, `(B, 1, C)` from `x (B, N, C)`, for the last block (only its
+   * class tokens reach the head), as the model's inference does (`applyClassTokens` of the blocks): keys and
+   * values of every token, the queries, the projection and the MLP of the class tokens only. An SE block's
+   * gate averages every token's attention output, so there only the MLP is the class tokens'.
    */
-  classTokenBlock(x: string, p: string, dim: number, c: T2tVitConfig): string {
-    const heads = c.numHeads, hd = idiv(dim, heads);
-    const scale = c.qkScale ?? Math.pow(hd, -0.5);
+  classTokenBlock(x: string, p: string, dim: number, c: T2tVitConfig, kind: "vit" | "se" | "ghost"): string {
     const first = (t: string) => this.op("Slice", [t, this.i64([0]), this.i64([1]), this.i64([1])]);
-    const split = (t: string, perm: number[]) =>
-      this.op("Transpose", [this.op("Reshape", [t, this.i64([0, 0, heads, hd])])], { perm });
     const n1 = this.layerNorm(x, `${p}.norm1`);
-    const q = split(this.linearRange(first(n1), `${p}.attn.qkv`, 0, dim), [0, 2, 1, 3]); // (B, H, 1, d)
-    const k = split(this.linearRange(n1, `${p}.attn.qkv`, dim, 2 * dim), [0, 2, 3, 1]); // (B, H, d, N)
-    const v = split(this.linearRange(n1, `${p}.attn.qkv`, 2 * dim, 3 * dim), [0, 2, 1, 3]); // (B, H, N, d)
-    const s = this.op("Mul", [this.op("MatMul", [q, k]), this.scalar(scale)]);
-    const o = this.op("MatMul", [this.op("Softmax", [s], { axis: -1 }), v]); // (B, H, 1, d)
-    const heads1 = this.op("Reshape", [
-      this.op("Transpose", [o], { perm: [0, 2, 1, 3] }),
-      this.i64([0, 0, dim]),
+    let attn: string;
+    if (kind === "se") attn = first(this.attention(n1, `${p}.attn`, dim, c, kind));
+    else {
+      const heads = c.numHeads, hd = idiv(dim, heads);
+      const scale = c.qkScale ?? Math.pow(hd, -0.5);
+      const split = (t: string, perm: number[]) =>
+        this.op("Transpose", [this.op("Reshape", [t, this.i64([0, 0, heads, hd])])], { perm });
+      const a = `${p}.attn`;
+      // (B, 1, C) queries, (B, N, C) keys and values
+      const [q, k, v] = kind === "ghost"
+        ? [
+          this.ghostProjection(first(n1), a, "q", dim),
+          this.ghostProjection(n1, a, "k", dim),
+          this.ghostProjection(n1, a, "v", dim),
+        ]
+        : [
+          this.linearRange(first(n1), `${a}.qkv`, 0, dim),
+          this.linearRange(n1, `${a}.qkv`, dim, 2 * dim),
+          this.linearRange(n1, `${a}.qkv`, 2 * dim, 3 * dim),
+        ];
+      const s = this.op("Mul", [
+        this.op("MatMul", [split(q, [0, 2, 1, 3]), split(k, [0, 2, 3, 1])]), // (B, H, 1, N)
+        this.scalar(scale),
+      ]);
+      const o = this.op("MatMul", [this.op("Softmax", [s], { axis: -1 }), split(v, [0, 2, 1, 3])]); // (B, H, 1, d)
+      const heads1 = this.op("Reshape", [
+        this.op("Transpose", [o], { perm: [0, 2, 1, 3] }),
+        this.i64([0, 0, dim]),
+      ]);
+      attn = this.linear(heads1, `${a}.proj`);
+    }
+    const y = this.op("Add", [first(x), attn]);
+    const n2 = this.layerNorm(y, `${p}.norm2`);
+    return this.op("Add", [
+      y,
+      kind === "ghost" ? this.ghostMlp(n2, `${p}.mlp`, dim) : this.mlp(n2, `${p}.mlp`),
     ]);
-    const a = this.op("Add", [first(x), this.linear(heads1, `${p}.attn.proj`)]);
-    return this.op("Add", [a, this.mlp(this.layerNorm(a, `${p}.norm2`), `${p}.mlp`)]);
   }
 
-  denseBlock(x: string, p: string, dim: number, c: T2tVitConfig): string {
-    const y = this.block(x, p, dim, c, "vit");
-    return this.op("Concat", [x, this.linear(y, `${p}.dense_linear`)], { axis: -1 });
+  /** A dense block: `x` and the new features of its block, concatenated (class tokens alone if `classOnly`). */
+  denseBlock(x: string, p: string, dim: number, c: T2tVitConfig, classOnly = false): string {
+    const y = classOnly ? this.classTokenBlock(x, p, dim, c, "vit") : this.block(x, p, dim, c, "vit");
+    const rest = classOnly ? this.op("Slice", [x, this.i64([0]), this.i64([1]), this.i64([1])]) : x;
+    return this.op("Concat", [rest, this.linear(y, `${p}.dense_linear`)], { axis: -1 });
   }
 }
 
@@ -435,7 +462,11 @@ export function exportOnnx(model: T2tVit, opts: OnnxExportOptions = {}): Uint8Ar
     let idx = 0;
     let start = e;
     stages.forEach((n, i) => {
-      for (let j = 0; j < n; j++) h = b.denseBlock(h, `blocks.${idx++}`, start + j * growth, c);
+      const last = i === stages.length - 1;
+      for (let j = 0; j < n; j++) {
+        // the last block computes its class tokens alone: (B, 1, width)
+        h = b.denseBlock(h, `blocks.${idx++}`, start + j * growth, c, last && j === n - 1);
+      }
       width = start + n * growth;
       if (i !== stages.length - 1) {
         const out = Math.floor(width / 2);
@@ -444,10 +475,10 @@ export function exportOnnx(model: T2tVit, opts: OnnxExportOptions = {}): Uint8Ar
       }
     });
   } else {
-    // the last standard block computes its class tokens alone: (B, 1, E)
+    // the last block computes its class tokens alone: (B, 1, E)
     for (let i = 0; i < c.depth; i++) {
-      h = i === c.depth - 1 && c.blockType === "vit"
-        ? b.classTokenBlock(h, `blocks.${i}`, e, c)
+      h = i === c.depth - 1
+        ? b.classTokenBlock(h, `blocks.${i}`, e, c, c.blockType)
         : b.block(h, `blocks.${i}`, e, c, c.blockType);
     }
   }

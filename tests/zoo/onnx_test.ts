@@ -189,3 +189,41 @@ Deno.test("exportOnnx: bad options and sizes get clear errors", async () => {
   await assert.rejects(createModel("t2t_vit_7", { imgSize: 200 }), /multiple of 16/);
   await assert.rejects(createModel("t2t_vit_99" as "t2t_vit_7"), /unknown model 't2t_vit_99'/);
 });
+
+Deno.test("exportOnnx: the last block of every block kind computes its class tokens alone (its MLP sees one token)", async () => {
+  await setBackend("wasm");
+  for (const name of ["t2t_vit_7", "t2t_vit_14_se", "t2t_vit_16_ghost", "t2t_vit_dense"] as const) {
+    const model = await createModel(name, { imgSize: 64 });
+    try {
+      const last = Math.max(
+        ...[...model.stateDict().keys()].flatMap((k) =>
+          /^blocks\.(\d+)\.mlp\.fc1\.weight$/.exec(k)?.[1] ?? []
+        )
+          .map(Number),
+      );
+      const g = decodeOnnxModel(exportOnnx(model)).graph;
+      const producer = new Map(g.nodes.flatMap((n) => n.outputs.map((o) => [o, n] as const)));
+      for (const block of [last - 1, last]) {
+        // fc1's product: MatMul(norm2(y), W^T), with y the block's input plus its attention output
+        const wT = g.nodes.find((n) =>
+          n.opType === "Transpose" && n.inputs[0] === `blocks.${block}.mlp.fc1.weight`
+        );
+        const mm = g.nodes.find((n) => n.opType === "MatMul" && n.inputs[1] === wT?.outputs[0]);
+        assert.ok(mm, `${name}: blocks.${block}.mlp.fc1's product`);
+        const norm2 = producer.get(mm.inputs[0]);
+        assert.equal(norm2?.opType, "LayerNormalization", `${name}: blocks.${block}.norm2`);
+        const y = producer.get(norm2.inputs[0]);
+        assert.equal(y?.opType, "Add", `${name}: blocks.${block}'s residual`);
+        // the last block's residual is the class tokens of its input (a slice of token 0); the others', all
+        const fromSlice = y.inputs.some((i) => producer.get(i)?.opType === "Slice");
+        assert.equal(
+          fromSlice,
+          block === last,
+          `${name}: blocks.${block} computes ${fromSlice ? "one" : "every"} token`,
+        );
+      }
+    } finally {
+      model.dispose();
+    }
+  }
+});
