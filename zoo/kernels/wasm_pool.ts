@@ -18,11 +18,13 @@ import {
   CTL_SLOTS,
   DEFAULT_SPIN_POLLS,
   DONE,
+  FAILED,
+  failureOf,
   type Kernels,
   NCHUNK,
   NEXT,
   PARAMS,
-  runChunk,
+  runChunkSafely,
   SCRATCH_BYTES,
   SEQ,
   SPIN,
@@ -175,13 +177,14 @@ export class KernelPool {
     params.forEach((v, i) => (ctl[PARAMS + i] = v >>> 0));
     floats.forEach((v, i) => (this.#ctlF[PARAMS + params.length + i] = v));
     Atomics.store(ctl32, NCHUNK, chunks);
+    Atomics.store(ctl32, FAILED, 0);
     Atomics.store(ctl32, DONE, 0);
     Atomics.store(ctl32, NEXT, 0);
     const seq = Atomics.add(ctl32, SEQ, 1) + 1;
     Atomics.notify(ctl32, SEQ);
     let done = 0;
     for (let i = Atomics.add(ctl32, NEXT, 1); i < chunks; i = Atomics.add(ctl32, NEXT, 1)) {
-      runChunk(this.#kernels, ctl, this.#ctlF, i, 0);
+      runChunkSafely(this.#kernels, ctl, ctl32, this.#ctlF, i, 0, "the kernel pool's calling thread");
       done = Atomics.add(ctl32, DONE, 1) + 1;
     }
     // chunks claimed by workers
@@ -193,6 +196,9 @@ export class KernelPool {
       let b: number;
       while ((b = Atomics.load(ctl32, BUSY + w)) !== 0) spinThenWait(ctl32, BUSY + w, b, 5, this.#block);
     }
+    // a chunk that threw (a trap in a kernel: a bug) fails the task; the pool stays usable
+    const failure = failureOf(ctl);
+    if (failure !== undefined) throw new Error(`a wasm kernel task (type ${ctl[TYPE]}) failed in ${failure}`);
   }
 
   /**

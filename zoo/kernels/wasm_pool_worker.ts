@@ -17,7 +17,7 @@ import {
   type Kernels,
   NCHUNK,
   NEXT,
-  runChunk,
+  runChunkSafely,
   SEQ,
   spinThenWait,
   warmKernels,
@@ -67,7 +67,7 @@ function serve({ memory, ctlBuffer, id }: Start, post: (m: unknown) => void): vo
     if (Atomics.load(ctl32, CLOSED) < seq) {
       const n = Atomics.load(ctl32, NCHUNK);
       for (let i = Atomics.add(ctl32, NEXT, 1); i < n; i = Atomics.add(ctl32, NEXT, 1)) {
-        runChunk(kernels, ctl, ctlF, i, id + 1);
+        runChunkSafely(kernels, ctl, ctl32, ctlF, i, id + 1, `the kernel pool's worker ${id + 1}`);
         Atomics.add(ctl32, DONE, 1);
         Atomics.notify(ctl32, DONE);
       }

@@ -32,8 +32,17 @@ export const PARAMS = 8;
 export const BUSY = 32;
 /** First per-thread count of chunks run (the caller first). */
 export const STATS = 64;
+/**
+ * Control slot set (to 1) by the first chunk of a task that threw: the other chunks of the task are then
+ * skipped (counted done without running), and the caller throws once the task is over.
+ */
+export const FAILED = 7;
+/** First slot of the failed chunk's error message (UTF-16 code units, two per slot; length first). */
+export const MESSAGE = 96;
+/** Code units of an error message the control block holds. */
+const MESSAGE_UNITS = 2 * 63;
 /** Size of the control block in 32-bit slots (at most 32 threads). */
-export const CTL_SLOTS = 96;
+export const CTL_SLOTS = MESSAGE + 64;
 /** Bytes of GEMM scratch per thread. */
 export const SCRATCH_BYTES = NR * MR * 4;
 
@@ -53,6 +62,40 @@ export function spinThenWait(a: Int32Array, i: number, v: number, ms: number, bl
   const polls = Atomics.load(a, SPIN);
   for (let n = 0; n < polls; n++) if (Atomics.load(a, i) !== v) return;
   if (block) Atomics.wait(a, i, v, ms);
+}
+
+/**
+ * Runs chunk `i` (see {@linkcode runChunk}; `ctl32` is `ctl` as signed integers) unless a chunk of the task already failed; a chunk that throws
+ * marks the task failed and leaves its message (prefixed with `who`) in the control block. Never throws, so
+ * that every claimed chunk is counted done and nobody waits for a thread that died.
+ */
+export function runChunkSafely(
+  k: Kernels,
+  ctl: Uint32Array,
+  ctl32: Int32Array,
+  ctlF: Float32Array,
+  i: number,
+  thread: number,
+  who: string,
+): void {
+  if (Atomics.load(ctl32, FAILED) !== 0) return;
+  try {
+    runChunk(k, ctl, ctlF, i, thread);
+  } catch (e) {
+    if (Atomics.compareExchange(ctl32, FAILED, 0, 1) !== 0) return;
+    const text = `${who}: ${e instanceof Error ? e.message : String(e)}`.slice(0, MESSAGE_UNITS);
+    const units = new Uint16Array(ctl.buffer, (MESSAGE + 1) * 4, MESSAGE_UNITS);
+    for (let j = 0; j < text.length; j++) units[j] = text.charCodeAt(j);
+    Atomics.store(ctl32, MESSAGE, text.length);
+  }
+}
+
+/** The message of the task's failed chunk (see {@linkcode runChunkSafely}), or `undefined`. */
+export function failureOf(ctl: Uint32Array): string | undefined {
+  const ctl32 = new Int32Array(ctl.buffer);
+  if (Atomics.load(ctl32, FAILED) === 0) return undefined;
+  const units = new Uint16Array(ctl.buffer, (MESSAGE + 1) * 4, Atomics.load(ctl32, MESSAGE));
+  return String.fromCharCode(...units);
 }
 
 /** Task types. */

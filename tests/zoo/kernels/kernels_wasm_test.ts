@@ -653,6 +653,37 @@ Deno.test({
 
 Deno.test({
   name:
+    "wasm threads: a kernel that traps fails its task with an error naming the thread, and the pool keeps working (no hang)",
+  ...opts,
+  fn: async () => {
+    const script = new URL("../../support/pool_failure_child.ts", import.meta.url).pathname;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(120_000), // a pool waiting for a dead worker hangs
+    }).output();
+    assert.equal(out.code, 0, `child failed or hung: ${new TextDecoder().decode(out.stderr)}`);
+    const r = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+    assert.equal(r.threads, 2);
+    assert.ok(r.rounds >= 40);
+    assert.equal(r.failures, r.rounds, "every trapping task throws");
+    for (const m of r.messages) {
+      assert.match(
+        m,
+        /^a wasm kernel task \(type \d+\) failed in the kernel pool's .*: memory access out of bounds$/,
+      );
+    }
+    // traps on the calling thread and on the worker both reach the caller
+    assert.ok(r.messages.some((m: string) => /calling thread/.test(m)), r.messages.join("; "));
+    assert.ok(r.messages.some((m: string) => /worker 1/.test(m)), r.messages.join("; "));
+    assert.ok(r.allThreadsRun, "both threads still run chunks");
+    assert.equal(r.maxDiff, 0, "products after the failures are right");
+  },
+});
+
+Deno.test({
+  name:
     "wasm threads: a model's first forward pass of one image finds its heap grown at load, not by far more",
   ...opts,
   fn: async () => {
