@@ -6,13 +6,7 @@
  */
 import { enableWasmThreads } from "../../zoo/kernels/mod.ts";
 import { setBackend, tf } from "../../zoo/mod.ts";
-import {
-  addressOf,
-  runGemm,
-  type WasmBackend,
-  wasmContext,
-  wasmPoolBarrier,
-} from "../../zoo/kernels/wasm_runtime.ts";
+import { runGemm, type WasmBackend, wasmContext, wasmPoolBarrier } from "../../zoo/kernels/wasm_runtime.ts";
 
 enableWasmThreads(2);
 await setBackend("wasm");
