@@ -12,6 +12,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import {
   ATTENTION,
+  CLASS_ATTENTION,
   GELU,
   LAYER_NORM,
   LINEAR,
@@ -126,6 +127,23 @@ export function fusedAttention(
 ): tf.Tensor2D | undefined {
   if (!usable(ATTENTION, qkv)) return undefined;
   return tf.engine().runKernel(ATTENTION, { qkv }, { batch, heads, scale }) as tf.Tensor2D;
+}
+
+/**
+ * The attention of the class tokens alone: `q (B, C)`, each sample's class-token query, against the keys and
+ * values `k`, `v` `(B * N, C)` of its tokens (heads of `C / heads` channels), to `(B, C)` with the heads
+ * concatenated, `softmax(scale q k^T) v` per sample and head, by the fused kernel, or `undefined`.
+ */
+export function fusedClassAttention(
+  q: tf.Tensor2D,
+  k: tf.Tensor2D,
+  v: tf.Tensor2D,
+  batch: number,
+  heads: number,
+  scale: number,
+): tf.Tensor2D | undefined {
+  if (!usable(CLASS_ATTENTION, q, k, v)) return undefined;
+  return tf.engine().runKernel(CLASS_ATTENTION, { q, k, v }, { batch, heads, scale }) as tf.Tensor2D;
 }
 
 /**

@@ -13,6 +13,11 @@ export const LAYER_NORM = "T2tLayerNorm";
 export const SOFTMAX = "T2tSoftmax";
 /** `T2tAttention`: `{qkv}` `(B*N, 3C)`, `{batch, heads, scale}` -> `(B*N, C)`, heads concatenated. */
 export const ATTENTION = "T2tAttention";
+/**
+ * `T2tClassAttention`: `{q, k, v}` `(B, C)`, `(B*N, C)`, `(B*N, C)`, `{batch, heads, scale}` -> `(B, C)`: each
+ * sample's class-token query against the keys and values of its `N` tokens, heads concatenated.
+ */
+export const CLASS_ATTENTION = "T2tClassAttention";
 /** `T2tUnfold`: `{x}` NHWC, `{kernel, stride, padding}` -> `(B, Ho, Wo, C*k*k)`, `nn.Unfold` order per pixel. */
 export const UNFOLD = "T2tUnfold";
 /** `T2tPerformer`: `{kqv}` `(B*T, 3 emb)`, `{w}` `(m, emb)`, `{batch, eps}` -> the performer's `(B*T, emb)`. */

@@ -1,15 +1,16 @@
 /**
- * The fused T2T kernels on tfjs-backend-wasm: `T2tGelu`, `T2tLayerNorm`, `T2tSoftmax` and `T2tAttention`
- * (see `names.ts`), registered as tfjs kernels for the `wasm` backend and run by our WebAssembly code in the
+ * The fused T2T kernels on tfjs-backend-wasm: `T2tGelu`, `T2tLayerNorm`, `T2tSoftmax`, `T2tAttention`,
+ * `T2tClassAttention`, `T2tLinear`, `T2tPerformer` and `T2tUnfold` (see `names.ts`), registered as tfjs kernels for the `wasm` backend and run by our WebAssembly code in the
  * backend's heap.
  *
  * @module
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import { ATTENTION, GELU, LAYER_NORM, LINEAR, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
+import { ATTENTION, CLASS_ATTENTION, GELU, LAYER_NORM, LINEAR, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
 import { linearKernel, packedWeight } from "./wasm_matmul.ts";
 import {
+  attendRows,
   ATTENTION as ATTENTION_TASK,
   attentionBufferFloats,
   attentionHead,
@@ -114,6 +115,36 @@ function attentionKernel(args: Args): tf.TensorInfo {
 }
 
 /**
+ * The class tokens' attention (`T2tClassAttention`, see `names.ts`): per sample and head, one query row
+ * against every token's keys and values, read in place (strided). A few microseconds per head, on the
+ * calling thread.
+ */
+function classAttentionKernel(args: Args): tf.TensorInfo {
+  const c = context(args);
+  const { q, k, v } = args.inputs as Record<string, tf.TensorInfo>;
+  const { batch, heads, scale } = args.attrs as unknown as { batch: number; heads: number; scale: number };
+  const [rows, dim] = k.shape;
+  const n = rows / batch, d = dim / heads, ld = dim * 4;
+  const out = c.backend.makeOutput([batch, dim], "float32");
+  const wasm = c.backend.wasm;
+  const buffers = wasm._malloc(attentionBufferFloats(n, d) * 4);
+  try {
+    const kern = { gemm: c.gemm, ops: c.ops, memory: c.memory };
+    const qa = addressOf(c, q), ka = addressOf(c, k), va = addressOf(c, v), oa = addressOf(c, out);
+    for (let b = 0; b < batch; b++) {
+      for (let h = 0; h < heads; h++) {
+        const at = (b * n * dim + h * d) * 4, row = (b * dim + h * d) * 4;
+        const head = { keys: ka + at, ldk: ld, values: va + at, ldv: ld, tokens: n, d };
+        attendRows(kern, head, qa + row, ld, oa + row, ld, 1, scale, buffers, c.scratch);
+      }
+    }
+  } finally {
+    wasm._free(buffers);
+  }
+  return out;
+}
+
+/**
  * The token performer's attention (`T2tPerformer`, see `names.ts`): one sample per chunk on the pool's
  * threads, each a few GEMMs and the fused `prm_exp` (`wasm_tasks.ts` `performerSample`).
  */
@@ -186,6 +217,7 @@ export const WASM_KERNELS: readonly tf.KernelConfig[] = [
   [LAYER_NORM, layerNormKernel],
   [SOFTMAX, softmaxKernel],
   [ATTENTION, attentionKernel],
+  [CLASS_ATTENTION, classAttentionKernel],
   [LINEAR, linearKernel],
   [PERFORMER, performerKernel],
   [UNFOLD, unfoldKernel],

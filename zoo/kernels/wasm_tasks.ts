@@ -148,18 +148,68 @@ export function attentionHead(
   rowStart = 0,
   rowEnd = tokens,
 ): void {
-  const n = tokens, dim = heads * d, width = 3 * dim, ld = width * 4;
+  const n = tokens, dim = heads * d, ld = 3 * dim * 4;
+  const q = qkv + b * n * ld + h * d * 4;
+  const o = out + (b * n * dim + h * d) * 4;
+  const head: AttentionHead = { keys: q + dim * 4, ldk: ld, values: q + 2 * dim * 4, ldv: ld, tokens: n, d };
+  attendRows(
+    k,
+    head,
+    q + rowStart * ld,
+    ld,
+    o + rowStart * dim * 4,
+    dim * 4,
+    rowEnd - rowStart,
+    scale,
+    buffers,
+    scratch,
+  );
+}
+
+/** One head's keys and values: `tokens` rows of `d` values each, at byte addresses with row strides in bytes. */
+export interface AttentionHead {
+  /** Address of the first key. */
+  keys: number;
+  /** Row stride of the keys. */
+  ldk: number;
+  /** Address of the first value. */
+  values: number;
+  /** Row stride of the values. */
+  ldv: number;
+  /** Keys (and values). */
+  tokens: number;
+  /** Head size. */
+  d: number;
+}
+
+/**
+ * `softmax(scale q k^T) v` of `rows` queries (`d` values each at `q`, rows `ldq` bytes apart) against one head's
+ * keys and values, into `out` (rows `ldo` bytes apart), using `buffers` (a block of
+ * {@linkcode attentionBufferFloats} floats) and a GEMM `scratch`: the keys packed transposed and the values
+ * packed once, then blocks of query rows through the GEMM, the softmax and the GEMM again.
+ */
+export function attendRows(
+  k: Kernels,
+  head: AttentionHead,
+  q: number,
+  ldq: number,
+  out: number,
+  ldo: number,
+  rows: number,
+  scale: number,
+  buffers: number,
+  scratch: number,
+): void {
+  const { tokens: n, d } = head;
   const chunk = Math.max(1, Math.min(n, Math.floor(MAX_SCORES / n)));
   const kt = buffers, vp = kt + packedSize(d, n) * 4, scores = vp + packedSize(n, d) * 4;
-  const q = qkv + b * n * ld + h * d * 4, kAddr = q + dim * 4, vAddr = q + 2 * dim * 4;
-  k.gemm.pack(kAddr, d, n, 1, ld, 0, kt);
-  k.gemm.pack(vAddr, n, d, 0, ld, 0, vp);
-  const o = out + (b * n * dim + h * d) * 4;
-  for (let r = rowStart; r < rowEnd; r += chunk) {
-    const m = Math.min(chunk, rowEnd - r);
-    k.gemm.gemm(q + r * ld, ld, kt, scores, n * 4, m, n, d, scratch, panelsPerBlock(d));
+  k.gemm.pack(head.keys, d, n, 1, head.ldk, 0, kt);
+  k.gemm.pack(head.values, n, d, 0, head.ldv, 0, vp);
+  for (let r = 0; r < rows; r += chunk) {
+    const m = Math.min(chunk, rows - r);
+    k.gemm.gemm(q + r * ldq, ldq, kt, scores, n * 4, m, n, d, scratch, panelsPerBlock(d));
     k.ops.softmax(scores, scores, m, n, scale);
-    k.gemm.gemm(scores, n * 4, vp, o + r * dim * 4, dim * 4, m, d, n, scratch, panelsPerBlock(n));
+    k.gemm.gemm(scores, n * 4, vp, out + r * ldo, ldo, m, d, n, scratch, panelsPerBlock(n));
   }
 }
 

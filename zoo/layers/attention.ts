@@ -8,7 +8,7 @@
 
 import { tf } from "../../src/core/tf.ts";
 import { Linear } from "./linear.ts";
-import { fusedAttention } from "../kernels/fused.ts";
+import { fusedAttention, fusedClassAttention } from "../kernels/fused.ts";
 import { attentionCore, classRows, type Ctx, dropout } from "./ops.ts";
 import type { ParamStore } from "./params.ts";
 
@@ -93,8 +93,8 @@ export function multiHead(
  * The attention of the class tokens alone: `q (B, C)`, each sample's class-token query, against the keys
  * and values `k`, `v` `(B * N, C)` of all its tokens, to `(B, C)` with the heads concatenated: rows
  * `0, N, 2N, ..` of {@linkcode multiHead}'s result (scores scaled after the product, as the backbone
- * does). One row of scores per head is too small for a product kernel, so it is element-wise products and
- * sums.
+ * does): the fused kernel where one runs (wasm), else element-wise products and sums (one row of scores
+ * per head is too small for a product).
  */
 export function classTokenAttention(
   q: tf.Tensor2D,
@@ -104,6 +104,8 @@ export function classTokenAttention(
   heads: number,
   scale: number,
 ): tf.Tensor2D {
+  const fused = fusedClassAttention(q, k, v, batch, heads, scale);
+  if (fused) return fused;
   const [rows, c] = k.shape;
   const n = rows / batch, d = c / heads;
   const scores = tf.sum(tf.mul(tf.reshape(k, [batch, n, heads, d]), tf.reshape(q, [batch, 1, heads, d])), 3);

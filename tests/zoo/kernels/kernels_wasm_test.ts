@@ -17,6 +17,7 @@ import {
 } from "../../../zoo/kernels/mod.ts";
 import {
   fusedAttention,
+  fusedClassAttention,
   fusedGelu,
   fusedLayerNorm,
   fusedLinear,
@@ -40,7 +41,7 @@ import {
 } from "../../../zoo/kernels/wasm_runtime.ts";
 import { packToHeap } from "../../../zoo/kernels/wasm_matmul.ts";
 import { attentionCore, gelu, layerNorm } from "../../../zoo/layers/ops.ts";
-import { mergeHeads, splitFused } from "../../../zoo/layers/attention.ts";
+import { classTokenAttention, mergeHeads, splitFused } from "../../../zoo/layers/attention.ts";
 import { checkForwardParity, summary } from "../../support/zoo.ts";
 import { installGradients } from "../../../zoo/backend/registry.ts";
 
@@ -588,6 +589,83 @@ Deno.test({
         `attention ${batch}x${tokens}x${heads}x${d}: ${maxAbs(fused, want)}`,
       );
       qkv.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "wasm fused class-token attention matches float64 and the generic ops, and model inference runs it",
+  ...opts,
+  fn: async () => {
+    for (
+      const [batch, tokens, heads, d] of [[1, 197, 6, 64], [3, 50, 4, 64], [2, 23, 3, 12], [1, 1, 2, 8], [
+        2,
+        9,
+        1,
+        5,
+      ]]
+    ) {
+      const c = heads * d;
+      const qv = values(batch * c, d + 1),
+        kv = values(batch * tokens * c, tokens + d),
+        vv = values(batch * tokens * c, 7);
+      const q = tf.tensor2d(qv, [batch, c]), k = tf.tensor2d(kv, [batch * tokens, c]);
+      const v = tf.tensor2d(vv, [batch * tokens, c]);
+      const scale = d ** -0.5;
+      const fused = tf.tidy(() => fusedClassAttention(q, k, v, batch, heads, scale)!.dataSync());
+      const viaLayer = tf.tidy(() => classTokenAttention(q, k, v, batch, heads, scale).dataSync());
+      const want = generic(() => tf.tidy(() => classTokenAttention(q, k, v, batch, heads, scale).dataSync()));
+      // float64: per sample and head, softmax of the scaled scores, then the weighted values
+      const ref = new Float64Array(batch * c);
+      for (let b = 0; b < batch; b++) {
+        for (let h = 0; h < heads; h++) {
+          const s = Array.from({ length: tokens }, (_, j) => {
+            let dot = 0;
+            for (let i = 0; i < d; i++) dot += qv[b * c + h * d + i] * kv[(b * tokens + j) * c + h * d + i];
+            return dot * scale;
+          });
+          const top = Math.max(...s), e = s.map((x) => Math.exp(x - top)), sum = e.reduce((a, x) => a + x, 0);
+          for (let i = 0; i < d; i++) {
+            let o = 0;
+            for (let j = 0; j < tokens; j++) o += (e[j] / sum) * vv[(b * tokens + j) * c + h * d + i];
+            ref[b * c + h * d + i] = o;
+          }
+        }
+      }
+      const shape = `${batch}x${tokens}x${heads}x${d}`;
+      assert.ok(maxAbs(fused, ref) < 2e-6, `class attention ${shape} vs float64: ${maxAbs(fused, ref)}`);
+      assert.ok(
+        maxAbs(fused, want) < 2e-6,
+        `class attention ${shape} vs the generic ops: ${maxAbs(fused, want)}`,
+      );
+      assert.deepEqual(viaLayer, fused, `${shape}: the layer's function runs the kernel`);
+      tf.dispose([q, k, v]);
+    }
+    // a model's plain inference runs it once (its last block); a pass with attention maps never
+    const { T2tVit7 } = await import("../../../zoo/mod.ts");
+    const model = await T2tVit7.create({ imgSize: 64, numClasses: 10 });
+    const x = tf.randomNormal([2, 3, 64, 64]) as tf.Tensor4D;
+    try {
+      const kernels = async (f: () => tf.Tensor) => {
+        const info = await tf.profile(() => f());
+        const names = info.kernels.map((k) => k.name);
+        tf.dispose(info.result as tf.Tensor);
+        return names.filter((n) => n === "T2tClassAttention").length;
+      };
+      assert.equal(await kernels(() => model.forward(x)), 1, "forward");
+      assert.equal(await kernels(() => model.forwardFeatures(x)), 1, "forwardFeatures");
+      assert.equal(
+        await kernels(() => {
+          const { logits, attentions } = model.forwardWithAttention(x);
+          tf.dispose(attentions);
+          return logits;
+        }),
+        0,
+        "a pass with attention maps runs its last block whole",
+      );
+    } finally {
+      x.dispose();
+      model.dispose();
     }
   },
 });
