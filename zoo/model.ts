@@ -150,7 +150,7 @@ export class T2tVit {
       this.#cls = store.add("cls_token", [1, 1, c.embedDim], { kind: "truncNormal", std: 0.02 });
       this.#pos = store.add("pos_embed", [1, this.numPatches + 1, c.embedDim], {
         kind: "values",
-        values: sinusoidTable(this.numPatches + 1, c.embedDim),
+        values: () => sinusoidTable(this.numPatches + 1, c.embedDim), // not computed for a model being loaded
       }, false);
       this.#t2t = store.scope(
         "tokens_to_token",

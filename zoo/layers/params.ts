@@ -18,8 +18,8 @@ export type Init =
   | { kind: "kaimingUniform"; fanIn: number }
   /** `nn.init.orthogonal_(randn(rows, cols)) * gain` (the performer's random features). */
   | { kind: "orthogonal"; gain: number }
-  /** Fixed values. */
-  | { kind: "values"; values: Float32Array };
+  /** Fixed values, or a function computing them (called only when the parameter is initialised). */
+  | { kind: "values"; values: Float32Array | (() => Float32Array) };
 
 function product(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -86,10 +86,12 @@ export function initValues(shape: readonly number[], init: Init, rng: Rng): Floa
       for (let i = 0; i < n; i++) out[i] = q[i] * init.gain;
       break;
     }
-    case "values":
-      if (init.values.length !== n) throw new Error(`init values: expected ${n}, got ${init.values.length}`);
-      out.set(init.values);
+    case "values": {
+      const values = typeof init.values === "function" ? init.values() : init.values;
+      if (values.length !== n) throw new Error(`init values: expected ${n}, got ${values.length}`);
+      out.set(values);
       break;
+    }
   }
   return out;
 }
