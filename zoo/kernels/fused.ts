@@ -161,6 +161,25 @@ export function fusedUnfold(
 }
 
 /**
+ * The same soft split of an NCHW image `x (B, C, H, W)`, read as it is (no transpose to NHWC first), by the
+ * wasm kernel, or `undefined`: elsewhere, and while a gradient is recorded (its gradient is NHWC's).
+ */
+export function fusedUnfoldChannelsFirst(
+  x: tf.Tensor4D,
+  kernel: number,
+  stride: number,
+  padding: number,
+): tf.Tensor4D | undefined {
+  if (activeBackend() !== "wasm" || gradientsRecording() || !usable(UNFOLD, x)) return undefined;
+  return tf.engine().runKernel(UNFOLD, { x }, {
+    kernel,
+    stride,
+    padding,
+    channelsFirst: true,
+  }) as tf.Tensor4D;
+}
+
+/**
  * The token performer's attention (`Token_performer.single_attn` up to, not including, the projection) from
  * its fused projection `kqv (B * T, 3 emb)` (per token: k, q, v) and random features `w (m, emb)`:
  * `(B * T, emb)`, `y = qp (v^T kp)^T / (qp . sum_t kp + eps)` with `prm_exp` features `kp`, `qp`, by the

@@ -18,7 +18,10 @@ export const ATTENTION = "T2tAttention";
  * sample's class-token query against the keys and values of its `N` tokens, heads concatenated.
  */
 export const CLASS_ATTENTION = "T2tClassAttention";
-/** `T2tUnfold`: `{x}` NHWC, `{kernel, stride, padding}` -> `(B, Ho, Wo, C*k*k)`, `nn.Unfold` order per pixel. */
+/**
+ * `T2tUnfold`: `{x}` NHWC (NCHW with `channelsFirst`, wasm only, no gradient), `{kernel, stride, padding,
+ * channelsFirst?}` -> `(B, Ho, Wo, C*k*k)`, `nn.Unfold` order per pixel.
+ */
 export const UNFOLD = "T2tUnfold";
 /** `T2tPerformer`: `{kqv}` `(B*T, 3 emb)`, `{w}` `(m, emb)`, `{batch, eps}` -> the performer's `(B*T, emb)`. */
 export const PERFORMER = "T2tPerformer";

@@ -158,9 +158,10 @@ function attentionGradKernel(args: Args): tf.TensorInfo {
 }
 
 /**
- * The soft split of an NHWC map `x (B, H, W, C)` into `cols (B, Ho, Wo, C * k * k)` (`nn.Unfold` order per
- * pixel: `c * k * k + i * k + j`), or, with `fold`, its adjoint: `x += ` the sum of every copy in `cols`
- * (col2im). Padding positions are zeros (unfold) or dropped (fold); `cols` (unfold) or `x` (fold) must be zeroed.
+ * The soft split of an NHWC map `x (B, H, W, C)` (given its NHWC `shape`; laid out NCHW when `channelsFirst`)
+ * into `cols (B, Ho, Wo, C * k * k)` (`nn.Unfold` order per pixel: `c * k * k + i * k + j`), or, with `fold`,
+ * its adjoint: `x += ` the sum of every copy in `cols` (col2im). Padding positions are zeros (unfold) or
+ * dropped (fold); `cols` (unfold) or `x` (fold) must be zeroed.
  */
 function unfoldOrFold(
   shape: readonly number[],
@@ -170,8 +171,11 @@ function unfoldOrFold(
   x: Float32Array,
   cols: Float32Array,
   fold: boolean,
+  channelsFirst = false,
 ): void {
   const [bN, h, w, ch] = shape;
+  // element strides of a channel and of a pixel
+  const [chStep, pixStep] = channelsFirst ? [h * w, 1] : [1, ch];
   const ho = Math.floor((h + 2 * p - k) / s) + 1, wo = Math.floor((w + 2 * p - k) / s) + 1;
   const kk = k * k, outC = ch * kk;
   for (let b = 0; b < bN; b++) {
@@ -184,11 +188,11 @@ function unfoldOrFold(
           for (let j = 0; j < k; j++) {
             const xx = ox * s - p + j;
             if (xx < 0 || xx >= w) continue;
-            const ib = ((b * h + y) * w + xx) * ch, oo = ob + i * k + j;
+            const ib = b * h * w * ch + (y * w + xx) * pixStep, oo = ob + i * k + j;
             if (fold) {
-              for (let cc = 0; cc < ch; cc++) x[ib + cc] += cols[oo + cc * kk];
+              for (let cc = 0; cc < ch; cc++) x[ib + cc * chStep] += cols[oo + cc * kk];
             } else {
-              for (let cc = 0; cc < ch; cc++) cols[oo + cc * kk] = x[ib + cc];
+              for (let cc = 0; cc < ch; cc++) cols[oo + cc * kk] = x[ib + cc * chStep];
             }
           }
         }
@@ -205,17 +209,19 @@ function unfoldShape(shape: readonly number[], k: number, s: number, p: number):
 function unfoldKernel(args: Args): tf.TensorInfo {
   const c = context(args);
   const x = args.inputs.x as tf.TensorInfo;
-  const { kernel, stride, padding } = args.attrs as unknown as {
+  const { kernel, stride, padding, channelsFirst = false } = args.attrs as unknown as {
     kernel: number;
     stride: number;
     padding: number;
+    channelsFirst?: boolean;
   };
-  const shape = unfoldShape(x.shape, kernel, stride, padding);
+  const nhwc = channelsFirst ? [x.shape[0], x.shape[2], x.shape[3], x.shape[1]] : x.shape;
+  const shape = unfoldShape(nhwc, kernel, stride, padding);
   const out = c.backend.makeOutput(shape, "float32");
   const o = heapF32(c, addressOf(c, out), tf.util.sizeFromShape(shape));
   const xs = heapF32(c, addressOf(c, x), tf.util.sizeFromShape(x.shape));
   o.fill(0);
-  unfoldOrFold(x.shape, kernel, stride, padding, xs, o, false);
+  unfoldOrFold(nhwc, kernel, stride, padding, xs, o, false, channelsFirst);
   return out;
 }
 

@@ -186,21 +186,25 @@ function performerKernel(args: Args): tf.TensorInfo {
   return out;
 }
 
-/** The soft split (`T2tUnfold`, see `names.ts`): output rows split between the pool's threads. */
+/**
+ * The soft split (`T2tUnfold`, see `names.ts`; an NHWC input, or NCHW with `channelsFirst`): output rows split
+ * between the pool's threads.
+ */
 function unfoldKernel(args: Args): tf.TensorInfo {
   const c = context(args);
   const x = args.inputs.x as tf.TensorInfo;
-  const { kernel, stride, padding } = args.attrs as unknown as {
+  const { kernel, stride, padding, channelsFirst = false } = args.attrs as unknown as {
     kernel: number;
     stride: number;
     padding: number;
+    channelsFirst?: boolean;
   };
-  const [batch, h, w, ch] = x.shape;
+  const [batch, h, w, ch] = channelsFirst ? [x.shape[0], x.shape[2], x.shape[3], x.shape[1]] : x.shape;
   const ho = Math.floor((h + 2 * padding - kernel) / stride) + 1;
   const wo = Math.floor((w + 2 * padding - kernel) / stride) + 1;
   const out = c.backend.makeOutput([batch, ho, wo, ch * kernel * kernel], "float32");
   const xa = addressOf(c, x), oa = addressOf(c, out);
-  const dims = [h, w, ch, ho, wo, kernel, stride, padding];
+  const dims = [h, w, ch, ho, wo, kernel, stride, padding, channelsFirst ? 1 : 0];
   const rows = batch * ho;
   if (c.pool && rows * wo * ch * kernel * kernel >= 1 << 16) {
     c.pool.run(UNFOLD_TASK, [xa, oa, ...dims], rows);

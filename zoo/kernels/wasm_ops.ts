@@ -8,7 +8,9 @@
  * - `softmax(px, po, rows, cols, scale)`: `softmax(scale * x)` over rows (the attention's scale and
  *   softmax in one pass);
  * - `exp(px, po, n, shift)`: `exp(x + shift)`;
- * - `add(pa, pb, po, n)`: `a + b` (the residual epilogue of the GEMM tasks).
+ * - `add(pa, pb, po, n)`: `a + b` (the residual epilogue of the GEMM tasks);
+ * - the token performer's steps (`prmExp`, `transposeSum`, `rowDivide`) and one output row of the soft split
+ *   (`unfoldRow`, NHWC or NCHW; `unfoldRuns`, NCHW by runs of adjacent floats).
  *
  * `exp` is a Cody-Waite reduction with a degree-7 Taylor polynomial (relative error about 2e-7 over the
  * float range); `erf` is Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7), the same formula as
@@ -542,14 +544,27 @@ function rowDivideFunc(): FuncBuilder {
 }
 
 /**
- * `unfoldRow(x, out, h, w, c, wo, kernel, stride, padding, oh)`: output row `oh` (`wo` pixels of
- * `c * kernel^2` values, channel-major) of the soft split of one NHWC image `x (h, w, c)`, zeros outside.
+ * `unfoldRow(x, out, h, w, c, wo, kernel, stride, padding, oh, ldRow, ldCol, ldCh)`: output row `oh` (`wo`
+ * pixels of `c * kernel^2` values, channel-major) of the soft split of one image `x` of `h x w` pixels and
+ * `c` channels, laid out by the byte strides of a row, a column and a channel (NHWC or NCHW), zeros outside.
  */
 function unfoldRowFunc(): FuncBuilder {
-  const f = new FuncBuilder([I32, I32, I32, I32, I32, I32, I32, I32, I32, I32], []);
-  const [x, out, h, w, c, wo, kernel, stride, padding, oh] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((i) =>
-    f.param(i)
-  );
+  const f = new FuncBuilder([I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32], []);
+  const [x, out, h, w, c, wo, kernel, stride, padding, oh, ldRow, ldCol, ldCh] = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+  ].map((i) => f.param(i));
   const ow = f.local(I32), ki = f.local(I32), kj = f.local(I32), ih = f.local(I32), iw = f.local(I32);
   const ch = f.local(I32), at = f.local(I32), src = f.local(I32), kkBytes = f.local(I32), o = f.local(I32);
   const pixBytes = f.local(I32);
@@ -579,16 +594,93 @@ function unfoldRowFunc(): FuncBuilder {
   f.get(ch).i32(1).add().set(ch);
   f.br(0).end().end();
   f.else();
-  f.get(x).get(ih).get(w).mul().get(iw).add().get(c).mul().i32(2).shl().add().set(src);
+  f.get(x).get(ih).get(ldRow).mul().add().get(iw).get(ldCol).mul().add().set(src);
   f.block().loop();
   f.get(ch).get(c).geS().brIf(1);
   f.get(at).get(src).f32Load().f32Store();
   f.get(at).get(kkBytes).add().set(at);
-  f.get(src).i32(4).add().set(src);
+  f.get(src).get(ldCh).add().set(src);
   f.get(ch).i32(1).add().set(ch);
   f.br(0).end().end();
   f.end();
   f.get(kj).i32(1).add().set(kj);
+  f.br(0).end().end();
+  f.get(ki).i32(1).add().set(ki);
+  f.br(0).end().end();
+  f.get(o).get(pixBytes).add().set(o);
+  f.get(ow).i32(1).add().set(ow);
+  f.br(0).end().end();
+  return f;
+}
+
+/**
+ * `unfoldRuns(x, out, h, w, c, wo, kernel, stride, padding, oh, ldRow, ldCh)`: the same row as `unfoldRow` for
+ * an image whose columns are adjacent floats (NCHW: rows `ldRow`, channels `ldCh` bytes apart): each
+ * (channel, kernel row) of a patch is a run of `kernel` adjacent floats in both the image and the output,
+ * copied 16 bytes at a time where the patch lies inside the image, float by float (zeros outside) at its edges.
+ */
+function unfoldRunsFunc(): FuncBuilder {
+  const f = new FuncBuilder([I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32], []);
+  const [x, out, h, w, c, wo, kernel, stride, padding, oh, ldRow, ldCh] = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+  ]
+    .map((i) => f.param(i));
+  const ow = f.local(I32), ki = f.local(I32), ch = f.local(I32), ih = f.local(I32), iw0 = f.local(I32);
+  const src = f.local(I32), dst = f.local(I32), j = f.local(I32), o = f.local(I32), iw = f.local(I32);
+  const kBytes = f.local(I32), kkBytes = f.local(I32), pixBytes = f.local(I32);
+  const colsInside = f.local(I32), rowInside = f.local(I32), vecEnd = f.local(I32);
+  f.get(kernel).i32(2).shl().set(kBytes);
+  f.get(kBytes).get(kernel).mul().set(kkBytes);
+  f.get(kkBytes).get(c).mul().set(pixBytes);
+  f.get(kernel).i32(-4).and().set(vecEnd);
+  f.get(out).set(o);
+  f.i32(0).set(ow);
+  f.block().loop(); // output pixels
+  f.get(ow).get(wo).geS().brIf(1);
+  f.get(ow).get(stride).mul().get(padding).sub().set(iw0);
+  f.get(iw0).i32(0).geS().get(iw0).get(kernel).add().get(w).leS().and().set(colsInside);
+  f.i32(0).set(ki);
+  f.block().loop(); // kernel rows
+  f.get(ki).get(kernel).geS().brIf(1);
+  f.get(oh).get(stride).mul().get(padding).sub().get(ki).add().set(ih);
+  f.get(ih).i32(0).geS().get(ih).get(h).ltS().and().set(rowInside);
+  f.i32(0).set(ch);
+  f.block().loop(); // channels
+  f.get(ch).get(c).geS().brIf(1);
+  f.get(o).get(ch).get(kkBytes).mul().add().get(ki).get(kBytes).mul().add().set(dst);
+  f.get(x).get(ch).get(ldCh).mul().add().get(ih).get(ldRow).mul().add().get(iw0).i32(2).shl().add().set(src);
+  f.i32(0).set(j);
+  f.get(rowInside).get(colsInside).and().if();
+  // inside: whole vectors, then the rest
+  f.block().loop();
+  f.get(j).get(vecEnd).geS().brIf(1);
+  f.get(dst).get(j).i32(2).shl().add().get(src).get(j).i32(2).shl().add().v128Load().v128Store();
+  f.get(j).i32(4).add().set(j);
+  f.br(0).end().end();
+  f.end();
+  // the rest, or every float at an edge (zeros outside the image)
+  f.block().loop();
+  f.get(j).get(kernel).geS().brIf(1);
+  f.get(iw0).get(j).add().set(iw);
+  f.get(rowInside).get(iw).i32(0).geS().and().get(iw).get(w).ltS().and().if();
+  f.get(dst).get(j).i32(2).shl().add().get(src).get(j).i32(2).shl().add().f32Load().f32Store();
+  f.else();
+  f.get(dst).get(j).i32(2).shl().add().f32(0).f32Store();
+  f.end();
+  f.get(j).i32(1).add().set(j);
+  f.br(0).end().end();
+  f.get(ch).i32(1).add().set(ch);
   f.br(0).end().end();
   f.get(ki).i32(1).add().set(ki);
   f.br(0).end().end();
@@ -624,7 +716,10 @@ export interface OpsExports {
   transposeSum(src: number, rows: number, cols: number, dst: number, sums: number, ldSums: number): void;
   /** `po[r, i] = py[r, i] / (py[r, cols] + eps)` (see `rowDivideFunc`). */
   rowDivide(py: number, ldy: number, cols: number, po: number, rows: number, eps: number): void;
-  /** One output row of the soft split of one NHWC image (see `unfoldRowFunc`). */
+  /**
+   * One output row of the soft split of one image (see `unfoldRowFunc`): pixel `(y, x)`, channel `ch` at
+   * byte `x + y ldRow + x ldCol + ch ldCh` (NHWC: `w c 4`, `c 4`, `4`; NCHW: `w 4`, `4`, `h w 4`).
+   */
   unfoldRow(
     x: number,
     out: number,
@@ -636,6 +731,24 @@ export interface OpsExports {
     stride: number,
     padding: number,
     oh: number,
+    ldRow: number,
+    ldCol: number,
+    ldCh: number,
+  ): void;
+  /** The same row of an image whose columns are adjacent floats (NCHW), by runs (see `unfoldRunsFunc`). */
+  unfoldRuns(
+    x: number,
+    out: number,
+    h: number,
+    w: number,
+    c: number,
+    wo: number,
+    kernel: number,
+    stride: number,
+    padding: number,
+    oh: number,
+    ldRow: number,
+    ldCh: number,
   ): void;
 }
 
@@ -651,6 +764,7 @@ export function opsModuleBytes(shared: boolean): Uint8Array {
   mod.add(transposeSumFunc(), "transposeSum");
   mod.add(rowDivideFunc(), "rowDivide");
   mod.add(unfoldRowFunc(), "unfoldRow");
+  mod.add(unfoldRunsFunc(), "unfoldRuns");
   return mod.encode({ module: "env", field: "memory", shared, min: 1, max: shared ? 65536 : undefined });
 }
 

@@ -390,19 +390,21 @@ export function performerSample(
 }
 
 /**
- * Row `i` (sample `i / ho`, output row `i % ho`) of the soft split `nn.Unfold(kernel, stride, padding)` of an
- * NHWC map `x (B, h, w, c)` into `out (B, ho, wo, c * kernel^2)` (channel-major per pixel, zeros outside).
+ * Row `i` (sample `i / ho`, output row `i % ho`) of the soft split `nn.Unfold(kernel, stride, padding)` of a
+ * map `x` (`(B, h, w, c)` NHWC, or `(B, c, h, w)` NCHW when `channelsFirst` is non-zero) into
+ * `out (B, ho, wo, c * kernel^2)` (channel-major per pixel, zeros outside).
  */
 export function unfoldRow(
   k: Kernels,
   x: number,
   out: number,
   i: number,
-  [h, w, c, ho, wo, kernel, stride, padding]: number[],
+  [h, w, c, ho, wo, kernel, stride, padding, channelsFirst]: number[],
 ): void {
   const b = Math.floor(i / ho), oh = i % ho;
   const xb = x + b * h * w * c * 4, row = out + i * wo * c * kernel * kernel * 4;
-  k.ops.unfoldRow(xb, row, h, w, c, wo, kernel, stride, padding, oh);
+  if (channelsFirst) k.ops.unfoldRuns(xb, row, h, w, c, wo, kernel, stride, padding, oh, w * 4, h * w * 4);
+  else k.ops.unfoldRow(xb, row, h, w, c, wo, kernel, stride, padding, oh, w * c * 4, c * 4, 4);
 }
 
 /**
@@ -421,7 +423,8 @@ export function warmKernels(k: Kernels): void {
   k.ops.prmExp(0, 0, 0, 0, 0, 0, 0);
   k.ops.transposeSum(0, 0, 0, 0, 0, 0);
   k.ops.rowDivide(0, 0, 0, 0, 0, 0);
-  k.ops.unfoldRow(0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  k.ops.unfoldRow(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  k.ops.unfoldRuns(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 }
 
 /** Bytes of scratch {@linkcode exerciseKernels} works in. */
@@ -450,7 +453,10 @@ export function exerciseKernels(k: Kernels, scratch: number): void {
     k.ops.prmExp(a, 256, 64, c, 32, 256, 0);
     k.ops.transposeSum(a, 256, 32, c, b, 4);
     k.ops.rowDivide(a, 260, 64, c, 256, 1);
-    for (let r = 0; r < 8; r++) k.ops.unfoldRow(a, c, 56, 56, 3, 14, 7, 4, 2, r);
+    for (let r = 0; r < 8; r++) {
+      k.ops.unfoldRow(a, c, 56, 56, 3, 14, 7, 4, 2, r, 56 * 3 * 4, 3 * 4, 4);
+      k.ops.unfoldRuns(a, c, 56, 56, 3, 14, 7, 4, 2, r, 56 * 4, 56 * 56 * 4);
+    }
   }
 }
 
@@ -503,7 +509,7 @@ export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: nu
       scratchBase + thread * SCRATCH_BYTES,
     );
   } else if (type === UNFOLD) {
-    unfoldRow(k, p(0), p(1), i, [2, 3, 4, 5, 6, 7, 8, 9].map(p));
+    unfoldRow(k, p(0), p(1), i, [2, 3, 4, 5, 6, 7, 8, 9, 10].map(p));
   } else if (type === EXERCISE) {
     // every thread takes one chunk (waiting, by polling, up to p(0) ms for the others to join), then
     // exercises its own instances of the kernels in its own scratch block

@@ -11,7 +11,7 @@
  */
 
 import { tf } from "../../src/core/tf.ts";
-import { fusedUnfold } from "../kernels/fused.ts";
+import { fusedUnfold, fusedUnfoldChannelsFirst } from "../kernels/fused.ts";
 
 /** The `(k, k, C, k*k)` depthwise kernel picking offset `(i, j)` into multiplier channel `i * k + j`. */
 function depthwiseKernel(k: number, c: number): tf.Tensor4D {
@@ -55,6 +55,17 @@ export class SoftSplit {
     readonly padding: number,
     readonly channels: number,
   ) {}
+
+  /**
+   * The same split of an NCHW `x (B, C, H, W)`, read as it is, where a kernel does that (wasm, no gradient
+   * being recorded), else `undefined` (transpose to NHWC and {@linkcode SoftSplit.apply}).
+   */
+  applyChannelsFirst(x: tf.Tensor4D): tf.Tensor4D | undefined {
+    if (x.shape[1] !== this.channels) {
+      throw new Error(`soft split: expected ${this.channels} channels, got ${x.shape[1]}`);
+    }
+    return fusedUnfoldChannelsFirst(x, this.kernel, this.stride, this.padding);
+  }
 
   /**
    * `x (B, H, W, C)` to `(B, Ho, Wo, C * k * k)`: output pixel `(o, p)` holds the patch at

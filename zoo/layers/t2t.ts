@@ -188,11 +188,9 @@ export class T2TModule {
     const b = x.shape[0];
     // each stage's intermediates freed when it is done, where nothing else needs them
     const free = freeAsYouGo(ctx);
-    let grid = stage(
-      free,
-      tf.transpose(x, [0, 2, 3, 1]),
-      (nhwc) => this.softSplit0.apply(nhwc as tf.Tensor4D),
-    );
+    // the first soft split reads the NCHW image as it is where a kernel can (wasm inference), else NHWC
+    let grid = this.softSplit0.applyChannelsFirst(x) ??
+      stage(free, tf.transpose(x, [0, 2, 3, 1]), (nhwc) => this.softSplit0.apply(nhwc as tf.Tensor4D));
     let [, gh, gw, c] = grid.shape;
     ctx.taps?.set("soft_split0", tf.reshape(grid, [b, gh * gw, c]));
     let t = stage(free, grid, (g) => this.attention1.apply(tf.reshape(g, [b * gh * gw, c]), b, ctx));

@@ -44,6 +44,7 @@ import { attentionCore, gelu, layerNorm } from "../../../zoo/layers/ops.ts";
 import { classTokenAttention, mergeHeads, splitFused } from "../../../zoo/layers/attention.ts";
 import { checkForwardParity, summary } from "../../support/zoo.ts";
 import { installGradients } from "../../../zoo/backend/registry.ts";
+import { WASM_BACKWARD_KERNELS } from "../../../zoo/kernels/wasm_backward.ts";
 
 installGradients(); // the tests below take gradients through the model
 
@@ -365,8 +366,28 @@ Deno.test({
       const ours = tf.tidy(() => fusedUnfold(x, k, st, p)!.dataSync());
       const want = generic(() => tf.tidy(() => split.apply(x).dataSync()));
       assert.deepEqual(ours, want, `unfold ${batch}x${h}x${c} k${k} s${st} p${p}`);
+      // the same image NCHW, read as it is (the first soft split of inference), on the pool's kernel and
+      // on the backward module's (which training registers where the forward kernels are not)
+      const nchw = tf.transpose(x, [0, 3, 1, 2]) as tf.Tensor4D;
+      const direct = tf.tidy(() => split.applyChannelsFirst(nchw)!.dataSync());
+      assert.deepEqual(direct, want, `unfold NCHW ${batch}x${h}x${c} k${k} s${st} p${p}`);
+      const pool = tf.getKernel("T2tUnfold", "wasm")!;
+      tf.unregisterKernel("T2tUnfold", "wasm");
+      tf.registerKernel(WASM_BACKWARD_KERNELS.find((kc) => kc.kernelName === "T2tUnfold")!);
+      try {
+        const js = tf.tidy(() => split.applyChannelsFirst(nchw)!.dataSync());
+        assert.deepEqual(js, want, `unfold NCHW (backward module) ${batch}x${h}x${c} k${k} s${st} p${p}`);
+      } finally {
+        tf.unregisterKernel("T2tUnfold", "wasm");
+        tf.registerKernel(pool);
+      }
+      // under a gradient tape: no NCHW kernel (its gradient would be NHWC's)
+      tf.grad((v: tf.Tensor) => {
+        assert.equal(split.applyChannelsFirst(v as tf.Tensor4D), undefined, "no NCHW split under a tape");
+        return tf.sum(v);
+      })(nchw).dispose();
       split.dispose();
-      x.dispose();
+      tf.dispose([x, nchw]);
     }
   },
 });
