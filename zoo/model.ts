@@ -9,6 +9,7 @@
 import { tf } from "../src/core/tf.ts";
 import { toFloat32 } from "../converters/safetensors.ts";
 import { DTYPE_SIZE, type RawTensor, type TensorMap } from "../src/core/types.ts";
+import { allFinite } from "../src/core/dtype.ts";
 import { type PretrainedCfg, pretrainedCfgOf, type T2tVitConfig } from "./configs.ts";
 import { ModelError, WeightsError } from "../src/core/errors.ts";
 import { type BackboneLayer, Block, DenseBlock, Transition } from "./layers/blocks.ts";
@@ -484,12 +485,7 @@ export class T2tVit {
         // the file's own bytes where the backend copies them into its memory anyway (a copy of the whole
         // checkpoint less at the peak)
         const values = toFloat32(t, backendCopiesValues());
-        for (let i = 0; i < values.length; i++) {
-          if (!Number.isFinite(values[i])) {
-            nonFinite.push(key);
-            break;
-          }
-        }
+        if (!allFinite(values)) nonFinite.push(key);
         plan.push({ key, values });
       } else {
         plan.push({ key, values: t });

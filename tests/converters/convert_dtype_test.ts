@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { castFloatInto, f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from "../../src/core/dtype.ts";
+import { allFinite, castFloatInto, f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from "../../src/core/dtype.ts";
 import { Rng } from "../../src/core/rng.ts";
 import { f16ToNumber } from "../../converters/safetensors.ts";
 import type { RawTensor } from "../../src/core/types.ts";
@@ -144,4 +144,27 @@ Deno.test("dtype: castFloatInto converts whole tensors, into a reused buffer, le
   const ints: RawTensor = { dtype: "I64", shape: [1], data: new Uint8Array(8) };
   assert.equal(castFloatInto(ints, "F16"), ints);
   assert.equal(castFloatInto(t, "F32"), t);
+});
+
+Deno.test("dtype: allFinite finds NaN and both infinities at every position of short and long arrays, and only them", () => {
+  const special = [NaN, Infinity, -Infinity, new Float32Array(new Uint32Array([0x7fc00001]).buffer)[0]];
+  const finite = [0, -0, 1e-45, -3.4028234663852886e38, 3.4028234663852886e38, 1.17549435e-38, -1.5];
+  for (let n = 0; n <= 11; n++) {
+    const v = new Float32Array(n).map((_, i) => finite[i % finite.length]);
+    assert.equal(allFinite(v), true, `finite, length ${n}`);
+    for (let at = 0; at < n; at++) {
+      for (const x of special) {
+        const w = v.slice();
+        w[at] = x;
+        assert.equal(allFinite(w), false, `${x} at ${at} of ${n}`);
+      }
+    }
+  }
+  // a view at an offset into a larger buffer sees only its own values
+  const big = new Float32Array(4099).fill(0.25);
+  big[0] = NaN;
+  big[4098] = Infinity;
+  assert.equal(allFinite(big.subarray(1, 4098)), true);
+  assert.equal(allFinite(big.subarray(0, 4098)), false);
+  assert.equal(allFinite(big.subarray(1)), false);
 });
