@@ -14,8 +14,8 @@ export const SOFTMAX = "T2tSoftmax";
 /** `T2tAttention`: `{qkv}` `(B*N, 3C)`, `{batch, heads, scale}` -> `(B*N, C)`, heads concatenated. */
 export const ATTENTION = "T2tAttention";
 /**
- * `T2tClassAttention`: `{q, k, v}` `(B, C)`, `(B*N, C)`, `(B*N, C)`, `{batch, heads, scale}` -> `(B, C)`: each
- * sample's class-token query against the keys and values of its `N` tokens, heads concatenated.
+ * `T2tClassAttention`: `{q, k, v}` `(B, C)`, `(B*N, C)`, `(B*N, C)`, `{batch, heads, scale}` -> `(B, C)`:
+ * each sample's class-token query against the keys and values of its `N` tokens, heads concatenated.
  */
 export const CLASS_ATTENTION = "T2tClassAttention";
 /**

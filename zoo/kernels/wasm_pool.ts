@@ -197,7 +197,7 @@ export class KernelPool {
       while ((b = Atomics.load(ctl32, BUSY + w)) !== 0) spinThenWait(ctl32, BUSY + w, b, 5, this.#block);
     }
     // a chunk that threw (a trap in a kernel: a bug) fails the task; the pool stays usable
-    const failure = failureOf(ctl);
+    const failure = failureOf(ctl32);
     if (failure !== undefined) throw new Error(`a wasm kernel task (type ${ctl[TYPE]}) failed in ${failure}`);
   }
 

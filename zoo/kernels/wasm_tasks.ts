@@ -65,9 +65,10 @@ export function spinThenWait(a: Int32Array, i: number, v: number, ms: number, bl
 }
 
 /**
- * Runs chunk `i` (see {@linkcode runChunk}; `ctl32` is `ctl` as signed integers) unless a chunk of the task already failed; a chunk that throws
- * marks the task failed and leaves its message (prefixed with `who`) in the control block. Never throws, so
- * that every claimed chunk is counted done and nobody waits for a thread that died.
+ * Runs chunk `i` (see {@linkcode runChunk}; `ctl32` is `ctl` as signed integers) unless a chunk of the task
+ * already failed; a chunk that throws marks the task failed and leaves its message (prefixed with `who`) in
+ * the control block. Never throws, so that every claimed chunk is counted done and nobody waits for a thread
+ * that died.
  */
 export function runChunkSafely(
   k: Kernels,
@@ -91,10 +92,9 @@ export function runChunkSafely(
 }
 
 /** The message of the task's failed chunk (see {@linkcode runChunkSafely}), or `undefined`. */
-export function failureOf(ctl: Uint32Array): string | undefined {
-  const ctl32 = new Int32Array(ctl.buffer);
+export function failureOf(ctl32: Int32Array): string | undefined {
   if (Atomics.load(ctl32, FAILED) === 0) return undefined;
-  const units = new Uint16Array(ctl.buffer, (MESSAGE + 1) * 4, Atomics.load(ctl32, MESSAGE));
+  const units = new Uint16Array(ctl32.buffer, (MESSAGE + 1) * 4, Atomics.load(ctl32, MESSAGE));
   return String.fromCharCode(...units);
 }
 
@@ -130,8 +130,9 @@ export function attentionBufferFloats(tokens: number, d: number): number {
 }
 
 /**
- * Attention of query rows `rowStart .. rowEnd` (default all) of sample `b`, head `h` of `qkv` (`(B * N, 3 H d)` at `qkv`) into `out` (`(B * N, H d)`), using
- * `buffers` (a block of {@linkcode attentionBufferFloats} floats) and a GEMM `scratch`.
+ * Attention of query rows `rowStart .. rowEnd` (default all) of sample `b`, head `h` of `qkv`
+ * (`(B * N, 3 H d)` at `qkv`) into `out` (`(B * N, H d)`), using `buffers` (a block of
+ * {@linkcode attentionBufferFloats} floats) and a GEMM `scratch` (see {@linkcode attendRows}).
  */
 export function attentionHead(
   k: Kernels,
@@ -166,7 +167,7 @@ export function attentionHead(
   );
 }
 
-/** One head's keys and values: `tokens` rows of `d` values each, at byte addresses with row strides in bytes. */
+/** One head's keys and values: `tokens` rows of `d` values each, at byte addresses, row strides in bytes. */
 export interface AttentionHead {
   /** Address of the first key. */
   keys: number;
@@ -183,8 +184,8 @@ export interface AttentionHead {
 }
 
 /**
- * `softmax(scale q k^T) v` of `rows` queries (`d` values each at `q`, rows `ldq` bytes apart) against one head's
- * keys and values, into `out` (rows `ldo` bytes apart), using `buffers` (a block of
+ * `softmax(scale q k^T) v` of `rows` queries (`d` values each at `q`, rows `ldq` bytes apart) against one
+ * head's keys and values, into `out` (rows `ldo` bytes apart), using `buffers` (a block of
  * {@linkcode attentionBufferFloats} floats) and a GEMM `scratch`: the keys packed transposed and the values
  * packed once, then blocks of query rows through the GEMM, the softmax and the GEMM again.
  */
