@@ -98,6 +98,28 @@ export function failureOf(ctl32: Int32Array): string | undefined {
   return String.fromCharCode(...units);
 }
 
+/**
+ * Start of chunk `i` of a guided split of `units` between `threads` threads: each chunk takes a `1 / (2
+ * threads)` share of the units left (at least a 32nd of them, at least one), so chunks shrink towards the end
+ * of a task, and a thread that runs out of work waits for a small chunk, not an average one. `units` when
+ * chunk `i` does not exist.
+ */
+export function guidedStart(i: number, units: number, threads: number): number {
+  const min = Math.max(1, Math.ceil(units / 32));
+  let start = 0;
+  for (let j = 0; j < i && start < units; j++) {
+    start += Math.max(min, Math.ceil((units - start) / (2 * threads)));
+  }
+  return Math.min(start, units);
+}
+
+/** Number of chunks of a guided split (see {@linkcode guidedStart}). */
+export function guidedChunks(units: number, threads: number): number {
+  let n = 0;
+  while (guidedStart(n, units, threads) < units) n++;
+  return n;
+}
+
 /** Task types. */
 export const GEMM_ROWS = 1,
   GEMM_COLS = 2,
@@ -467,25 +489,19 @@ export function runChunk(k: Kernels, ctl: Uint32Array, ctlF: Float32Array, i: nu
   const p = (j: number) => ctl[PARAMS + j];
   const type = ctl[TYPE];
   if (type === GEMM_ROWS || type === GEMM_COLS) {
-    const [pa, lda, pb, pc, ldc, m, n, kk, block, scratchBase, parts, units] = [
-      0,
-      1,
-      2,
-      3,
-      4,
-      5,
-      6,
-      7,
-      8,
-      9,
-      10,
-      11,
-    ]
-      .map(p);
+    const pa = p(0),
+      lda = p(1),
+      pb = p(2),
+      pc = p(3),
+      ldc = p(4),
+      m = p(5),
+      n = p(6),
+      kk = p(7),
+      block = p(8);
+    const scratch = p(9) + thread * SCRATCH_BYTES, threads = p(10), units = p(11);
     const epi: Epilogue = { gelu: p(12) !== 0, res: p(13), ldr: p(14) };
-    const scratch = scratchBase + thread * SCRATCH_BYTES;
-    // chunk i: units [i units / parts, (i + 1) units / parts), units being MR-row tiles or NR-column panels
-    const u0 = Math.floor((i * units) / parts), u1 = Math.floor(((i + 1) * units) / parts);
+    // chunk i of a guided split of the units (MR-row tiles or NR-column panels) between the threads
+    const u0 = guidedStart(i, units, threads), u1 = guidedStart(i + 1, units, threads);
     if (type === GEMM_ROWS) {
       const r0 = u0 * MR, rows = Math.min(u1 * MR, m) - r0;
       gemmRange(k, pa + r0 * lda, lda, pb, pc + r0 * ldc, ldc, rows, n, 0, n, kk, scratch, block, epi, r0);

@@ -32,7 +32,7 @@ import { SoftSplit } from "../../../zoo/layers/soft_split.ts";
 import { gemmSupported, instantiateGemm, NR, packB, packedSize } from "../../../zoo/kernels/wasm_gemm.ts";
 import { LINEAR_OUT_ALIGN } from "../../../zoo/kernels/names.ts";
 import { instantiateOps } from "../../../zoo/kernels/wasm_ops.ts";
-import { DEFAULT_SPIN_POLLS } from "../../../zoo/kernels/wasm_tasks.ts";
+import { DEFAULT_SPIN_POLLS, guidedChunks, guidedStart } from "../../../zoo/kernels/wasm_tasks.ts";
 import {
   addressOf,
   type WasmBackend,
@@ -469,6 +469,31 @@ Deno.test({
       }
     }
   },
+});
+
+Deno.test("wasm GEMM tasks: the guided split covers every unit once, in chunks that never grow", () => {
+  for (const threads of [2, 3, 4, 8]) {
+    for (let units = 1; units <= 600; units++) {
+      const n = guidedChunks(units, threads);
+      const min = Math.max(1, Math.ceil(units / 32));
+      let prev = Infinity;
+      for (let i = 0; i < n; i++) {
+        const size = guidedStart(i + 1, units, threads) - guidedStart(i, units, threads);
+        assert.ok(size >= 1 && size <= prev, `${units} units, ${threads} threads: chunk ${i} of ${size}`);
+        // every chunk but the last is at least the minimum; the first a 1/(2 threads) share
+        if (i < n - 1) assert.ok(size >= min);
+        prev = size;
+      }
+      assert.equal(guidedStart(0, units, threads), 0);
+      assert.equal(guidedStart(n, units, threads), units, `${units} units, ${threads} threads: all covered`);
+      assert.ok(n <= 2 * threads * 8 + 32, `${units} units: ${n} chunks`);
+    }
+  }
+  // 197 rows (33 six-row tiles) on two threads
+  assert.deepEqual(
+    Array.from({ length: guidedChunks(33, 2) }, (_, i) => guidedStart(i + 1, 33, 2) - guidedStart(i, 33, 2)),
+    [9, 6, 5, 4, 3, 2, 2, 2],
+  );
 });
 
 Deno.test({
