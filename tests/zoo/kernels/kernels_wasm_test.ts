@@ -615,7 +615,23 @@ Deno.test({
   name: "wasm fused attention matches the generic split/attention/merge path",
   ...opts,
   fn: () => {
-    for (const [batch, tokens, heads, d] of [[1, 197, 6, 64], [2, 23, 3, 12], [1, 1, 2, 8], [3, 9, 1, 5]]) {
+    // on the pool: few heads (each packed once, its rows in blocks) and many; small ones on one thread
+    const shapes = [
+      [1, 197, 6, 64],
+      [1, 300, 2, 32],
+      [3, 197, 2, 64],
+      [1, 1000, 1, 64],
+      [2, 197, 6, 64],
+      [
+        2,
+        23,
+        3,
+        12,
+      ],
+      [1, 1, 2, 8],
+      [3, 9, 1, 5],
+    ];
+    for (const [batch, tokens, heads, d] of shapes) {
       const qkv = tf.tensor2d(values(batch * tokens * 3 * heads * d, tokens + d), [
         batch * tokens,
         3 * heads * d,
