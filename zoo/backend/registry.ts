@@ -54,7 +54,8 @@ export const REGISTRY_PATCHES: readonly RegistryPatch[] = Object.freeze(
       name: "wasm-fused",
       backend: "wasm",
       what:
-        "our fused T2tGelu, T2tLayerNorm, T2tSoftmax, T2tAttention, T2tLinear, T2tPerformer and T2tUnfold kernels",
+        "our fused T2tGelu, T2tLayerNorm, T2tSoftmax, T2tAttention, T2tClassAttention, T2tLinear, T2tPerformer " +
+        "and T2tUnfold kernels",
       apply: () => registerMissing(WASM_KERNELS),
     },
     {
