@@ -5,6 +5,8 @@
  * @module
  */
 
+import type * as tf from "@tensorflow/tfjs-core";
+
 /** `T2tGelu`: `{x}` -> exact-form GELU of `x`. */
 export const GELU = "T2tGelu";
 /** `T2tLayerNorm`: `{x, gamma, beta}`, `{eps}` -> LayerNorm over the last axis. */
@@ -35,3 +37,15 @@ export const PERFORMER = "T2tPerformer";
 export const LINEAR = "T2tLinear";
 /** What `T2tLinear`'s `outStart` must be a multiple of (the GEMM's panels of packed weight rows). */
 export const LINEAR_OUT_ALIGN = 8;
+
+/** A backend's kernel configs from `[kernel name, kernel function]` pairs (the kernel modules' lists). */
+export function kernelConfigs(
+  backendName: string,
+  kernels: readonly (readonly [string, (args: never) => unknown])[],
+): tf.KernelConfig[] {
+  return kernels.map(([kernelName, fn]) => ({
+    kernelName,
+    backendName,
+    kernelFunc: fn as unknown as tf.KernelFunc,
+  }));
+}

@@ -17,7 +17,7 @@
  */
 
 import * as tf from "@tensorflow/tfjs-core";
-import { ATTENTION, GELU, LAYER_NORM, UNFOLD } from "./names.ts";
+import { ATTENTION, GELU, kernelConfigs, LAYER_NORM, UNFOLD } from "./names.ts";
 import { addressOf, heapF32, requireWasmContext } from "./wasm_runtime.ts";
 import { ATTENTION_GRAD as ATTENTION_GRAD_TASK } from "./wasm_tasks.ts";
 import { attentionGradBufferFloats, attentionHeadGrad } from "./wasm_backward_tasks.ts";
@@ -291,15 +291,11 @@ export const WASM_GRADIENTS: readonly tf.GradConfig[] = [
  * forward kernels are off), by kernel name; `zoo/backend/registry.ts` registers them for training on wasm,
  * with {@linkcode WASM_GRADIENTS}.
  */
-export const WASM_BACKWARD_KERNELS: readonly tf.KernelConfig[] = [
+export const WASM_BACKWARD_KERNELS: readonly tf.KernelConfig[] = kernelConfigs("wasm", [
   [GELU_GRAD, geluGradKernel],
   [LAYER_NORM_GRAD, layerNormGradKernel],
   [ATTENTION_GRAD, attentionGradKernel],
   [UNFOLD, unfoldKernel],
   [FOLD, foldKernel],
   [COLUMN_SUM, columnSumKernel],
-].map(([kernelName, fn]) => ({
-  kernelName: kernelName as string,
-  backendName: "wasm",
-  kernelFunc: fn as unknown as tf.KernelFunc,
-}));
+]);

@@ -10,7 +10,7 @@
  * - `exp(px, po, n, shift)`: `exp(x + shift)`;
  * - `add(pa, pb, po, n)`: `a + b` (the residual epilogue of the GEMM tasks);
  * - the token performer's steps (`prmExp`, `transposeSum`, `rowDivide`) and one output row of the soft split
- *   (`unfoldRow`, NHWC or NCHW; `unfoldRuns`, NCHW by runs of adjacent floats).
+ *   (`unfoldRow` for NHWC, `unfoldRuns` for NCHW by runs of adjacent floats).
  *
  * `exp` is a Cody-Waite reduction with a degree-7 Taylor polynomial (relative error about 2e-7 over the
  * float range); `erf` is Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7), the same formula as
@@ -544,27 +544,14 @@ function rowDivideFunc(): FuncBuilder {
 }
 
 /**
- * `unfoldRow(x, out, h, w, c, wo, kernel, stride, padding, oh, ldRow, ldCol, ldCh)`: output row `oh` (`wo`
- * pixels of `c * kernel^2` values, channel-major) of the soft split of one image `x` of `h x w` pixels and
- * `c` channels, laid out by the byte strides of a row, a column and a channel (NHWC or NCHW), zeros outside.
+ * `unfoldRow(x, out, h, w, c, wo, kernel, stride, padding, oh)`: output row `oh` (`wo` pixels of
+ * `c * kernel^2` values, channel-major) of the soft split of one NHWC image `x (h, w, c)`, zeros outside.
  */
 function unfoldRowFunc(): FuncBuilder {
-  const f = new FuncBuilder([I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32], []);
-  const [x, out, h, w, c, wo, kernel, stride, padding, oh, ldRow, ldCol, ldCh] = [
-    0,
-    1,
-    2,
-    3,
-    4,
-    5,
-    6,
-    7,
-    8,
-    9,
-    10,
-    11,
-    12,
-  ].map((i) => f.param(i));
+  const f = new FuncBuilder([I32, I32, I32, I32, I32, I32, I32, I32, I32, I32], []);
+  const [x, out, h, w, c, wo, kernel, stride, padding, oh] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((i) =>
+    f.param(i)
+  );
   const ow = f.local(I32), ki = f.local(I32), kj = f.local(I32), ih = f.local(I32), iw = f.local(I32);
   const ch = f.local(I32), at = f.local(I32), src = f.local(I32), kkBytes = f.local(I32), o = f.local(I32);
   const pixBytes = f.local(I32);
@@ -594,12 +581,12 @@ function unfoldRowFunc(): FuncBuilder {
   f.get(ch).i32(1).add().set(ch);
   f.br(0).end().end();
   f.else();
-  f.get(x).get(ih).get(ldRow).mul().add().get(iw).get(ldCol).mul().add().set(src);
+  f.get(x).get(ih).get(w).mul().get(iw).add().get(c).mul().i32(2).shl().add().set(src);
   f.block().loop();
   f.get(ch).get(c).geS().brIf(1);
   f.get(at).get(src).f32Load().f32Store();
   f.get(at).get(kkBytes).add().set(at);
-  f.get(src).get(ldCh).add().set(src);
+  f.get(src).i32(4).add().set(src);
   f.get(ch).i32(1).add().set(ch);
   f.br(0).end().end();
   f.end();
@@ -614,8 +601,8 @@ function unfoldRowFunc(): FuncBuilder {
 }
 
 /**
- * `unfoldRuns(x, out, h, w, c, wo, kernel, stride, padding, oh, ldRow, ldCh)`: the same row as `unfoldRow` for
- * an image whose columns are adjacent floats (NCHW: rows `ldRow`, channels `ldCh` bytes apart): each
+ * `unfoldRuns(x, out, h, w, c, wo, kernel, stride, padding, oh, ldRow, ldCh)`: the same row as `unfoldRow`
+ * for an image whose columns are adjacent floats (NCHW: rows `ldRow`, channels `ldCh` bytes apart): each
  * (channel, kernel row) of a patch is a run of `kernel` adjacent floats in both the image and the output,
  * copied 16 bytes at a time where the patch lies inside the image, float by float (zeros outside) at its edges.
  */
@@ -716,10 +703,7 @@ export interface OpsExports {
   transposeSum(src: number, rows: number, cols: number, dst: number, sums: number, ldSums: number): void;
   /** `po[r, i] = py[r, i] / (py[r, cols] + eps)` (see `rowDivideFunc`). */
   rowDivide(py: number, ldy: number, cols: number, po: number, rows: number, eps: number): void;
-  /**
-   * One output row of the soft split of one image (see `unfoldRowFunc`): pixel `(y, x)`, channel `ch` at
-   * byte `x + y ldRow + x ldCol + ch ldCh` (NHWC: `w c 4`, `c 4`, `4`; NCHW: `w 4`, `4`, `h w 4`).
-   */
+  /** One output row of the soft split of one NHWC image (see `unfoldRowFunc`). */
   unfoldRow(
     x: number,
     out: number,
@@ -731,9 +715,6 @@ export interface OpsExports {
     stride: number,
     padding: number,
     oh: number,
-    ldRow: number,
-    ldCol: number,
-    ldCh: number,
   ): void;
   /** The same row of an image whose columns are adjacent floats (NCHW), by runs (see `unfoldRunsFunc`). */
   unfoldRuns(

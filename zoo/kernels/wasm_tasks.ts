@@ -427,7 +427,7 @@ export function unfoldRow(
   const b = Math.floor(i / ho), oh = i % ho;
   const xb = x + b * h * w * c * 4, row = out + i * wo * c * kernel * kernel * 4;
   if (channelsFirst) k.ops.unfoldRuns(xb, row, h, w, c, wo, kernel, stride, padding, oh, w * 4, h * w * 4);
-  else k.ops.unfoldRow(xb, row, h, w, c, wo, kernel, stride, padding, oh, w * c * 4, c * 4, 4);
+  else k.ops.unfoldRow(xb, row, h, w, c, wo, kernel, stride, padding, oh);
 }
 
 /**
@@ -446,7 +446,7 @@ export function warmKernels(k: Kernels): void {
   k.ops.prmExp(0, 0, 0, 0, 0, 0, 0);
   k.ops.transposeSum(0, 0, 0, 0, 0, 0);
   k.ops.rowDivide(0, 0, 0, 0, 0, 0);
-  k.ops.unfoldRow(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  k.ops.unfoldRow(0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
   k.ops.unfoldRuns(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 }
 
@@ -477,7 +477,7 @@ export function exerciseKernels(k: Kernels, scratch: number): void {
     k.ops.transposeSum(a, 256, 32, c, b, 4);
     k.ops.rowDivide(a, 260, 64, c, 256, 1);
     for (let r = 0; r < 8; r++) {
-      k.ops.unfoldRow(a, c, 56, 56, 3, 14, 7, 4, 2, r, 56 * 3 * 4, 3 * 4, 4);
+      k.ops.unfoldRow(a, c, 56, 56, 3, 14, 7, 4, 2, r);
       k.ops.unfoldRuns(a, c, 56, 56, 3, 14, 7, 4, 2, r, 56 * 4, 56 * 56 * 4);
     }
   }

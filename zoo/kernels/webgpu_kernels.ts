@@ -21,7 +21,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu";
 import { type Args, flat, MAIN } from "./webgpu_program.ts";
-import { ATTENTION, GELU, LAYER_NORM, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
+import { ATTENTION, GELU, kernelConfigs, LAYER_NORM, PERFORMER, SOFTMAX, UNFOLD } from "./names.ts";
 import { performerKernel } from "./webgpu_performer.ts";
 
 type Uniform = { type: string; data: number[] };
@@ -319,15 +319,11 @@ function unfoldKernel(args: Args): tf.TensorInfo {
 }
 
 /** Our fused kernels for the `webgpu` backend, by kernel name (`zoo/backend/registry.ts` registers them). */
-export const WEBGPU_KERNELS: readonly tf.KernelConfig[] = [
+export const WEBGPU_KERNELS: readonly tf.KernelConfig[] = kernelConfigs("webgpu", [
   [LAYER_NORM, layerNormKernel],
   [GELU, geluKernel],
   [SOFTMAX, softmaxKernel],
   [ATTENTION, attentionKernel],
   [UNFOLD, unfoldKernel],
   [PERFORMER, performerKernel],
-].map(([kernelName, fn]) => ({
-  kernelName: kernelName as string,
-  backendName: "webgpu",
-  kernelFunc: fn as unknown as tf.KernelFunc,
-}));
+]);
